@@ -1,0 +1,157 @@
+# Makefile - builds libpicklepool (.so and .a), the picklepool CLI, the plugins,
+# the tests, the benchmarks and the fuzz targets.  Everything lands in build/
+# (build/<sanitizer>/ for sanitizer builds), which is ignored by git.
+#
+#   make                      library, CLI, plugins, tests and benches (built, not run)
+#   make test                 install missing Debian packages, build, run every test
+#   make demo                 the main job (see README)
+#   make SANITIZER=address    (or undefined, thread) build into build/address and test
+#   make fuzz                 libFuzzer targets with clang into build/fuzz
+#   make install PREFIX=/usr/local
+#
+# Source files are found by wildcard: runtime/*.c is the library, workers/*.c the
+# CLI, plugins/*.c one .so each, tests/test_*.c one test each, bench/*.c one
+# benchmark each.
+
+PREFIX   ?= /usr/local
+PYTHON   ?= /usr/bin/python3
+SANITIZER ?=
+VERSION  := 0.1.0
+
+ifeq ($(SANITIZER),)
+BUILD    ?= build
+OPT      ?= -O2
+else
+BUILD    ?= build/$(SANITIZER)
+OPT      ?= -O1 -fno-omit-frame-pointer
+SANFLAGS := -fsanitize=$(SANITIZER) -fno-sanitize-recover=all
+.DEFAULT_GOAL := test
+endif
+
+PKG_CFLAGS := $(shell pkg-config --cflags libzmq hwloc 2>/dev/null)
+PKG_LIBS   := $(shell pkg-config --libs libzmq hwloc 2>/dev/null)
+
+WARN    := -Wall -Wextra -Werror -Wshadow -Wno-unused-parameter
+CFLAGS  ?= $(OPT) -g
+ALL_CFLAGS := -std=gnu11 $(CFLAGS) $(WARN) $(SANFLAGS) -fPIC -pthread \
+              -Iinclude -Iruntime -Iworkers $(PKG_CFLAGS) -DPK_VERSION=\"$(VERSION)\"
+LDLIBS_LIB := $(PKG_LIBS) -ldl -lm -pthread
+ALL_LDFLAGS := $(LDFLAGS) $(SANFLAGS) -pthread
+
+RUNTIME_SRC := $(wildcard runtime/*.c)
+WORKER_SRC  := $(wildcard workers/*.c)
+PLUGIN_SRC  := $(wildcard plugins/*.c)
+TEST_SRC    := $(wildcard tests/test_*.c)
+TESTLIB_SRC := $(wildcard tests/lib/*.c)
+BENCH_SRC   := $(wildcard bench/*.c)
+FUZZ_SRC    := $(wildcard tests/fuzz/fuzz_*.c)
+
+LIB_OBJ    := $(RUNTIME_SRC:%.c=$(BUILD)/obj/%.o)
+WORKER_OBJ := $(WORKER_SRC:%.c=$(BUILD)/obj/%.o)
+TESTLIB_OBJ := $(TESTLIB_SRC:%.c=$(BUILD)/obj/%.o)
+LIB_A      := $(BUILD)/libpicklepool.a
+LIB_SO     := $(BUILD)/libpicklepool.so
+# Executables carry the whole library and export it (-rdynamic) so that plugins,
+# which are built without linking libpicklepool, resolve its symbols there.
+WHOLE_LIB  := -Wl,--whole-archive $(LIB_A) -Wl,--no-whole-archive
+CLI        := $(BUILD)/picklepool
+PLUGINS    := $(PLUGIN_SRC:plugins/%.c=$(BUILD)/plugins/%.so)
+TESTS      := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
+BENCHES    := $(BENCH_SRC:bench/%.c=$(BUILD)/bench/%)
+REPLAYS    := $(FUZZ_SRC:tests/fuzz/%.c=$(BUILD)/tests/%_replay)
+
+.PHONY: all deps test test-c test-py demo fuzz install clean format
+all: $(LIB_A) $(LIB_SO) $(CLI) $(PLUGINS) $(TESTS) $(BENCHES) $(REPLAYS)
+
+deps:
+	@sh scripts/deps.sh
+
+$(BUILD)/obj/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -MMD -MP -c $< -o $@
+
+$(LIB_A): $(LIB_OBJ)
+	@rm -f $@
+	ar rcs $@ $^
+
+$(LIB_SO): $(LIB_OBJ)
+	$(CC) -shared -Wl,-soname,libpicklepool.so.0 $(ALL_LDFLAGS) -o $@ $^ $(LDLIBS_LIB)
+
+$(CLI): $(WORKER_OBJ) $(LIB_A)
+	$(CC) $(ALL_LDFLAGS) -rdynamic -o $@ $(WORKER_OBJ) $(WHOLE_LIB) $(LDLIBS_LIB) -lz -lbz2 -llzma
+
+$(BUILD)/plugins/%.so: plugins/%.c $(LIB_A)
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -shared $(ALL_LDFLAGS) -o $@ $<
+
+$(BUILD)/tests/%: tests/%.c $(TESTLIB_OBJ) $(LIB_A) $(WORKER_OBJ)
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -Itests $(ALL_LDFLAGS) -rdynamic -o $@ $< $(TESTLIB_OBJ) \
+	    $(filter-out $(BUILD)/obj/workers/main.o,$(WORKER_OBJ)) $(WHOLE_LIB) \
+	    $(LDLIBS_LIB) -lcmocka -lz -lbz2 -llzma
+
+$(BUILD)/tests/%_replay: tests/fuzz/%.c tests/fuzz/replay_main.c $(LIB_A)
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) $(ALL_LDFLAGS) -o $@ $< tests/fuzz/replay_main.c $(LIB_A) $(LDLIBS_LIB)
+
+$(BUILD)/bench/%: bench/%.c $(LIB_A)
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) $(ALL_LDFLAGS) -rdynamic -o $@ $< $(WHOLE_LIB) $(LDLIBS_LIB)
+
+# Tests: every C test under a hard timeout (each also guards itself), the fuzz
+# corpora replayed, then the Python suite against this build.
+test: deps
+	@$(MAKE) --no-print-directory all
+	@$(MAKE) --no-print-directory test-c test-py
+
+test-c: all
+	@fail=0; for t in $(TESTS); do \
+	    echo "== $$t"; \
+	    PICKLEPOOL_BUILD=$(BUILD) timeout 600 $$t || { echo "FAILED: $$t"; fail=1; }; \
+	done; \
+	for r in $(REPLAYS); do \
+	    n=$$(basename $$r _replay); echo "== $$r tests/fuzz/corpus/$${n#fuzz_}"; \
+	    timeout 600 $$r tests/fuzz/corpus/$${n#fuzz_} || { echo "FAILED: $$r"; fail=1; }; \
+	done; exit $$fail
+
+test-py: all
+	@if ls tests/python/test_*.py >/dev/null 2>&1; then \
+	    PICKLEPOOL_BUILD=$(abspath $(BUILD)) PYTHON=$(PYTHON) \
+	    timeout 900 $(PYTHON) -m pytest -q -p no:cacheprovider tests/python; \
+	fi
+
+demo: deps
+	@$(MAKE) --no-print-directory $(CLI) $(PLUGINS)
+	$(CLI) demo
+
+fuzz:
+	@sh scripts/deps.sh --extra
+	@mkdir -p build/fuzz
+	for f in $(FUZZ_SRC); do \
+	    clang -std=gnu11 -g -O1 -fsanitize=fuzzer,address,undefined -Iinclude -Iruntime \
+	        $(PKG_CFLAGS) -o build/fuzz/$$(basename $$f .c) $$f $(RUNTIME_SRC) $(LDLIBS_LIB) || exit 1; \
+	done
+	@echo "fuzzers in build/fuzz; run e.g. build/fuzz/fuzz_unpickle tests/fuzz/corpus/unpickle"
+
+install: $(LIB_A) $(LIB_SO) $(CLI) $(PLUGINS)
+	install -d $(DESTDIR)$(PREFIX)/lib/pkgconfig $(DESTDIR)$(PREFIX)/include/picklepool \
+	    $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib/picklepool/plugins
+	install -m 644 $(LIB_A) $(DESTDIR)$(PREFIX)/lib/
+	install -m 755 $(LIB_SO) $(DESTDIR)$(PREFIX)/lib/libpicklepool.so.$(VERSION)
+	ln -sf libpicklepool.so.$(VERSION) $(DESTDIR)$(PREFIX)/lib/libpicklepool.so.0
+	ln -sf libpicklepool.so.0 $(DESTDIR)$(PREFIX)/lib/libpicklepool.so
+	install -m 644 include/picklepool.h $(DESTDIR)$(PREFIX)/include/
+	install -m 644 include/picklepool/*.h $(DESTDIR)$(PREFIX)/include/picklepool/
+	install -m 755 $(CLI) $(DESTDIR)$(PREFIX)/bin/
+	for p in $(PLUGINS); do install -m 755 $$p $(DESTDIR)$(PREFIX)/lib/picklepool/plugins/; done
+	sed -e 's|@PREFIX@|$(PREFIX)|g' -e 's|@VERSION@|$(VERSION)|g' picklepool.pc.in \
+	    > $(DESTDIR)$(PREFIX)/lib/pkgconfig/picklepool.pc
+
+format:
+	clang-format -i include/*.h include/picklepool/*.h runtime/*.[ch] workers/*.[ch] \
+	    plugins/*.c tests/*.c bench/*.c
+
+clean:
+	rm -rf build
+
+-include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)

@@ -1,0 +1,26 @@
+/*
+ * picklepool.h - umbrella header: include this one.
+ *
+ * picklepool is a multiprocessing worker-pool runtime: a master pickles tasks,
+ * sends them over ZeroMQ to forked workers pinned to cores with hwloc, and
+ * gathers the results in input order.  Modules:
+ *   picklepool/error.h     the error enum and detail struct
+ *   picklepool/value.h     the C value model (documents, values)
+ *   picklepool/pickle.h    the safe CPython-compatible pickle codec
+ *   picklepool/registry.h  native functions callable by workers, plugins
+ *   picklepool/pool.h      the worker pool: pool_map and friends
+ */
+#ifndef PICKLEPOOL_H
+#define PICKLEPOOL_H
+
+#include "picklepool/error.h"
+#include "picklepool/value.h"
+#include "picklepool/pickle.h"
+#if __has_include("picklepool/registry.h")
+#include "picklepool/registry.h"
+#endif
+#if __has_include("picklepool/pool.h")
+#include "picklepool/pool.h"
+#endif
+
+#endif /* PICKLEPOOL_H */

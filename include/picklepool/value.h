@@ -1,0 +1,282 @@
+/*
+ * picklepool/value.h - the C value model for everything a Python job ships.
+ *
+ * A value graph lives in a document (pk_doc_t): an arena that owns every value,
+ * string and array allocated in it and frees them all at once in pk_doc_free().
+ * Values are therefore never freed one by one, shared references are plain
+ * pointer sharing (the same list twice is one pk_value_t), and cycles (a list
+ * that contains itself) need no special care.
+ *
+ * The struct layout is public so that kernels can read values without a call per
+ * field; treat it as read-only and build values with the constructors below.
+ * Ownership rule for every constructor: the returned value belongs to `doc` and
+ * lives until pk_doc_free(doc).  A container may hold values of the same doc
+ * only.  Constructors return NULL only when memory runs out.
+ *
+ * Strings are UTF-8.  Lone surrogates (which CPython writes with the
+ * "surrogatepass" error handler) are kept as their 3-byte encodings so that a
+ * round trip is exact.
+ *
+ * Out-of-band buffers: an ndarray or pickle buffer may borrow memory it does not
+ * own (PK_VF_BORROWED).  Whoever supplied that memory keeps it alive until the
+ * doc is freed; pk_doc_on_free() registers a release callback for that.
+ *
+ * Thread-safety: a doc and its values may be used by one thread at a time;
+ * distinct docs are independent.  Reading a doc from several threads at once is
+ * safe while nobody modifies it.  Fork-safe (plain memory).
+ */
+#ifndef PICKLEPOOL_VALUE_H
+#define PICKLEPOOL_VALUE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "error.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef enum pk_type {
+    PK_NONE = 0,
+    PK_BOOL,
+    PK_INT,      /* fits in int64_t */
+    PK_BIGINT,   /* arbitrary precision, does not fit in int64_t */
+    PK_FLOAT,    /* double */
+    PK_COMPLEX,  /* two doubles */
+    PK_STR,      /* UTF-8 (surrogatepass) */
+    PK_BYTES,
+    PK_BYTEARRAY,
+    PK_TUPLE,
+    PK_LIST,
+    PK_DICT,     /* insertion ordered, any hashable key */
+    PK_SET,
+    PK_FROZENSET,
+    PK_GLOBAL,   /* a reference to module.qualname, never resolved here */
+    PK_NDARRAY,  /* numpy.ndarray (or numpy scalar when PK_VF_NPSCALAR) */
+    PK_DTYPE,    /* numpy.dtype on its own */
+    PK_PICKLEBUFFER, /* pickle.PickleBuffer (protocol 5 out-of-band buffer) */
+    PK__TYPE_MAX
+} pk_type_t;
+
+/* pk_value_t.flags */
+#define PK_VF_READONLY 0x01 /* buffer/array data must not be written */
+#define PK_VF_BORROWED 0x02 /* data points into memory the doc does not own */
+#define PK_VF_NPSCALAR 0x04 /* PK_NDARRAY that is a numpy scalar (ndim 0) */
+#define PK_VF_FORTRAN 0x08  /* PK_NDARRAY stored in Fortran (column-major) order */
+
+/* Maximum number of array dimensions (numpy's own limit is 64 since 2.0). */
+#define PK_MAXDIMS 64
+
+typedef struct pk_value pk_value_t;
+typedef struct pk_doc pk_doc_t;
+
+/* numpy dtype for the supported kinds: b (bool), i, u, f, c, S, U, V (raw). */
+typedef struct pk_dtype {
+    char kind;         /* 'b','i','u','f','c','S','U','V' */
+    char byteorder;    /* '<', '>' or '|' (not applicable); never '=' */
+    uint16_t reserved;
+    uint32_t itemsize; /* bytes per element (for 'U': 4 * characters) */
+} pk_dtype_t;
+
+typedef struct pk_ndarray {
+    pk_dtype_t dtype;
+    int ndim;                /* 0..PK_MAXDIMS */
+    const int64_t *shape;    /* ndim entries (doc-owned) */
+    const int64_t *strides;  /* ndim entries in bytes, C or Fortran contiguous */
+    void *data;              /* nbytes bytes; borrowed when PK_VF_BORROWED */
+    size_t nbytes;           /* product(shape) * itemsize */
+} pk_ndarray_t;
+
+typedef struct pk_dict_entry {
+    pk_value_t *key;
+    pk_value_t *value;
+} pk_dict_entry_t;
+
+struct pk_value {
+    uint8_t type;  /* pk_type_t */
+    uint8_t flags; /* PK_VF_* */
+    uint16_t reserved;
+    uint32_t reserved2;
+    union {
+        int b;                        /* PK_BOOL: 0 or 1 */
+        int64_t i;                    /* PK_INT */
+        double f;                     /* PK_FLOAT */
+        struct { double re, im; } c;  /* PK_COMPLEX */
+        struct {                      /* PK_BIGINT: two's complement, */
+            const uint8_t *bytes;     /* little endian, minimal length */
+            size_t len;               /* (the LONG1 payload) */
+        } big;
+        struct {                      /* PK_STR (UTF-8, NUL-terminated */
+            const char *ptr;          /* for convenience; len excludes it), */
+            size_t len;               /* PK_BYTES, PK_BYTEARRAY, */
+        } str;                        /* PK_PICKLEBUFFER */
+        struct {                      /* PK_TUPLE, PK_LIST, PK_SET, */
+            pk_value_t **items;       /* PK_FROZENSET: items in order */
+            size_t len;
+            size_t cap;
+            uint32_t *index;          /* sets: hash index (internal) */
+            size_t index_cap;
+        } seq;
+        struct {                      /* PK_DICT */
+            pk_dict_entry_t *entries; /* insertion order */
+            size_t len;
+            size_t cap;
+            uint32_t *index;          /* hash index (internal) */
+            size_t index_cap;
+        } dict;
+        struct {                      /* PK_GLOBAL */
+            const char *module;       /* NUL-terminated UTF-8 */
+            const char *name;         /* qualname, may contain dots */
+        } global;
+        pk_ndarray_t *nd;             /* PK_NDARRAY */
+        pk_dtype_t *dtype;            /* PK_DTYPE */
+    } u;
+};
+
+/* ---- documents --------------------------------------------------------- */
+
+/* Creates an empty document.  On success *docp owns it (free with
+ * pk_doc_free).  Returns PK_OK or PK_ENOMEM. */
+pk_err_t pk_doc_new(pk_doc_t **docp);
+
+/* Frees the document, every value in it, and runs its on-free callbacks in
+ * reverse registration order.  Sets *docp to NULL; NULL or *docp == NULL is a
+ * no-op. */
+void pk_doc_free(pk_doc_t **docp);
+
+/* Registers fn(arg) to run when the doc is freed (for example to release an
+ * out-of-band buffer that values borrow).  Returns PK_OK or PK_ENOMEM (and
+ * then fn is not registered and not called). */
+pk_err_t pk_doc_on_free(pk_doc_t *doc, void (*fn)(void *arg), void *arg);
+
+/* Allocates `size` bytes (8-byte aligned, uninitialised) owned by doc.
+ * Returns NULL when memory runs out. */
+void *pk_doc_alloc(pk_doc_t *doc, size_t size);
+
+/* Bytes currently held by the doc's arena (for statistics and limits). */
+size_t pk_doc_size(const pk_doc_t *doc);
+
+/* ---- constructors (all return doc-owned values, NULL on ENOMEM) -------- */
+
+/* None, True and False are static singletons that belong to no doc and may be
+ * used in any doc. */
+pk_value_t *pk_none(void);
+pk_value_t *pk_bool(int b);
+
+pk_value_t *pk_int(pk_doc_t *doc, int64_t i);
+/* Two's complement little-endian bytes (any length, copied); the result is
+ * normalised: PK_INT when it fits in int64, else a minimal PK_BIGINT. */
+pk_value_t *pk_bigint(pk_doc_t *doc, const void *le_bytes, size_t len);
+pk_value_t *pk_float(pk_doc_t *doc, double f);
+pk_value_t *pk_complex(pk_doc_t *doc, double re, double im);
+
+/* Copies `len` bytes.  pk_str does not validate UTF-8; pk_str_checked does and
+ * returns NULL with *err = PK_EINVAL for invalid input (surrogates allowed). */
+pk_value_t *pk_str(pk_doc_t *doc, const char *utf8, size_t len);
+pk_value_t *pk_cstr(pk_doc_t *doc, const char *utf8); /* NUL-terminated */
+pk_value_t *pk_bytes(pk_doc_t *doc, const void *data, size_t len);
+pk_value_t *pk_bytearray(pk_doc_t *doc, const void *data, size_t len);
+
+/* Containers are created empty with room for `cap` items. */
+pk_value_t *pk_tuple_new(pk_doc_t *doc, size_t len); /* len NULL slots */
+pk_value_t *pk_list_new(pk_doc_t *doc, size_t cap);
+pk_value_t *pk_dict_new(pk_doc_t *doc, size_t cap);
+pk_value_t *pk_set_new(pk_doc_t *doc, size_t cap);
+pk_value_t *pk_frozenset_new(pk_doc_t *doc, size_t cap);
+
+/* A reference to module.name; both strings are copied. */
+pk_value_t *pk_global(pk_doc_t *doc, const char *module, const char *name);
+
+/* A pickle buffer of `len` bytes.  With PK_VF_BORROWED in `flags` the bytes are
+ * referenced, not copied (keep them alive until the doc is freed); otherwise
+ * they are copied.  PK_VF_READONLY marks it read-only. */
+pk_value_t *pk_picklebuffer(pk_doc_t *doc, const void *data, size_t len,
+                            unsigned flags);
+
+/* An ndarray of dtype `dt` (e.g. from pk_dtype_parse("<f4")) and shape.
+ * With data == NULL the doc allocates zeroed storage (64-byte aligned);
+ * otherwise `data` is copied, or borrowed when PK_VF_BORROWED is in flags.
+ * PK_VF_FORTRAN selects column-major strides.  Returns NULL on ENOMEM or an
+ * invalid shape (negative, too many dims, size overflow). */
+pk_value_t *pk_ndarray(pk_doc_t *doc, const pk_dtype_t *dt, int ndim,
+                       const int64_t *shape, void *data, unsigned flags);
+pk_value_t *pk_dtype_value(pk_doc_t *doc, const pk_dtype_t *dt);
+
+/* Parses a numpy type string ("<f4", "|u1", "<U8", "|S3", "|b1", "f8"...) into
+ * *dt.  Returns PK_OK or PK_EUNSUPPORTED. */
+pk_err_t pk_dtype_parse(const char *str, pk_dtype_t *dt);
+/* Writes the numpy type string for dt ("<f4") into buf (>= 16 bytes). */
+const char *pk_dtype_str(const pk_dtype_t *dt, char *buf, size_t size);
+
+/* ---- mutation -------------------------------------------------------- */
+
+/* Appends item to a list (or, while decoding, to any sequence).  Returns PK_OK,
+ * PK_ETYPE or PK_ENOMEM. */
+pk_err_t pk_list_append(pk_doc_t *doc, pk_value_t *list, pk_value_t *item);
+/* Sets slot i of a tuple created with pk_tuple_new (i < len). */
+void pk_tuple_set(pk_value_t *tuple, size_t i, pk_value_t *item);
+/* Inserts or replaces key -> value (Python semantics: an equal key keeps its
+ * position and original key object, the value is replaced).  Returns PK_OK,
+ * PK_EUNHASHABLE (key is a list, dict, set, bytearray, ndarray, or a tuple
+ * holding one), PK_ETYPE or PK_ENOMEM. */
+pk_err_t pk_dict_set(pk_doc_t *doc, pk_value_t *dict, pk_value_t *key,
+                     pk_value_t *value);
+/* Adds item to a set or frozenset (no-op if an equal item is present).  Same
+ * returns as pk_dict_set. */
+pk_err_t pk_set_add(pk_doc_t *doc, pk_value_t *set, pk_value_t *item);
+
+/* ---- access ------------------------------------------------------------ */
+
+/* Looks key up in a dict; returns the value or NULL if absent/unhashable. */
+pk_value_t *pk_dict_get(const pk_value_t *dict, const pk_value_t *key);
+/* Convenience for string keys. */
+pk_value_t *pk_dict_get_str(const pk_value_t *dict, const char *key);
+/* Non-zero if set/frozenset contains item. */
+int pk_set_contains(const pk_value_t *set, const pk_value_t *item);
+
+/* Number of items of a tuple, list, set, frozenset or dict; length in bytes of
+ * str/bytes/bytearray/picklebuffer; 0 otherwise. */
+size_t pk_len(const pk_value_t *v);
+/* Item i of a tuple/list/set/frozenset, or NULL when out of range / not one. */
+pk_value_t *pk_item(const pk_value_t *v, size_t i);
+
+/* Reads a number as int64 / double.  pk_as_int accepts bool and int (PK_ETYPE
+ * otherwise, PK_ELIMIT never since PK_INT always fits); pk_as_double accepts
+ * bool, int, bigint and float. */
+pk_err_t pk_as_int(const pk_value_t *v, int64_t *out);
+pk_err_t pk_as_double(const pk_value_t *v, double *out);
+
+/* Static name of a type ("int", "list", "numpy.ndarray", ...). */
+const char *pk_type_name(pk_type_t t);
+
+/* Python equality for hashable and unhashable values alike (1 == 1.0 == True,
+ * containers compared element-wise, ndarrays by dtype, shape and bytes).
+ * Cycles compare by identity at depth > 1000.  Non-zero when equal. */
+int pk_equal(const pk_value_t *a, const pk_value_t *b);
+
+/* Hash consistent with pk_equal for hashable values (not CPython's hash()).
+ * Returns PK_OK or PK_EUNHASHABLE. */
+pk_err_t pk_hash(const pk_value_t *v, uint64_t *out);
+
+/* Writes a Python-like repr of v into buf (truncated with "..." past size);
+ * for diagnostics and tests.  Returns buf. */
+const char *pk_repr(const pk_value_t *v, char *buf, size_t size);
+
+/* ---- allocator (failure injection and embedding) --------------------- */
+
+typedef struct pk_allocator {
+    void *(*malloc)(size_t size);
+    void *(*realloc)(void *ptr, size_t size);
+    void (*free)(void *ptr);
+} pk_allocator_t;
+
+/* Replaces the allocator used by every picklepool allocation (NULL restores
+ * malloc/realloc/free).  Not thread-safe: call it while no other picklepool
+ * call is running, and free what was allocated with the old allocator first. */
+void pk_set_allocator(const pk_allocator_t *a);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* PICKLEPOOL_VALUE_H */

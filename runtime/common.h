@@ -1,0 +1,58 @@
+/*
+ * common.h - private helpers shared by the whole runtime: the allocator hook
+ * (every allocation goes through it, so tests can fail the Nth one), the error
+ * setters, and little-endian load/store.
+ */
+#ifndef PK_COMMON_H
+#define PK_COMMON_H
+
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "picklepool/error.h"
+#include "picklepool/value.h"
+
+/* Allocation through the hook installed by pk_set_allocator() (alloc.c). */
+void *pk__malloc(size_t size);
+void *pk__calloc(size_t n, size_t size); /* overflow-checked, zeroed */
+void *pk__realloc(void *ptr, size_t size);
+void pk__free(void *ptr);
+char *pk__strdup(const char *s);
+
+/* Sets err (may be NULL) to code with a printf-style message; offset and
+ * opcode are set to -1.  Returns code, so callers can `return pk__err(...)`. */
+pk_err_t pk__err(pk_error_t *err, pk_err_t code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+/* Same, keeping errno (PK_ESYS / PK_EIO): message gets ": strerror(errno)". */
+pk_err_t pk__err_sys(pk_error_t *err, pk_err_t code, int errnum,
+                     const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+
+static inline uint16_t pk__ld16(const uint8_t *p)
+{
+    return (uint16_t)(p[0] | (p[1] << 8));
+}
+static inline uint32_t pk__ld32(const uint8_t *p)
+{
+    uint32_t v;
+    memcpy(&v, p, 4);
+    return v; /* x86-64 / aarch64 little-endian hosts only (checked below) */
+}
+static inline uint64_t pk__ld64(const uint8_t *p)
+{
+    uint64_t v;
+    memcpy(&v, p, 8);
+    return v;
+}
+static inline void pk__st32(uint8_t *p, uint32_t v) { memcpy(p, &v, 4); }
+static inline void pk__st64(uint8_t *p, uint64_t v) { memcpy(p, &v, 8); }
+
+#if !defined(__BYTE_ORDER__) || __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
+#error "picklepool assumes a little-endian host"
+#endif
+
+#define PK_UNUSED(x) ((void)(x))
+#define PK_ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
+
+#endif /* PK_COMMON_H */
