@@ -16,11 +16,7 @@
 #include "picklepool/error.h"
 #include "picklepool/value.h"
 #include "picklepool/pickle.h"
-#if __has_include("picklepool/registry.h")
 #include "picklepool/registry.h"
-#endif
-#if __has_include("picklepool/pool.h")
 #include "picklepool/pool.h"
-#endif
 
 #endif /* PICKLEPOOL_H */

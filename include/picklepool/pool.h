@@ -1,0 +1,194 @@
+/*
+ * picklepool/pool.h - the worker pool: pool_map and its siblings.
+ *
+ * A pool is a set of worker processes, one per core by default, each pinned to
+ * its core with hwloc.  The caller's process is the master: the library runs
+ * the scheduler on a background thread of its own; these calls talk to it.
+ * Items are pickled into batches, sent over ZeroMQ, run by workers that call a
+ * registered native function (see registry.h), and the results come back in
+ * input order (or as completed, for the unordered variants) with a status per
+ * item.  A worker that dies (any signal, OOM) is noticed at once, its batches
+ * re-queued, and it is respawned; a batch that keeps killing workers is split
+ * until the poison item is isolated and only that item fails.
+ *
+ * Fork discipline: the first pool_create() (or pool_global_init()) loads the
+ * hwloc topology and forks a fork server before any ZeroMQ context or
+ * library thread exists; workers are forked from that clean, single-threaded
+ * process, set PR_SET_PDEATHSIG, bind themselves to their core, and only then
+ * create their own ZeroMQ context (so its I/O threads inherit the binding).
+ * Programs that start threads of their own before their first pool should call
+ * pool_global_init() first, while still single-threaded.
+ *
+ * Thread-safety: one pool may be used from several threads at once (calls are
+ * serialised internally), except pool_destroy, which must not race other calls
+ * on the same pool.  Results, iterators and futures are owned by the caller and
+ * are not shared.  Fork-safety: do not use a pool in a child forked after its
+ * creation; the child must create its own.
+ */
+#ifndef PICKLEPOOL_POOL_H
+#define PICKLEPOOL_POOL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "error.h"
+#include "value.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct pool pool_t;
+typedef struct pool_results pool_results_t;
+typedef struct pool_iter pool_iter_t;
+typedef struct pool_future pool_future_t;
+
+typedef enum pool_placement {
+    POOL_PLACE_COMPACT = 0, /* consecutive cores (OpenMP "close") */
+    POOL_PLACE_SPREAD,      /* spread over packages / NUMA nodes */
+    POOL_PLACE_NONE         /* no binding */
+} pool_placement_t;
+
+typedef struct pool_opts {
+    int workers;                /* 0: one per core the process may use */
+    pool_placement_t placement; /* default compact */
+    int prefetch;               /* batches in flight per worker (default 2) */
+    size_t chunksize;           /* items per batch; 0: adaptive (default) */
+    double timeout;             /* per-item seconds; 0: none (default) */
+    int retries;                /* crashes an item may survive (default 2) */
+    size_t maxtasksperchild;    /* items before a worker is recycled; 0: never */
+    size_t max_rss;             /* bytes; recycle a worker above it; 0: none */
+    void (*initializer)(void *arg); /* run in each worker once, may be NULL */
+    void *initarg;
+    const char *const *plugins; /* plugin .so paths loaded in master + workers */
+    size_t nplugins;
+    const char *topology;       /* hwloc synthetic topology for tests, or NULL */
+} pool_opts_t;
+
+/* Fills *opts with the defaults. */
+void pool_opts_init(pool_opts_t *opts);
+
+/* Starts the fork server early (see above).  Idempotent; pool_create calls it.
+ * Returns PK_OK or PK_ESYS. */
+pk_err_t pool_global_init(pk_error_t *err);
+
+/* Creates a pool and returns when every worker is ready.  On success *pp owns
+ * the pool (free with pool_destroy).  Returns PK_OK, PK_EINVAL (bad options),
+ * PK_EIO (a plugin failed to load), PK_ESYS or PK_ENOMEM. */
+pk_err_t pool_create(pool_t **pp, const pool_opts_t *opts, pk_error_t *err);
+
+/* Terminates the workers if still running, reaps them, removes the ipc
+ * directory, frees everything and sets *pp to NULL.  Idempotent. */
+void pool_destroy(pool_t **pp);
+
+/* multiprocessing semantics: close() refuses new work and lets submitted work
+ * finish; join() waits (up to timeout seconds, < 0 for ever) for the workers
+ * to exit after close or terminate: PK_OK or PK_ETIMEDOUT; terminate() stops
+ * everything now (in-flight items fail with PK_ECANCELED). */
+pk_err_t pool_close(pool_t *p);
+pk_err_t pool_join(pool_t *p, double timeout);
+void pool_terminate(pool_t *p);
+
+/* Per-call options; NULL means the pool's. */
+typedef struct pool_call_opts {
+    size_t chunksize; /* 0: the pool's */
+    double timeout;   /* per-item seconds; 0: the pool's, < 0: none */
+} pool_call_opts_t;
+
+/* One item's outcome.  `value` and `error` are owned by whoever returned the
+ * item (the results object, the iterator until its next call, the future). */
+typedef struct pool_item {
+    size_t index;           /* position in the input */
+    pk_err_t status;        /* PK_OK, PK_EFUNC, PK_ECRASHED, PK_ETIMEDOUT,
+                               PK_ENOFUNC, PK_ECANCELED, ... */
+    const pk_value_t *value; /* the result when status == PK_OK, else NULL */
+    const char *error;      /* message when status != PK_OK, else NULL */
+} pool_item_t;
+
+/* Maps module.func over items[0..n) (values of any docs; they are pickled
+ * before this returns control to the scheduler, so the caller may free them
+ * after the call).  Blocks until every item has an outcome.  On PK_OK *out
+ * owns the results (free with pool_results_free) even when some items failed;
+ * the call itself fails only when the pool cannot run it (PK_ECLOSED,
+ * PK_EINTR on SIGINT/SIGTERM, PK_ENOMEM, ...). */
+pk_err_t pool_map(pool_t *p, const char *module, const char *func,
+                  const pk_value_t *const *items, size_t n,
+                  const pool_call_opts_t *copts, pool_results_t **out,
+                  pk_error_t *err);
+
+size_t pool_results_len(const pool_results_t *r);
+size_t pool_results_failed(const pool_results_t *r); /* items not PK_OK */
+/* Item i (i < len), valid until pool_results_free. */
+const pool_item_t *pool_results_item(const pool_results_t *r, size_t i);
+void pool_results_free(pool_results_t **r);
+
+/* Streaming input: called from the caller's thread (inside pool_imap and
+ * pool_iter_next) to fetch the next item, built in `doc` (which the runtime
+ * frees once the item is pickled).  Set *item and return PK_OK; set *item to
+ * NULL at the end of input; any other return aborts the map with that error. */
+typedef pk_err_t (*pool_next_fn)(void *ctx, pk_doc_t *doc, pk_value_t **item);
+
+/* Starts a lazy map: input is pulled only to keep a bounded window in flight,
+ * so memory stays flat however long the input.  pool_imap delivers in input
+ * order, pool_imap_unordered as completed.  On PK_OK *it owns the iterator. */
+pk_err_t pool_imap(pool_t *p, const char *module, const char *func,
+                   pool_next_fn next, void *ctx, const pool_call_opts_t *copts,
+                   pool_iter_t **it, pk_error_t *err);
+pk_err_t pool_imap_unordered(pool_t *p, const char *module, const char *func,
+                             pool_next_fn next, void *ctx,
+                             const pool_call_opts_t *copts, pool_iter_t **it,
+                             pk_error_t *err);
+/* Waits up to timeout seconds (< 0: for ever) for the next outcome.  Returns
+ * PK_OK with *item filled (valid until the next call or pool_iter_free),
+ * PK_ECANCELED at the end of the map, PK_ETIMEDOUT, or the error that stopped
+ * the map. */
+pk_err_t pool_iter_next(pool_iter_t *it, pool_item_t *item, double timeout);
+void pool_iter_free(pool_iter_t **it);
+
+/* One call module.func(*args, **kwargs) (kwargs may be NULL).  On PK_OK *fut
+ * owns the future. */
+pk_err_t pool_apply_async(pool_t *p, const char *module, const char *func,
+                          const pk_value_t *args, const pk_value_t *kwargs,
+                          pool_future_t **fut, pk_error_t *err);
+/* Waits up to timeout seconds (< 0: for ever).  PK_OK with *item filled
+ * (valid until pool_future_free), or PK_ETIMEDOUT. */
+pk_err_t pool_future_wait(pool_future_t *f, double timeout, pool_item_t *item);
+void pool_future_free(pool_future_t **f);
+
+/* Convenience maps over plain C data, for module.func taking one number and
+ * returning one.  out has n entries; failed items leave out[i] unchanged and
+ * make the call return PK_EFUNC (or the first item's error code) after all
+ * items ran, with *nfailed (may be NULL) set. */
+pk_err_t pool_map_i64(pool_t *p, const char *module, const char *func,
+                      const int64_t *in, int64_t *out, size_t n,
+                      size_t *nfailed, pk_error_t *err);
+pk_err_t pool_map_f64(pool_t *p, const char *module, const char *func,
+                      const double *in, double *out, size_t n,
+                      size_t *nfailed, pk_error_t *err);
+/* Maps over n float32 arrays (in[i] has lens[i] floats) with a function
+ * taking and returning a float32 ndarray; results are written to out[i]
+ * (lens[i] floats each). */
+pk_err_t pool_map_f32_arrays(pool_t *p, const char *module, const char *func,
+                             const float *const *in, float *const *out,
+                             const size_t *lens, size_t n, size_t *nfailed,
+                             pk_error_t *err);
+
+/* Per-worker statistics. */
+typedef struct pool_worker_stats {
+    int slot;            /* 0..workers-1 */
+    int pid;             /* current process, 0 while respawning */
+    int core;            /* logical core index it is pinned to, -1: none */
+    char cpus[64];       /* its allowed CPU list, "3" or "0-1" */
+    uint64_t items_done; /* items completed by this slot, all generations */
+    double busy_s;       /* seconds spent running items */
+    unsigned restarts;   /* respawns of this slot */
+} pool_worker_stats_t;
+
+/* Fills up to cap entries; *n receives the number of workers. */
+pk_err_t pool_stats(pool_t *p, pool_worker_stats_t *out, size_t cap,
+                    size_t *n);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* PICKLEPOOL_POOL_H */
