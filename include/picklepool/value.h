@@ -111,6 +111,8 @@ struct pk_value {
             const char *ptr;          /* for convenience; len excludes it), */
             size_t len;               /* PK_BYTES, PK_BYTEARRAY, */
         } str;                        /* PK_PICKLEBUFFER */
+        /* seq and dict: items/entries, cap and index are internal; change
+         * them only through the constructors and mutators below. */
         struct {                      /* PK_TUPLE, PK_LIST, PK_SET, */
             pk_value_t **items;       /* PK_FROZENSET: items in order */
             size_t len;
@@ -172,8 +174,11 @@ pk_value_t *pk_float(pk_doc_t *doc, double f);
 pk_value_t *pk_complex(pk_doc_t *doc, double re, double im);
 
 /* Copies `len` bytes.  pk_str does not validate UTF-8; pk_str_checked does and
- * returns NULL with *err = PK_EINVAL for invalid input (surrogates allowed). */
+ * returns NULL with *err = PK_EINVAL for invalid input (surrogates allowed),
+ * or NULL with *err = PK_ENOMEM. */
 pk_value_t *pk_str(pk_doc_t *doc, const char *utf8, size_t len);
+pk_value_t *pk_str_checked(pk_doc_t *doc, const char *utf8, size_t len,
+                           pk_err_t *err);
 pk_value_t *pk_cstr(pk_doc_t *doc, const char *utf8); /* NUL-terminated */
 pk_value_t *pk_bytes(pk_doc_t *doc, const void *data, size_t len);
 pk_value_t *pk_bytearray(pk_doc_t *doc, const void *data, size_t len);
@@ -198,7 +203,8 @@ pk_value_t *pk_picklebuffer(pk_doc_t *doc, const void *data, size_t len,
  * With data == NULL the doc allocates zeroed storage (64-byte aligned);
  * otherwise `data` is copied, or borrowed when PK_VF_BORROWED is in flags.
  * PK_VF_FORTRAN selects column-major strides.  Returns NULL on ENOMEM or an
- * invalid shape (negative, too many dims, size overflow). */
+ * invalid shape (negative, too many dims, size overflow), PK_VF_NPSCALAR with
+ * ndim != 0, or PK_VF_BORROWED with NULL data. */
 pk_value_t *pk_ndarray(pk_doc_t *doc, const pk_dtype_t *dt, int ndim,
                        const int64_t *shape, void *data, unsigned flags);
 pk_value_t *pk_dtype_value(pk_doc_t *doc, const pk_dtype_t *dt);
@@ -211,15 +217,16 @@ const char *pk_dtype_str(const pk_dtype_t *dt, char *buf, size_t size);
 
 /* ---- mutation -------------------------------------------------------- */
 
-/* Appends item to a list (or, while decoding, to any sequence).  Returns PK_OK,
- * PK_ETYPE or PK_ENOMEM. */
+/* Appends item to a list or tuple; for a set or frozenset it is pk_set_add
+ * (and may return PK_EUNHASHABLE).  Returns PK_OK, PK_ETYPE (any other type)
+ * or PK_ENOMEM. */
 pk_err_t pk_list_append(pk_doc_t *doc, pk_value_t *list, pk_value_t *item);
 /* Sets slot i of a tuple created with pk_tuple_new (i < len). */
 void pk_tuple_set(pk_value_t *tuple, size_t i, pk_value_t *item);
 /* Inserts or replaces key -> value (Python semantics: an equal key keeps its
  * position and original key object, the value is replaced).  Returns PK_OK,
  * PK_EUNHASHABLE (key is a list, dict, set, bytearray, ndarray, or a tuple
- * holding one), PK_ETYPE or PK_ENOMEM. */
+ * holding one), PK_ETYPE or PK_ENOMEM (also past 2^31 entries). */
 pk_err_t pk_dict_set(pk_doc_t *doc, pk_value_t *dict, pk_value_t *key,
                      pk_value_t *value);
 /* Adds item to a set or frozenset (no-op if an equal item is present).  Same
@@ -242,8 +249,8 @@ size_t pk_len(const pk_value_t *v);
 pk_value_t *pk_item(const pk_value_t *v, size_t i);
 
 /* Reads a number as int64 / double.  pk_as_int accepts bool and int (PK_ETYPE
- * otherwise, PK_ELIMIT never since PK_INT always fits); pk_as_double accepts
- * bool, int, bigint and float. */
+ * otherwise); pk_as_double accepts bool, int, bigint and float (PK_ELIMIT for
+ * a bigint beyond the double range). */
 pk_err_t pk_as_int(const pk_value_t *v, int64_t *out);
 pk_err_t pk_as_double(const pk_value_t *v, double *out);
 
@@ -256,7 +263,9 @@ const char *pk_type_name(pk_type_t t);
 int pk_equal(const pk_value_t *a, const pk_value_t *b);
 
 /* Hash consistent with pk_equal for hashable values (not CPython's hash()).
- * Returns PK_OK or PK_EUNHASHABLE. */
+ * Seeded once per process from getrandom (keys come from untrusted pickles),
+ * so hashes differ between unrelated processes.  Returns PK_OK or
+ * PK_EUNHASHABLE (also past a nesting depth of 1000 or 2^26 nodes). */
 pk_err_t pk_hash(const pk_value_t *v, uint64_t *out);
 
 /* Writes a Python-like repr of v into buf (truncated with "..." past size);
