@@ -494,6 +494,21 @@ pk_value_t *pk_picklebuffer(pk_doc_t *doc, const void *data, size_t len,
     return v;
 }
 
+pk_value_t *pk_object(pk_doc_t *doc, pk_value_t *callable, pk_value_t *args,
+                      pk_value_t *state)
+{
+    if (callable == NULL || callable->type != PK_GLOBAL || args == NULL ||
+        args->type != PK_TUPLE)
+        return NULL;
+    pk_value_t *v = new_value(doc, PK_OBJECT, 0);
+    if (v == NULL)
+        return NULL;
+    v->u.obj.callable = callable;
+    v->u.obj.args = args;
+    v->u.obj.state = state;
+    return v;
+}
+
 pk_value_t *pk_global(pk_doc_t *doc, const char *module, const char *name)
 {
     size_t ml = strlen(module), nl = strlen(name);
@@ -1003,6 +1018,14 @@ static int equal_rec(const pk_value_t *a, const pk_value_t *b, int depth,
         return dtype_equal(a->u.dtype, b->u.dtype);
     case PK_NDARRAY:
         return ndarray_equal(a->u.nd, b->u.nd);
+    case PK_OBJECT:
+        return equal_rec(a->u.obj.callable, b->u.obj.callable, depth + 1,
+                         budget) &&
+               equal_rec(a->u.obj.args, b->u.obj.args, depth + 1, budget) &&
+               (a->u.obj.state == b->u.obj.state ||
+                (a->u.obj.state != NULL && b->u.obj.state != NULL &&
+                 equal_rec(a->u.obj.state, b->u.obj.state, depth + 1,
+                           budget)));
     default:
         return 0;
     }
@@ -1307,6 +1330,7 @@ const char *pk_type_name(pk_type_t t)
         [PK_NDARRAY] = "numpy.ndarray",
         [PK_DTYPE] = "numpy.dtype",
         [PK_PICKLEBUFFER] = "pickle.PickleBuffer",
+        [PK_OBJECT] = "object",
     };
     if ((unsigned)t >= PK__TYPE_MAX)
         return "unknown";
@@ -1771,6 +1795,10 @@ static void repr_rec(writer_t *w, const pk_value_t *v)
         puts_(w, v->u.global.module);
         puts_(w, ".");
         puts_(w, v->u.global.name);
+        return;
+    case PK_OBJECT:
+        repr_rec(w, v->u.obj.callable);
+        repr_rec(w, v->u.obj.args);
         return;
     case PK_DTYPE:
         putf(w, "dtype('%s')", pk_dtype_str(v->u.dtype, tmp, sizeof tmp));

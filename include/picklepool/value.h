@@ -56,6 +56,9 @@ typedef enum pk_type {
     PK_NDARRAY,  /* numpy.ndarray (or numpy scalar when PK_VF_NPSCALAR) */
     PK_DTYPE,    /* numpy.dtype on its own */
     PK_PICKLEBUFFER, /* pickle.PickleBuffer (protocol 5 out-of-band buffer) */
+    PK_OBJECT,   /* callable(*args) then BUILD state: an instance the pickle
+                    reconstructs by calling a global (only allow-listed ones,
+                    such as builtins exceptions, decode to this) */
     PK__TYPE_MAX
 } pk_type_t;
 
@@ -131,6 +134,11 @@ struct pk_value {
             const char *module;       /* NUL-terminated UTF-8 */
             const char *name;         /* qualname, may contain dots */
         } global;
+        struct {                      /* PK_OBJECT */
+            pk_value_t *callable;     /* PK_GLOBAL */
+            pk_value_t *args;         /* PK_TUPLE */
+            pk_value_t *state;        /* BUILD state, or NULL */
+        } obj;
         pk_ndarray_t *nd;             /* PK_NDARRAY */
         pk_dtype_t *dtype;            /* PK_DTYPE */
     } u;
@@ -192,6 +200,15 @@ pk_value_t *pk_frozenset_new(pk_doc_t *doc, size_t cap);
 
 /* A reference to module.name; both strings are copied. */
 pk_value_t *pk_global(pk_doc_t *doc, const char *module, const char *name);
+
+/* An object the pickle rebuilds as callable(*args), then BUILD with state when
+ * state is non-NULL (pickle's REDUCE).  callable must be a PK_GLOBAL and args
+ * a PK_TUPLE of the same doc.  The encoder writes it as is; the decoder makes
+ * one only for allow-listed callables (builtins exception classes), so a C
+ * program can hand a Python reader a real exception instance.  Returns NULL
+ * on ENOMEM or wrong argument types. */
+pk_value_t *pk_object(pk_doc_t *doc, pk_value_t *callable, pk_value_t *args,
+                      pk_value_t *state);
 
 /* A pickle buffer of `len` bytes.  With PK_VF_BORROWED in `flags` the bytes are
  * referenced, not copied (keep them alive until the doc is freed); otherwise
