@@ -1,0 +1,347 @@
+"""The picklepool CLI's codec commands, driven against CPython's pickle.
+
+`picklepool recode` must turn pickles CPython wrote at protocols 0-5 (plain or
+gzip/bzip2/xz) into pickles CPython loads back equal, at every protocol the
+encoder writes; refuse dangerous or broken input with one line on stderr and
+no output file; and `picklepool inspect` must list the opcodes and flag the
+globals decoding would call.  The binary is $PICKLEPOOL_BUILD/picklepool
+(default build/picklepool); the module skips when it has not been built.
+"""
+
+import bz2
+import gzip
+import lzma
+import os
+import pickle
+import pickletools
+import subprocess
+from collections import OrderedDict
+
+import pytest
+
+BINARY = os.path.join(os.environ.get("PICKLEPOOL_BUILD", "build"), "picklepool")
+
+if not os.access(BINARY, os.X_OK):
+    pytest.skip(f"{BINARY} has not been built", allow_module_level=True)
+
+OPENERS = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}
+MAGIC = {".gz": b"\x1f\x8b", ".bz2": b"BZh", ".xz": b"\xfd7zXZ\x00"}
+
+# os.system("echo pwned"), the classic.
+EVIL = b"cos\nsystem\n(S'echo pwned'\ntR."
+
+
+def sample():
+    return {
+        "none": None,
+        "bools": [True, False],
+        "ints": [0, 1, -1, 255, 256, 65535, -(2**31), 2**31, 2**63, -(2**64), 2**200],
+        "floats": [0.0, -0.0, 1.5, 1e300, float("inf")],
+        "str": ["", "ascii", "caf\u00e9", "\u20ac\U0001f600", "line\nbreak"],
+        "bytes": [b"", b"\x00\xff", bytes(range(256))],
+        "bytearray": bytearray(b"mutable"),
+        "tuple": (1, (2, (3,)), ()),
+        "set": {1, 2, 3},
+        "frozenset": frozenset({"a", "b"}),
+        "complex": 1 + 2j,
+        "nested": [{"k": [i, str(i)]} for i in range(50)],
+        "long_list": list(range(2500)),
+    }
+
+
+def run(*args, check=None):
+    p = subprocess.run(
+        [BINARY, *map(str, args)], capture_output=True, text=True, timeout=60
+    )
+    if check is not None:
+        assert p.returncode == check, (p.returncode, p.stdout, p.stderr)
+    return p
+
+
+def assert_refused(p, out):
+    """Non-zero exit, exactly one line on stderr, and no output file."""
+    assert p.returncode not in (0, 2), (p.returncode, p.stderr)
+    lines = p.stderr.splitlines()
+    assert len(lines) == 1, p.stderr
+    assert lines[0].startswith("picklepool: ")
+    assert not os.path.exists(out)
+    return lines[0]
+
+
+# ---- refusals first ---------------------------------------------------------
+
+
+def test_os_system_refused_nothing_written(tmp_path):
+    src, out = tmp_path / "evil.pkl", tmp_path / "out.pkl"
+    src.write_bytes(EVIL)
+    line = assert_refused(run("recode", src, out), out)
+    assert "os.system" in line
+    assert "evil.pkl" in line
+
+
+def test_refusal_keeps_existing_output(tmp_path):
+    src, out = tmp_path / "evil.pkl", tmp_path / "out.pkl"
+    src.write_bytes(EVIL)
+    out.write_bytes(b"precious")
+    p = run("recode", src, out)
+    assert p.returncode == 1 and len(p.stderr.splitlines()) == 1
+    assert out.read_bytes() == b"precious"
+    assert sorted(os.listdir(tmp_path)) == ["evil.pkl", "out.pkl"]
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"",
+        b"garbage that is no pickle",
+        b"\x80\x05\xff.",
+        pickle.dumps(list(range(100)), protocol=5)[:-7],
+        pickle.dumps("x" * 100, protocol=2)[:40],
+        b"\x80\x04\x8c\xff" + b"a" * 10,
+    ],
+    ids=["empty", "garbage", "unknown-opcode", "truncated-5", "truncated-2", "long-len"],
+)
+def test_malformed_refused(tmp_path, data):
+    src, out = tmp_path / "bad.pkl", tmp_path / "out.pkl"
+    src.write_bytes(data)
+    assert_refused(run("recode", src, out), out)
+
+
+def test_corrupt_and_truncated_gzip_refused(tmp_path):
+    good = gzip.compress(pickle.dumps(sample(), protocol=5))
+    out = tmp_path / "out.pkl"
+    src = tmp_path / "trunc.pkl.gz"
+    src.write_bytes(good[: len(good) // 2])
+    assert "gzip" in assert_refused(run("recode", src, out), out)
+    bad = bytearray(good)
+    for i in range(len(bad) // 3, len(bad) // 3 + 32):
+        bad[i] ^= 0x5A
+    src = tmp_path / "corrupt.pkl.gz"
+    src.write_bytes(bytes(bad))
+    assert_refused(run("recode", src, out), out)
+
+
+def test_out_of_band_buffer_needed(tmp_path):
+    data = pickle.dumps(
+        pickle.PickleBuffer(b"abc"), protocol=5, buffer_callback=lambda b: False
+    )
+    assert b"\x97" in data  # NEXT_BUFFER
+    src, out = tmp_path / "oob.pkl", tmp_path / "out.pkl"
+    src.write_bytes(data)
+    line = assert_refused(run("recode", src, out), out)
+    assert "buffer" in line
+
+
+def test_usage_errors():
+    for args in [(), ("frobnicate",), ("recode",), ("recode", "in"),
+                 ("recode", "--protocol", "9", "a", "b"),
+                 ("recode", "--protocol", "x", "a", "b"),
+                 ("recode", "--bogus", "a", "b"), ("inspect",),
+                 ("inspect", "a", "b")]:
+        p = run(*args)
+        assert p.returncode == 2, (args, p.stderr)
+        assert "usage" in p.stderr
+        assert p.stdout == ""
+
+
+def test_help_and_version():
+    p = run("--help", check=0)
+    assert "recode" in p.stdout and "inspect" in p.stdout
+    p = run("recode", "--help", check=0)
+    assert "--protocol" in p.stdout
+    p = run("version", check=0)
+    assert p.stdout.startswith("picklepool ")
+
+
+def test_missing_input(tmp_path):
+    out = tmp_path / "out.pkl"
+    line = assert_refused(run("recode", tmp_path / "nope.pkl", out), out)
+    assert "nope.pkl" in line
+
+
+# ---- round trips --------------------------------------------------------------
+
+
+@pytest.mark.parametrize("in_proto", range(0, 6))
+@pytest.mark.parametrize("out_proto", range(2, 6))
+def test_recode_round_trip(tmp_path, in_proto, out_proto):
+    value = sample()
+    src, out = tmp_path / "in.pkl", tmp_path / "out.pkl"
+    src.write_bytes(pickle.dumps(value, protocol=in_proto))
+    run("recode", "--protocol", out_proto, src, out, check=0)
+    data = out.read_bytes()
+    assert data[:2] == bytes([0x80, out_proto])
+    assert max(op.proto for op, _, _ in pickletools.genops(data)) <= out_proto
+    with open(out, "rb") as f:
+        assert pickle.load(f) == value
+
+
+def test_recode_default_protocol_is_5(tmp_path):
+    src, out = tmp_path / "in.pkl", tmp_path / "out.pkl"
+    src.write_bytes(pickle.dumps([1, 2], protocol=2))
+    run("recode", src, out, check=0)
+    assert out.read_bytes()[:2] == b"\x80\x05"
+
+
+def test_recode_is_byte_exact_for_plain_values(tmp_path):
+    # The encoder promises CPython's exact bytes for plain values.  Values
+    # here avoid CPython's shared singletons (1-char and empty strings).
+    value = {"alpha": [10, 2.5, "beta", b"gamma", None, True], "delta": (1, 2)}
+    for proto in range(2, 6):
+        src, out = tmp_path / "in.pkl", tmp_path / f"out{proto}.pkl"
+        src.write_bytes(pickle.dumps(value, protocol=5))
+        run("recode", f"--protocol={proto}", src, out, check=0)
+        assert out.read_bytes() == pickle.dumps(value, protocol=proto)
+
+
+@pytest.mark.parametrize("suffix", [".gz", ".bz2", ".xz"])
+def test_compressed_in_and_out(tmp_path, suffix):
+    value = sample()
+    src = tmp_path / ("in.pkl" + suffix)
+    with OPENERS[suffix](src, "wb") as f:
+        pickle.dump(value, f, protocol=4)
+    out = tmp_path / ("out.pkl" + suffix)
+    run("recode", src, out, check=0)
+    assert out.read_bytes()[: len(MAGIC[suffix])] == MAGIC[suffix]
+    with OPENERS[suffix](out, "rb") as f:
+        assert pickle.load(f) == value
+    # Compressed in, plain out.
+    plain = tmp_path / "plain.pkl"
+    run("recode", src, plain, check=0)
+    assert pickle.loads(plain.read_bytes()) == value
+    assert os.listdir(tmp_path).count("plain.pkl") == 1
+
+
+def test_concatenated_pickles(tmp_path):
+    src, out = tmp_path / "in.pkl", tmp_path / "out.pkl"
+    with open(src, "wb") as f:
+        pickle.dump([1, 2], f, protocol=0)
+        pickle.dump({"b": 3}, f, protocol=5)
+    run("recode", src, out, check=0)
+    with open(out, "rb") as f:
+        assert pickle.load(f) == [1, 2]
+        assert pickle.load(f) == {"b": 3}
+        assert f.read() == b""
+
+
+def test_stdin_to_stdout():
+    data = pickle.dumps({"x": [1, 2, 3]}, protocol=1)
+    p = subprocess.run([BINARY, "recode", "-", "-"], input=data,
+                       capture_output=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    assert pickle.loads(p.stdout) == {"x": [1, 2, 3]}
+
+
+def test_unencodable_at_lower_protocol_is_clear(tmp_path):
+    # A global with a dotted qualname as a value: protocols < 4 have no
+    # STACK_GLOBAL.  Either a clear refusal or a pickle that disassembles.
+    src = tmp_path / "in.pkl"
+    src.write_bytes(b"\x80\x04\x8c\x06mymodx\x8c\x0bOuter.Inner\x93.")
+    out = tmp_path / "out.pkl"
+    p = run("recode", "--protocol", "2", src, out)
+    if p.returncode != 0:
+        assert_refused(p, out)
+    else:
+        ops = [op.name for op, _, _ in pickletools.genops(out.read_bytes())]
+        assert ops[-1] == "STOP"
+
+
+# ---- numpy ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("in_proto", [2, 3, 4, 5])
+@pytest.mark.parametrize("out_proto", [2, 4, 5])
+def test_numpy_arrays(tmp_path, in_proto, out_proto):
+    np = pytest.importorskip("numpy")
+    value = {
+        "f4": np.arange(12, dtype="<f4").reshape(3, 4),
+        "i8": np.array([-1, 0, 2**40], dtype=np.int64),
+        "u1": np.frombuffer(b"\x00\x01\xff", dtype=np.uint8),
+        "c16": np.array([1 + 2j, -3.5j]),
+        "bool": np.array([True, False, True]),
+        "fortran": np.asfortranarray(np.arange(6, dtype=np.float64).reshape(2, 3)),
+        "empty": np.zeros((0, 3), dtype=np.int16),
+        "big_endian": np.arange(4, dtype=">i4"),
+        "scalar": np.float64(2.5),
+    }
+    src, out = tmp_path / "in.pkl", tmp_path / "out.pkl"
+    src.write_bytes(pickle.dumps(value, protocol=in_proto))
+    run("recode", "--protocol", out_proto, src, out, check=0)
+    back = pickle.loads(out.read_bytes())
+    # numpy's own round trip at out_proto is the reference (numpy 1.x loads
+    # an in-band '>i4' array back as native int32, for one).
+    ref = pickle.loads(pickle.dumps(value, protocol=out_proto))
+    assert back.keys() == value.keys()
+    for k, v in value.items():
+        assert type(back[k]) is type(v), k
+        assert back[k].dtype == ref[k].dtype, k
+        assert back[k].shape == v.shape, k
+        assert np.array_equal(back[k], v), k
+    assert back["fortran"].flags.f_contiguous
+
+
+# ---- inspect ----------------------------------------------------------------------
+
+
+def test_inspect_flags_os_system(tmp_path):
+    src = tmp_path / "evil.pkl"
+    src.write_bytes(EVIL)
+    p = run("inspect", src, check=0)
+    assert "GLOBAL" in p.stdout and "REDUCE" in p.stdout and "STOP" in p.stdout
+    line = [ln for ln in p.stdout.splitlines() if "os.system" in ln]
+    assert len(line) == 1 and "would call: refused" in line[0], p.stdout
+
+
+def test_inspect_matches_pickletools(tmp_path, capsys):
+    value = {"a": [1, 2.5, "x'", b"y"], "b": 2**70, "c": -1, "d": (None, True)}
+    for proto in range(6):
+        data = pickle.dumps(value, protocol=proto)
+        src = tmp_path / f"p{proto}.pkl"
+        src.write_bytes(data)
+        p = run("inspect", src, check=0)
+        pickletools.dis(data)
+        want = capsys.readouterr().out
+        # Same lines as pickletools (protocol 0 UNICODE args aside), then
+        # picklepool's globals summary.
+        assert p.stdout.startswith(want) or proto == 0, (p.stdout, want)
+        assert "highest protocol among opcodes" in p.stdout
+        assert "globals:" in p.stdout
+
+
+def test_inspect_allowed_and_referenced_globals(tmp_path):
+    src = tmp_path / "s.pkl"
+    src.write_bytes(pickle.dumps([{1, 2}, complex(1, 2), OrderedDict], protocol=2))
+    p = run("inspect", src, check=0)
+    assert "builtins.set: would call: allowed" in p.stdout or \
+        "__builtin__.set: would call: allowed" in p.stdout
+    assert "complex: would call: allowed" in p.stdout
+    assert "collections.OrderedDict: not called" in p.stdout
+
+
+def test_inspect_compressed(tmp_path):
+    src = tmp_path / "evil.pkl.xz"
+    src.write_bytes(lzma.compress(EVIL))
+    p = run("inspect", src, check=0)
+    assert "would call: refused" in p.stdout
+
+
+def test_inspect_truncated(tmp_path):
+    data = pickle.dumps(sample(), protocol=5)
+    src = tmp_path / "t.pkl"
+    src.write_bytes(data[: len(data) // 2])
+    p = run("inspect", src)
+    assert p.returncode == 1
+    assert "PROTO" in p.stdout and "STOP" not in p.stdout
+    lines = p.stderr.splitlines()
+    assert len(lines) == 1 and "truncated" in lines[0]
+
+
+def test_inspect_never_executes(tmp_path):
+    marker = tmp_path / "pwned"
+    src = tmp_path / "evil.pkl"
+    cmd = f"touch {marker}".encode()
+    src.write_bytes(b"cos\nsystem\n(S'" + cmd + b"'\ntR.")
+    run("inspect", src, check=0)
+    assert_refused(run("recode", src, tmp_path / "o.pkl"), tmp_path / "o.pkl")
+    assert not marker.exists()
+
