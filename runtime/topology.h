@@ -44,6 +44,9 @@ void pool__topo_free(pool__topo_t **tp);
 int pool__topo_ncores(const pool__topo_t *t);
 /* Number of PUs the process may use; >= 1. */
 int pool__topo_npus(const pool__topo_t *t);
+/* Non-zero for a synthetic topology (its PUs are imaginary: binding to them
+ * is skipped, see pool__topo_bind_self). */
+int pool__topo_is_synthetic(const pool__topo_t *t);
 
 /* Placement of n workers: compact (consecutive cores, wrapping round when n
  * exceeds the cores), spread (hwloc_distrib over the allowed cores, singlified
@@ -53,7 +56,8 @@ pk_err_t pool__topo_place(const pool__topo_t *t, int n, pool_placement_t pl,
                           pool__place_t *out, pk_error_t *err);
 
 /* Binds the calling process (HWLOC_CPUBIND_PROCESS, so threads it starts later
- * inherit the binding) to `cpus`.  Safe in a forked child.  Returns PK_OK or
+ * inherit the binding) to `cpus`.  Safe in a forked child.  With a synthetic
+ * topology nothing is bound and PK_OK is returned.  Returns PK_OK or
  * PK_ESYS. */
 pk_err_t pool__topo_bind_self(const pool__topo_t *t, const pool__cpuset_t *cpus,
                               pk_error_t *err);

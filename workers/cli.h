@@ -34,6 +34,7 @@
 
 int pk__cmd_recode(int argc, char **argv);  /* cmd_codec.c */
 int pk__cmd_inspect(int argc, char **argv); /* cmd_codec.c */
+int pk__cmd_topo(int argc, char **argv);    /* cmd_topo.c */
 
 /* ---- reporting -------------------------------------------------------- */
 

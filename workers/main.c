@@ -33,6 +33,10 @@ static const struct command {
      "list a pickle's opcodes like pickletools.dis, then the globals it "
      "names,\n      whether decoding would call them and whether picklepool "
      "allows it"},
+    {"topo", pk__cmd_topo,
+     "[--workers N] [--placement compact|spread|none] [--topology SPEC]",
+     "show the hwloc topology (packages, NUMA nodes, cores, PUs, allowed "
+     "mask)\n      and the core / PUs each worker would be pinned to"},
     {"version", cmd_version, "", "print the version"},
 };
 
