@@ -14,8 +14,15 @@
 
 static pk_allocator_t current = {malloc, realloc, free};
 
+int pk__alloc_is_default(void)
+{
+    return current.malloc == malloc;
+}
+
 void pk_set_allocator(const pk_allocator_t *a)
 {
+    /* Cached arena chunks belong to the allocator that made them. */
+    pk__arena_cache_flush();
     if (a == NULL) {
         current.malloc = malloc;
         current.realloc = realloc;

@@ -20,6 +20,16 @@ void *pk__calloc(size_t n, size_t size); /* overflow-checked, zeroed */
 void *pk__realloc(void *ptr, size_t size);
 void pk__free(void *ptr);
 char *pk__strdup(const char *s);
+/* Non-zero while the default allocator (malloc) is installed. */
+int pk__alloc_is_default(void);
+/* Inserts n key/value pairs into a dict as pk_dict_set would, one after the
+ * other: key i is items[2*i*stride], its value items[(2*i+1)*stride] (stride
+ * in pointers, for callers whose pairs sit in wider slots).  Faster than n
+ * calls for large n (value.c). */
+pk_err_t pk__dict_set_batch(pk_doc_t *doc, pk_value_t *dict,
+                            pk_value_t *const *items, size_t stride, size_t n);
+/* Frees the arena chunks value.c keeps for reuse (value.c). */
+void pk__arena_cache_flush(void);
 
 /* Sets err (may be NULL) to code with a printf-style message; offset and
  * opcode are set to -1.  Returns code, so callers can `return pk__err(...)`. */

@@ -55,6 +55,12 @@ typedef struct slot {
     size_t depth;
 } slot_t;
 
+/* pk__dict_set_batch reads keys and values straight from stack slots. */
+#define SLOT_STRIDE (sizeof(slot_t) / sizeof(pk_value_t *))
+_Static_assert(offsetof(slot_t, v) == 0 &&
+                   sizeof(slot_t) % sizeof(pk_value_t *) == 0,
+               "slot_t layout");
+
 typedef struct hent {
     uint64_t key;
     slot_t s; /* s.v == NULL: empty */
@@ -810,8 +816,7 @@ static pk_err_t build_from(loader_t *L, size_t x, pk_type_t type)
             return fail(L, PK_EPICKLE, "odd number of items for DICT");
         if ((c = pk_dict_new(L->doc, n / 2)) == NULL)
             return nomem(L);
-        for (size_t i = 0; i < n && rc == PK_OK; i += 2)
-            rc = pk_dict_set(L->doc, c, it[i].v, it[i + 1].v);
+        rc = pk__dict_set_batch(L->doc, c, &it[0].v, SLOT_STRIDE, n / 2);
         break;
     default: /* PK_FROZENSET */
         if ((c = pk_frozenset_new(L->doc, n)) == NULL)
@@ -851,8 +856,7 @@ static pk_err_t add_items(loader_t *L, size_t x, pk_type_t type, const char *op)
     if (type == PK_DICT) {
         if (n % 2)
             return fail(L, PK_EPICKLE, "odd number of items for %s", op);
-        for (size_t i = 0; i < n && rc == PK_OK; i += 2)
-            rc = pk_dict_set(L->doc, c, it[i].v, it[i + 1].v);
+        rc = pk__dict_set_batch(L->doc, c, &it[0].v, SLOT_STRIDE, n / 2);
     } else if (type == PK_LIST) {
         for (size_t i = 0; i < n && rc == PK_OK; i++)
             rc = pk_list_append(L->doc, c, it[i].v);

@@ -22,6 +22,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <pthread.h>
+#include <sys/mman.h>
 #include <sys/random.h>
 #include <time.h>
 #include <unistd.h>
@@ -29,6 +31,7 @@
 #include "common.h"
 
 #define BIG 8192 /* own-block threshold; never changes */
+#define HUGE_PAGE (2u * 1024 * 1024)
 #define CHUNK_FIRST (64u * 1024)
 #define CHUNK_MAX (8u * 1024 * 1024)
 #define MAX_DEPTH 1000           /* recursion guard for equal/hash/repr */
@@ -66,6 +69,92 @@ struct pk_doc {
     on_free_t *cbs;
     size_t ncbs, cbcap;
 };
+
+/* Freed chunks are kept in a bounded process-wide cache and handed to the next
+ * doc, so a stream of documents (a decode loop, the pool's batches) reuses
+ * memory that is already faulted in instead of paying a page fault per 4 KiB
+ * of every new doc.  Only with the default allocator: a test's counting
+ * allocator must see every chunk come back (pk_set_allocator flushes it). */
+#define CACHE_MAX (64u * 1024 * 1024)
+
+static struct {
+    pthread_mutex_t mu;
+    chunk_t *list;
+    size_t bytes;
+} cache = {PTHREAD_MUTEX_INITIALIZER, NULL, 0};
+static pthread_once_t cache_once = PTHREAD_ONCE_INIT;
+
+/* A child forked while another thread held the lock gets it unlocked. */
+static void cache_prepare(void)
+{
+    pthread_mutex_lock(&cache.mu);
+}
+static void cache_release(void)
+{
+    pthread_mutex_unlock(&cache.mu);
+}
+static void cache_init(void)
+{
+    pthread_atfork(cache_prepare, cache_release, cache_release);
+}
+
+/* A cached chunk of at least `size` bytes, or NULL. */
+static chunk_t *cache_take(size_t size)
+{
+    if (!pk__alloc_is_default() || cache.list == NULL)
+        return NULL;
+    pthread_once(&cache_once, cache_init);
+    pthread_mutex_lock(&cache.mu);
+    /* The same size class if there is one, else the first larger chunk. */
+    chunk_t **pp = &cache.list, **fit = NULL, *c;
+    for (; (c = *pp) != NULL; pp = &c->next) {
+        if (c->size == size)
+            break;
+        if (fit == NULL && c->size > size)
+            fit = pp;
+    }
+    if (c == NULL && fit != NULL)
+        c = *(pp = fit);
+    if (c != NULL) {
+        *pp = c->next;
+        cache.bytes -= c->size;
+    }
+    pthread_mutex_unlock(&cache.mu);
+    return c;
+}
+
+/* Keeps c for a later doc, or frees it when the cache is full. */
+static void cache_put(chunk_t *c)
+{
+    if (pk__alloc_is_default()) {
+        pthread_once(&cache_once, cache_init);
+        pthread_mutex_lock(&cache.mu);
+        if (cache.bytes + c->size <= CACHE_MAX) {
+            c->next = cache.list;
+            cache.list = c;
+            cache.bytes += c->size;
+            c = NULL;
+        }
+        pthread_mutex_unlock(&cache.mu);
+    }
+    if (c != NULL)
+        pk__free(c);
+}
+
+void pk__arena_cache_flush(void)
+{
+    pthread_once(&cache_once, cache_init);
+    pthread_mutex_lock(&cache.mu);
+    chunk_t *c = cache.list;
+    cache.list = NULL;
+    cache.bytes = 0;
+    pthread_mutex_unlock(&cache.mu);
+    while (c != NULL) {
+        chunk_t *next = c->next;
+        pk__free(c);
+        c = next;
+    }
+}
 
 _Static_assert(sizeof(block_t) % 16 == 0, "block data alignment");
 _Static_assert(sizeof(chunk_t) % 16 == 0, "chunk data alignment");
@@ -116,7 +205,7 @@ void pk_doc_free(pk_doc_t **docp)
     }
     for (chunk_t *c = doc->chunks, *next; c != NULL; c = next) {
         next = c->next;
-        pk__free(c);
+        cache_put(c);
     }
     pk__free(doc);
 }
@@ -153,6 +242,18 @@ static void link_block(pk_doc_t *doc, block_t *b)
 }
 
 /* A block whose data is `align`-aligned (align is 16 or 64). */
+/* Large blocks (hash indexes, big item arrays) are probed at random; on a
+ * virtual machine each TLB miss walks two page tables, so ask for huge pages
+ * on the 2 MiB-aligned interior.  Advice only: harmless where THP is off. */
+#define HUGE_MIN (4u * 1024 * 1024)
+static void advise_huge(void *p, size_t size)
+{
+    uintptr_t lo = ((uintptr_t)p + HUGE_PAGE - 1) & ~(uintptr_t)(HUGE_PAGE - 1);
+    uintptr_t hi = ((uintptr_t)p + size) & ~(uintptr_t)(HUGE_PAGE - 1);
+    if (size >= HUGE_MIN && hi > lo)
+        (void)madvise((void *)lo, hi - lo, MADV_HUGEPAGE);
+}
+
 static void *block_alloc(pk_doc_t *doc, size_t size, size_t align)
 {
     size_t slack = align > 16 ? align - 1 : 0;
@@ -170,6 +271,7 @@ static void *block_alloc(pk_doc_t *doc, size_t size, size_t align)
     b->size = size;
     link_block(doc, b);
     doc->held += total;
+    advise_huge(raw, total);
     return data;
 }
 
@@ -191,6 +293,7 @@ static void *block_realloc(pk_doc_t *doc, void *data, size_t size)
         return NULL;
     n->raw = n;
     n->size = size;
+    advise_huge(n, sizeof(block_t) + size);
     n->prev->next = n;
     n->next->prev = n;
     doc->held = doc->held - old + size;
@@ -213,11 +316,16 @@ static __attribute__((noinline)) void *alloc_slow(pk_doc_t *doc, size_t size)
         return block_alloc(doc, size, 16);
     size = (size + 7) & ~(size_t)7;
     size_t csize = doc->chunk_size;
-    chunk_t *c = pk__malloc(sizeof(chunk_t) + csize);
-    if (c == NULL)
-        return NULL;
+    chunk_t *c = cache_take(csize);
+    if (c != NULL) {
+        csize = c->size;
+    } else {
+        c = pk__malloc(sizeof(chunk_t) + csize);
+        if (c == NULL)
+            return NULL;
+        c->size = csize;
+    }
     c->next = doc->chunks;
-    c->size = csize;
     doc->chunks = c;
     doc->held += sizeof(chunk_t) + csize;
     if (doc->chunk_size < CHUNK_MAX)
@@ -297,11 +405,44 @@ static int array_grow(pk_doc_t *doc, void **arrp, size_t len, size_t *capp,
 
 /* ---- scalar constructors --------------------------------------------- */
 
+/* Bytes a value of `type` occupies: the header plus the union member its type
+ * uses, so an int or float costs 16 bytes rather than sizeof(pk_value_t).
+ * This is why value.h says never to copy a pk_value_t by value. */
+static inline size_t value_size(pk_type_t type)
+{
+    const size_t head = offsetof(pk_value_t, u);
+    switch (type) {
+    case PK_NONE:
+    case PK_BOOL:
+    case PK_INT:
+    case PK_FLOAT:
+    case PK_NDARRAY:
+    case PK_DTYPE:
+        return head + 8;
+    case PK_COMPLEX:
+    case PK_BIGINT:
+    case PK_STR:
+    case PK_BYTES:
+    case PK_BYTEARRAY:
+    case PK_PICKLEBUFFER:
+    case PK_GLOBAL:
+        return head + 16;
+    case PK_OBJECT:
+        return head + 24;
+    default:
+        return sizeof(pk_value_t);
+    }
+}
+
+/* The `extra` bytes allocated after a value by new_value. */
+#define TAIL(v) ((void *)((char *)(v) + value_size((pk_type_t)(v)->type)))
+
 static inline pk_value_t *new_value(pk_doc_t *doc, pk_type_t type, size_t extra)
 {
-    if (extra > SIZE_MAX - sizeof(pk_value_t))
+    size_t size = value_size(type);
+    if (extra > SIZE_MAX - size - 8)
         return NULL;
-    pk_value_t *v = doc_alloc(doc, sizeof(pk_value_t) + extra);
+    pk_value_t *v = doc_alloc(doc, size + extra);
     if (v != NULL) {
         v->type = (uint8_t)type;
         v->flags = 0;
@@ -360,7 +501,7 @@ pk_value_t *pk_bigint(pk_doc_t *doc, const void *le_bytes, size_t len)
     pk_value_t *v = new_value(doc, PK_BIGINT, len);
     if (v == NULL)
         return NULL;
-    uint8_t *copy = (uint8_t *)(v + 1);
+    uint8_t *copy = (uint8_t *)TAIL(v);
     memcpy(copy, b, len);
     v->u.big.bytes = copy;
     v->u.big.len = len;
@@ -393,7 +534,7 @@ static pk_value_t *new_bytes(pk_doc_t *doc, pk_type_t type, const void *data,
     pk_value_t *v = new_value(doc, type, len + 1);
     if (v == NULL)
         return NULL;
-    char *copy = (char *)(v + 1);
+    char *copy = (char *)TAIL(v);
     if (len != 0)
         memcpy(copy, data, len);
     copy[len] = '\0';
@@ -517,7 +658,7 @@ pk_value_t *pk_global(pk_doc_t *doc, const char *module, const char *name)
     pk_value_t *v = new_value(doc, PK_GLOBAL, ml + nl + 2);
     if (v == NULL)
         return NULL;
-    char *m = (char *)(v + 1), *n = m + ml + 1;
+    char *m = (char *)TAIL(v), *n = m + ml + 1;
     memcpy(m, module, ml + 1);
     memcpy(n, name, nl + 1);
     v->u.global.module = m;
@@ -1067,14 +1208,14 @@ static size_t table_find(const pk_value_t *t, const pk_value_t *key, uint32_t h,
 
 /* Makes room in the index for one more entry, keeping the load at most 1/2
  * (linear probing degrades fast beyond that). */
-static pk_err_t table_reserve(pk_doc_t *doc, pk_value_t *t)
+static pk_err_t table_reserve(pk_doc_t *doc, pk_value_t *t, size_t extra)
 {
     size_t len = t->u.dict.len, old_cap = t->u.dict.index_cap;
-    if (len >= MAX_TABLE_LEN)
+    if (len >= MAX_TABLE_LEN || extra > MAX_TABLE_LEN - len)
         return PK_ENOMEM;
-    if ((len + 1) * 2 <= old_cap)
+    if ((len + extra) * 2 <= old_cap)
         return PK_OK;
-    size_t want = t->u.dict.cap > len + 1 ? t->u.dict.cap : len + 1;
+    size_t want = t->u.dict.cap > len + extra ? t->u.dict.cap : len + extra;
     size_t cap = old_cap ? old_cap * 2 : 8;
     while (cap < want * 2)
         cap *= 2;
@@ -1110,7 +1251,7 @@ static pk_err_t table_prepare(pk_doc_t *doc, pk_value_t *t,
     pk_err_t rc = pk_hash(key, &h64);
     if (rc != PK_OK)
         return rc;
-    rc = table_reserve(doc, t);
+    rc = table_reserve(doc, t, 1);
     if (rc != PK_OK)
         return rc;
     *hp = fold32(h64);
@@ -1149,6 +1290,66 @@ pk_err_t pk_dict_set(pk_doc_t *doc, pk_value_t *dict, pk_value_t *key,
     dict->u.dict.entries[dict->u.dict.len].key = key;
     dict->u.dict.entries[dict->u.dict.len].value = value;
     table_commit(dict, slot, h);
+    return PK_OK;
+}
+
+/* SETITEMS hands the decoder up to a thousand pairs at once.  Inserting them
+ * one by one waits on a cache miss per key (the index is probed at random);
+ * hashing a run of keys first lets the slot of key i + PREFETCH be fetched
+ * while key i is inserted.  Same result as pk_dict_set in order. */
+#define BATCH_RUN 256
+#define PREFETCH 8
+
+pk_err_t pk__dict_set_batch(pk_doc_t *doc, pk_value_t *dict,
+                            pk_value_t *const *items, size_t stride, size_t n)
+{
+    if (dict->type != PK_DICT)
+        return PK_ETYPE;
+    uint32_t hs[BATCH_RUN];
+    while (n > 0) {
+        size_t m = n < BATCH_RUN ? n : BATCH_RUN, ok = m;
+        pk_err_t rc = PK_OK, hrc = PK_OK;
+        for (size_t j = 0; j < m; j++) {
+            uint64_t h64;
+            if ((hrc = pk_hash(items[2 * j * stride], &h64)) != PK_OK) {
+                ok = j; /* insert the pairs before it, then report */
+                break;
+            }
+            hs[j] = fold32(h64);
+        }
+        if ((rc = table_reserve(doc, dict, ok)) != PK_OK)
+            return rc;
+        if (dict->u.dict.len + ok > dict->u.dict.cap) {
+            void *arr = dict->u.dict.entries;
+            if (array_grow(doc, &arr, dict->u.dict.len, &dict->u.dict.cap,
+                           sizeof(pk_dict_entry_t),
+                           dict->u.dict.len + ok) != 0)
+                return PK_ENOMEM;
+            dict->u.dict.entries = arr;
+        }
+        const uint32_t *ix = dict->u.dict.index;
+        size_t mask = dict->u.dict.index_cap - 1;
+        for (size_t j = 0; j < ok && j < PREFETCH; j++)
+            __builtin_prefetch(&ix[2 * (hs[j] & mask)]);
+        for (size_t j = 0; j < ok; j++) {
+            if (j + PREFETCH < ok)
+                __builtin_prefetch(&ix[2 * (hs[j + PREFETCH] & mask)]);
+            pk_value_t *key = items[2 * j * stride];
+            pk_value_t *value = items[(2 * j + 1) * stride];
+            size_t slot, entry = table_find(dict, key, hs[j], &slot);
+            if (entry != SIZE_MAX) {
+                dict->u.dict.entries[entry].value = value;
+                continue;
+            }
+            dict->u.dict.entries[dict->u.dict.len].key = key;
+            dict->u.dict.entries[dict->u.dict.len].value = value;
+            table_commit(dict, slot, hs[j]);
+        }
+        if (hrc != PK_OK)
+            return hrc;
+        items += 2 * m * stride;
+        n -= m;
+    }
     return PK_OK;
 }
 
@@ -1421,7 +1622,7 @@ pk_value_t *pk_dtype_value(pk_doc_t *doc, const pk_dtype_t *dt)
     pk_value_t *v = new_value(doc, PK_DTYPE, sizeof(pk_dtype_t));
     if (v == NULL)
         return NULL;
-    pk_dtype_t *copy = (pk_dtype_t *)(v + 1);
+    pk_dtype_t *copy = (pk_dtype_t *)TAIL(v);
     *copy = *dt;
     copy->reserved = 0;
     v->u.dtype = copy;
@@ -1457,7 +1658,7 @@ pk_value_t *pk_ndarray(pk_doc_t *doc, const pk_dtype_t *dt, int ndim,
     pk_value_t *v = new_value(doc, PK_NDARRAY, sizeof(pk_ndarray_t) + 2 * dims);
     if (v == NULL)
         return NULL;
-    pk_ndarray_t *nd = (pk_ndarray_t *)(v + 1);
+    pk_ndarray_t *nd = (pk_ndarray_t *)TAIL(v);
     int64_t *sh = (int64_t *)(nd + 1), *st = sh + ndim;
     if (ndim > 0) {
         memcpy(sh, shape, dims);

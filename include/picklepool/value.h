@@ -9,6 +9,8 @@
  *
  * The struct layout is public so that kernels can read values without a call per
  * field; treat it as read-only and build values with the constructors below.
+ * Never copy a pk_value_t by value (`*a = *b`): a scalar occupies only the
+ * bytes its type uses (an int takes 16, not sizeof(pk_value_t)).
  * Ownership rule for every constructor: the returned value belongs to `doc` and
  * lives until pk_doc_free(doc).  A container may hold values of the same doc
  * only.  Constructors return NULL only when memory runs out.
