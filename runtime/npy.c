@@ -302,7 +302,16 @@ static pk_err_t call_complex(pk_doc_t *doc, const char *what,
     if (n > 2 || (n >= 1 && !number_of(arg(args, 0), &ar, &ai)) ||
         (n == 2 && !number_of(arg(args, 1), &br, &bi)))
         return pk__err(err, PK_EPICKLE, "%s: expected up to two numbers", what);
-    *out = pk_complex(doc, ar - bi, ai + br);
+    /* complex(a, b) is a + b*1j, but CPython only does that arithmetic on
+     * parts that are complex: complex(1.0, -0.0) keeps its -0.0. */
+    int a_c = n >= 1 && arg(args, 0)->type == PK_COMPLEX;
+    int b_c = n == 2 && arg(args, 1)->type == PK_COMPLEX;
+    double re = ar, im = n == 2 ? br : ai;
+    if (b_c)
+        re -= bi;
+    if (a_c && n == 2)
+        im += ai;
+    *out = pk_complex(doc, re, im);
     return *out ? PK_OK : nomem(err);
 }
 
@@ -458,22 +467,17 @@ static pk_err_t call_frombuffer(pk_doc_t *doc, const char *what,
                        what, buf->u.str.len);
     if (buf->type == PK_BYTES || (buf->flags & PK_VF_READONLY))
         flags |= PK_VF_READONLY;
-    if (buf->type == PK_PICKLEBUFFER) {
-        /* Zero copy: the array shares the buffer (out of band: the caller's
-         * memory, O(1) whatever its size). */
-        pk_value_t *v =
-            pk_ndarray(doc, dt->u.dtype, ndim, shape, (void *)buf->u.str.ptr,
-                       flags | PK_VF_BORROWED);
-        if (v == NULL)
-            return nomem(err);
-        if (!(buf->flags & PK_VF_BORROWED))
-            v->flags &= (uint8_t)~PK_VF_BORROWED; /* the doc owns the bytes */
-        *out = v;
-        return PK_OK;
-    }
-    *out = pk_ndarray(doc, dt->u.dtype, ndim, shape, (void *)buf->u.str.ptr,
-                      flags);
-    return *out ? PK_OK : nomem(err);
+    /* Zero copy, as numpy's frombuffer is a view: the array shares the
+     * buffer (out of band: the caller's memory, O(1) whatever its size; in
+     * band: the bytes the decoder already copied into this doc). */
+    pk_value_t *v = pk_ndarray(doc, dt->u.dtype, ndim, shape,
+                               (void *)buf->u.str.ptr, flags | PK_VF_BORROWED);
+    if (v == NULL)
+        return nomem(err);
+    if (!(buf->flags & PK_VF_BORROWED))
+        v->flags &= (uint8_t)~PK_VF_BORROWED; /* the doc owns the bytes */
+    *out = v;
+    return PK_OK;
 }
 
 static pk_err_t call_scalar(pk_doc_t *doc, const char *what,

@@ -26,6 +26,7 @@
 #include <string.h>
 
 #include "common.h"
+#include "compat_names.h"
 #include "npy.h"
 #include "opcodes.h"
 #include "picklepool/pickle.h"
@@ -689,35 +690,19 @@ static pk_err_t parse_index(loader_t *L, const char *op, uint64_t *idx)
 
 /* ---- globals and calls --------------------------------------------------- */
 
-/* CPython's fix_imports for protocols < 3 (the part that matters here). */
+/* CPython's fix_imports for protocols < 3: the full _compat_pickle tables. */
 static void fix_import(const char **module, const char **name)
 {
-    static const char *const names[][4] = {
-        {"__builtin__", "xrange", "builtins", "range"},
-        {"__builtin__", "unicode", "builtins", "str"},
-        {"__builtin__", "basestring", "builtins", "str"},
-        {"__builtin__", "long", "builtins", "int"},
-        {"__builtin__", "unichr", "builtins", "chr"},
-        {"__builtin__", "raw_input", "builtins", "input"},
-        {"__builtin__", "intern", "sys", "intern"},
-        {"__builtin__", "reduce", "functools", "reduce"},
-    };
-    static const char *const modules[][2] = {
-        {"__builtin__", "builtins"}, {"copy_reg", "copyreg"},
-        {"exceptions", "builtins"},  {"cPickle", "pickle"},
-        {"Queue", "queue"},          {"cStringIO", "io"},
-        {"StringIO", "io"},          {"UserDict", "collections"},
-    };
-    for (size_t i = 0; i < PK_ARRAY_LEN(names); i++)
-        if (strcmp(*module, names[i][0]) == 0 &&
-            strcmp(*name, names[i][1]) == 0) {
-            *module = names[i][2];
-            *name = names[i][3];
+    for (size_t i = 0; i < PK_ARRAY_LEN(PK_COMPAT_NAMES); i++)
+        if (strcmp(*module, PK_COMPAT_NAMES[i][0]) == 0 &&
+            strcmp(*name, PK_COMPAT_NAMES[i][1]) == 0) {
+            *module = PK_COMPAT_NAMES[i][2];
+            *name = PK_COMPAT_NAMES[i][3];
             return;
         }
-    for (size_t i = 0; i < PK_ARRAY_LEN(modules); i++)
-        if (strcmp(*module, modules[i][0]) == 0) {
-            *module = modules[i][1];
+    for (size_t i = 0; i < PK_ARRAY_LEN(PK_COMPAT_MODULES); i++)
+        if (strcmp(*module, PK_COMPAT_MODULES[i][0]) == 0) {
+            *module = PK_COMPAT_MODULES[i][1];
             return;
         }
 }

@@ -1633,8 +1633,7 @@ pk_value_t *pk_ndarray(pk_doc_t *doc, const pk_dtype_t *dt, int ndim,
                        const int64_t *shape, void *data, unsigned flags)
 {
     if (ndim < 0 || ndim > PK_MAXDIMS || (ndim > 0 && shape == NULL) ||
-        !dtype_valid(dt) || ((flags & PK_VF_NPSCALAR) && ndim != 0) ||
-        ((flags & PK_VF_BORROWED) && data == NULL))
+        !dtype_valid(dt) || ((flags & PK_VF_NPSCALAR) && ndim != 0))
         return NULL;
     int64_t strides[PK_MAXDIMS];
     /* numpy's strides: zero-length axes do not scale the next stride. */
@@ -1653,6 +1652,9 @@ pk_value_t *pk_ndarray(pk_doc_t *doc, const pk_dtype_t *dt, int ndim,
     uint64_t nbytes;
     if (__builtin_mul_overflow(count, (uint64_t)dt->itemsize, &nbytes) ||
         nbytes > (uint64_t)INT64_MAX || nbytes > SIZE_MAX)
+        return NULL;
+    /* An empty out-of-band buffer may well have no address. */
+    if ((flags & PK_VF_BORROWED) && data == NULL && nbytes != 0)
         return NULL;
     size_t dims = (size_t)ndim * sizeof(int64_t);
     pk_value_t *v = new_value(doc, PK_NDARRAY, sizeof(pk_ndarray_t) + 2 * dims);
@@ -1678,7 +1680,7 @@ pk_value_t *pk_ndarray(pk_doc_t *doc, const pk_dtype_t *dt, int ndim,
             return NULL;
         if (data != NULL)
             memcpy(nd->data, data, (size_t)nbytes);
-        else
+        else if (!(flags & PK_VF_UNINIT))
             memset(nd->data, 0, (size_t)nbytes);
     }
     v->flags = (uint8_t)(flags & (PK_VF_READONLY | PK_VF_BORROWED |

@@ -69,6 +69,9 @@ typedef enum pk_type {
 #define PK_VF_BORROWED 0x02 /* data points into memory the doc does not own */
 #define PK_VF_NPSCALAR 0x04 /* PK_NDARRAY that is a numpy scalar (ndim 0) */
 #define PK_VF_FORTRAN 0x08  /* PK_NDARRAY stored in Fortran (column-major) order */
+/* Constructor flag only (never stored): pk_ndarray with data == NULL leaves the
+ * storage uninitialised instead of zeroing it, for kernels that overwrite it. */
+#define PK_VF_UNINIT 0x80
 
 /* Maximum number of array dimensions (numpy's own limit is 64 since 2.0). */
 #define PK_MAXDIMS 64
@@ -219,11 +222,12 @@ pk_value_t *pk_picklebuffer(pk_doc_t *doc, const void *data, size_t len,
                             unsigned flags);
 
 /* An ndarray of dtype `dt` (e.g. from pk_dtype_parse("<f4")) and shape.
- * With data == NULL the doc allocates zeroed storage (64-byte aligned);
+ * With data == NULL the doc allocates zeroed storage (64-byte aligned;
+ * uninitialised with PK_VF_UNINIT);
  * otherwise `data` is copied, or borrowed when PK_VF_BORROWED is in flags.
  * PK_VF_FORTRAN selects column-major strides.  Returns NULL on ENOMEM or an
  * invalid shape (negative, too many dims, size overflow), PK_VF_NPSCALAR with
- * ndim != 0, or PK_VF_BORROWED with NULL data. */
+ * ndim != 0, or PK_VF_BORROWED with NULL data for a non-empty array. */
 pk_value_t *pk_ndarray(pk_doc_t *doc, const pk_dtype_t *dt, int ndim,
                        const int64_t *shape, void *data, unsigned flags);
 pk_value_t *pk_dtype_value(pk_doc_t *doc, const pk_dtype_t *dt);
