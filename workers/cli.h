@@ -35,6 +35,8 @@
 int pk__cmd_recode(int argc, char **argv);  /* cmd_codec.c */
 int pk__cmd_inspect(int argc, char **argv); /* cmd_codec.c */
 int pk__cmd_topo(int argc, char **argv);    /* cmd_topo.c */
+int pk__cmd_map(int argc, char **argv);     /* cmd_map.c */
+int pk__cmd_demo(int argc, char **argv);    /* cmd_map.c */
 
 /* ---- reporting -------------------------------------------------------- */
 

@@ -37,6 +37,17 @@ static const struct command {
      "[--workers N] [--placement compact|spread|none] [--topology SPEC]",
      "show the hwloc topology (packages, NUMA nodes, cores, PUs, allowed "
      "mask)\n      and the core / PUs each worker would be pinned to"},
+    {"map", pk__cmd_map,
+     "[--workers N] [--placement P] [--chunksize C] [--timeout S] "
+     "[--plugin PATH]... [--stream] MODULE.FUNC IN OUT",
+     "map a native function over a pickled list of arguments (or, with "
+     "--stream,\n      a stream of pickles) on pinned workers; OUT gets the "
+     "results in input order,\n      a failed item as a builtins exception "
+     "instance in its place (exit status 3)"},
+    {"demo", pk__cmd_demo, "",
+     "the main job: normalise synthetic float32 arrays with a native kernel "
+     "on\n      pinned workers; prints placement, throughput, speed-up and a "
+     "correctness check"},
     {"version", cmd_version, "", "print the version"},
 };
 
