@@ -26,6 +26,7 @@
 #include <string.h>
 
 #include "common.h"
+#include "compat_names.h"
 #include "opcodes.h"
 #include "picklepool/pickle.h"
 
@@ -52,187 +53,6 @@
 #define NCHARS 257
 #define NDTYPES (5 * 17)
 
-/* _compat_pickle.REVERSE_NAME_MAPPING (CPython 3.11): (module, name) ->
- * (module, name) for GLOBAL at protocol 2. */
-static const char *const name_map_3to2[][4] = {
-    {"_functools", "reduce", "__builtin__", "reduce"},
-    {"_socket", "socket", "socket", "_socketobject"},
-    {"builtins", "ArithmeticError", "exceptions", "ArithmeticError"},
-    {"builtins", "AssertionError", "exceptions", "AssertionError"},
-    {"builtins", "AttributeError", "exceptions", "AttributeError"},
-    {"builtins", "BaseException", "exceptions", "BaseException"},
-    {"builtins", "BrokenPipeError", "exceptions", "OSError"},
-    {"builtins", "BufferError", "exceptions", "BufferError"},
-    {"builtins", "BytesWarning", "exceptions", "BytesWarning"},
-    {"builtins", "ChildProcessError", "exceptions", "OSError"},
-    {"builtins", "ConnectionAbortedError", "exceptions", "OSError"},
-    {"builtins", "ConnectionError", "exceptions", "OSError"},
-    {"builtins", "ConnectionRefusedError", "exceptions", "OSError"},
-    {"builtins", "ConnectionResetError", "exceptions", "OSError"},
-    {"builtins", "DeprecationWarning", "exceptions", "DeprecationWarning"},
-    {"builtins", "EOFError", "exceptions", "EOFError"},
-    {"builtins", "EnvironmentError", "exceptions", "EnvironmentError"},
-    {"builtins", "Exception", "exceptions", "Exception"},
-    {"builtins", "FileExistsError", "exceptions", "OSError"},
-    {"builtins", "FileNotFoundError", "exceptions", "OSError"},
-    {"builtins", "FloatingPointError", "exceptions", "FloatingPointError"},
-    {"builtins", "FutureWarning", "exceptions", "FutureWarning"},
-    {"builtins", "GeneratorExit", "exceptions", "GeneratorExit"},
-    {"builtins", "IOError", "exceptions", "IOError"},
-    {"builtins", "ImportError", "exceptions", "ImportError"},
-    {"builtins", "ImportWarning", "exceptions", "ImportWarning"},
-    {"builtins", "IndentationError", "exceptions", "IndentationError"},
-    {"builtins", "IndexError", "exceptions", "IndexError"},
-    {"builtins", "InterruptedError", "exceptions", "OSError"},
-    {"builtins", "IsADirectoryError", "exceptions", "OSError"},
-    {"builtins", "KeyError", "exceptions", "KeyError"},
-    {"builtins", "KeyboardInterrupt", "exceptions", "KeyboardInterrupt"},
-    {"builtins", "LookupError", "exceptions", "LookupError"},
-    {"builtins", "MemoryError", "exceptions", "MemoryError"},
-    {"builtins", "ModuleNotFoundError", "exceptions", "ImportError"},
-    {"builtins", "NameError", "exceptions", "NameError"},
-    {"builtins", "NotADirectoryError", "exceptions", "OSError"},
-    {"builtins", "NotImplementedError", "exceptions", "NotImplementedError"},
-    {"builtins", "OSError", "exceptions", "OSError"},
-    {"builtins", "OverflowError", "exceptions", "OverflowError"},
-    {"builtins", "PendingDeprecationWarning", "exceptions",
-     "PendingDeprecationWarning"},
-    {"builtins", "PermissionError", "exceptions", "OSError"},
-    {"builtins", "ProcessLookupError", "exceptions", "OSError"},
-    {"builtins", "ReferenceError", "exceptions", "ReferenceError"},
-    {"builtins", "RuntimeError", "exceptions", "RuntimeError"},
-    {"builtins", "RuntimeWarning", "exceptions", "RuntimeWarning"},
-    {"builtins", "StopIteration", "exceptions", "StopIteration"},
-    {"builtins", "SyntaxError", "exceptions", "SyntaxError"},
-    {"builtins", "SyntaxWarning", "exceptions", "SyntaxWarning"},
-    {"builtins", "SystemError", "exceptions", "SystemError"},
-    {"builtins", "SystemExit", "exceptions", "SystemExit"},
-    {"builtins", "TabError", "exceptions", "TabError"},
-    {"builtins", "TimeoutError", "exceptions", "OSError"},
-    {"builtins", "TypeError", "exceptions", "TypeError"},
-    {"builtins", "UnboundLocalError", "exceptions", "UnboundLocalError"},
-    {"builtins", "UnicodeDecodeError", "exceptions", "UnicodeDecodeError"},
-    {"builtins", "UnicodeEncodeError", "exceptions", "UnicodeEncodeError"},
-    {"builtins", "UnicodeError", "exceptions", "UnicodeError"},
-    {"builtins", "UnicodeTranslateError", "exceptions",
-     "UnicodeTranslateError"},
-    {"builtins", "UnicodeWarning", "exceptions", "UnicodeWarning"},
-    {"builtins", "UserWarning", "exceptions", "UserWarning"},
-    {"builtins", "ValueError", "exceptions", "ValueError"},
-    {"builtins", "Warning", "exceptions", "Warning"},
-    {"builtins", "ZeroDivisionError", "exceptions", "ZeroDivisionError"},
-    {"builtins", "chr", "__builtin__", "unichr"},
-    {"builtins", "filter", "itertools", "ifilter"},
-    {"builtins", "int", "__builtin__", "long"},
-    {"builtins", "map", "itertools", "imap"},
-    {"builtins", "range", "__builtin__", "xrange"},
-    {"builtins", "str", "__builtin__", "unicode"},
-    {"builtins", "zip", "itertools", "izip"},
-    {"collections", "UserDict", "UserDict", "IterableUserDict"},
-    {"collections", "UserList", "UserList", "UserList"},
-    {"collections", "UserString", "UserString", "UserString"},
-    {"dbm", "whichdb", "whichdb", "whichdb"},
-    {"functools", "reduce", "__builtin__", "reduce"},
-    {"http.server", "CGIHTTPRequestHandler", "CGIHTTPServer",
-     "CGIHTTPRequestHandler"},
-    {"http.server", "SimpleHTTPRequestHandler", "SimpleHTTPServer",
-     "SimpleHTTPRequestHandler"},
-    {"itertools", "filterfalse", "itertools", "ifilterfalse"},
-    {"itertools", "zip_longest", "itertools", "izip_longest"},
-    {"multiprocessing.connection", "Connection", "_multiprocessing",
-     "Connection"},
-    {"multiprocessing.context", "AuthenticationError", "multiprocessing",
-     "AuthenticationError"},
-    {"multiprocessing.context", "BufferTooShort", "multiprocessing",
-     "BufferTooShort"},
-    {"multiprocessing.context", "Process", "multiprocessing.process",
-     "Process"},
-    {"multiprocessing.context", "ProcessError", "multiprocessing",
-     "ProcessError"},
-    {"multiprocessing.context", "TimeoutError", "multiprocessing",
-     "TimeoutError"},
-    {"multiprocessing.popen_fork", "Popen", "multiprocessing.forking", "Popen"},
-    {"socket", "fromfd", "_socket", "fromfd"},
-    {"sys", "intern", "__builtin__", "intern"},
-    {"tkinter.filedialog", "FileDialog", "FileDialog", "FileDialog"},
-    {"tkinter.filedialog", "LoadFileDialog", "FileDialog", "LoadFileDialog"},
-    {"tkinter.filedialog", "SaveFileDialog", "FileDialog", "SaveFileDialog"},
-    {"tkinter.simpledialog", "SimpleDialog", "SimpleDialog", "SimpleDialog"},
-    {"urllib.error", "ContentTooShortError", "urllib", "ContentTooShortError"},
-    {"urllib.error", "HTTPError", "urllib2", "HTTPError"},
-    {"urllib.error", "URLError", "urllib2", "URLError"},
-    {"urllib.parse", "quote", "urllib", "quote"},
-    {"urllib.parse", "quote_plus", "urllib", "quote_plus"},
-    {"urllib.parse", "unquote", "urllib", "unquote"},
-    {"urllib.parse", "unquote_plus", "urllib", "unquote_plus"},
-    {"urllib.parse", "urlencode", "urllib", "urlencode"},
-    {"urllib.request", "getproxies", "urllib", "getproxies"},
-    {"urllib.request", "pathname2url", "urllib", "pathname2url"},
-    {"urllib.request", "url2pathname", "urllib", "url2pathname"},
-    {"urllib.request", "urlcleanup", "urllib", "urlcleanup"},
-    {"urllib.request", "urlopen", "urllib", "urlopen"},
-    {"urllib.request", "urlretrieve", "urllib", "urlretrieve"},
-    {"xmlrpc.server", "DocCGIXMLRPCRequestHandler", "DocXMLRPCServer",
-     "DocCGIXMLRPCRequestHandler"},
-    {"xmlrpc.server", "DocXMLRPCRequestHandler", "DocXMLRPCServer",
-     "DocXMLRPCRequestHandler"},
-    {"xmlrpc.server", "DocXMLRPCServer", "DocXMLRPCServer", "DocXMLRPCServer"},
-    {"xmlrpc.server", "ServerHTMLDoc", "DocXMLRPCServer", "ServerHTMLDoc"},
-    {"xmlrpc.server", "XMLRPCDocGenerator", "DocXMLRPCServer",
-     "XMLRPCDocGenerator"},
-};
-
-/* _compat_pickle.REVERSE_IMPORT_MAPPING: module -> module. */
-static const char *const import_map_3to2[][2] = {
-    {"_bz2", "bz2"},
-    {"_dbm", "dbm"},
-    {"_dummy_thread", "dummy_thread"},
-    {"_functools", "functools"},
-    {"_gdbm", "gdbm"},
-    {"_markupbase", "markupbase"},
-    {"_pickle", "pickle"},
-    {"_thread", "thread"},
-    {"builtins", "__builtin__"},
-    {"collections.abc", "_abcoll"},
-    {"configparser", "ConfigParser"},
-    {"copyreg", "copy_reg"},
-    {"dbm", "anydbm"},
-    {"dbm.bsd", "dbhash"},
-    {"dbm.dumb", "dumbdbm"},
-    {"dbm.gnu", "gdbm"},
-    {"dbm.ndbm", "dbm"},
-    {"html.entities", "htmlentitydefs"},
-    {"html.parser", "HTMLParser"},
-    {"http.client", "httplib"},
-    {"http.cookiejar", "cookielib"},
-    {"http.cookies", "Cookie"},
-    {"http.server", "BaseHTTPServer"},
-    {"queue", "Queue"},
-    {"reprlib", "repr"},
-    {"socketserver", "SocketServer"},
-    {"subprocess", "commands"},
-    {"test.support", "test.test_support"},
-    {"tkinter", "Tkinter"},
-    {"tkinter.colorchooser", "tkColorChooser"},
-    {"tkinter.commondialog", "tkCommonDialog"},
-    {"tkinter.constants", "Tkconstants"},
-    {"tkinter.dialog", "Dialog"},
-    {"tkinter.dnd", "Tkdnd"},
-    {"tkinter.filedialog", "tkFileDialog"},
-    {"tkinter.font", "tkFont"},
-    {"tkinter.messagebox", "tkMessageBox"},
-    {"tkinter.scrolledtext", "ScrolledText"},
-    {"tkinter.simpledialog", "tkSimpleDialog"},
-    {"tkinter.tix", "Tix"},
-    {"tkinter.ttk", "ttk"},
-    {"urllib.parse", "urlparse"},
-    {"urllib.request", "urllib2"},
-    {"urllib.robotparser", "robotparser"},
-    {"winreg", "_winreg"},
-    {"xmlrpc.client", "xmlrpclib"},
-    {"xmlrpc.server", "SimpleXMLRPCServer"},
-};
-
 typedef struct __attribute__((packed)) memo_ent {
     uintptr_t key; /* 0: empty */
     uint32_t idx;
@@ -240,9 +60,10 @@ typedef struct __attribute__((packed)) memo_ent {
 
 /* Content-keyed memo for globals and STACK_GLOBAL module strings. */
 enum name_kind {
-    NAME_GLOBAL,   /* the object module.qualname */
-    NAME_MOD_TYPE, /* module string of a static C type (interned) */
-    NAME_MOD_OTHER /* module string of anything else */
+    NAME_GLOBAL,       /* the object module.qualname */
+    NAME_MOD_INTERNED, /* interned module string: static C types, whichmodule */
+    NAME_MOD_OTHER,    /* the module's __name__: functions, Python classes */
+    NAME_MOD_OWN       /* a string no other global shares (never memo-keyed) */
 };
 typedef struct name_ent {
     uint64_t hash; /* 0: empty */
@@ -880,7 +701,7 @@ static pk_err_t save_bytes_p2(pickler_t *p, const uint8_t *s, size_t n,
 {
     pk_err_t rc;
     if (n == 0) {
-        if ((rc = save_global(p, "builtins", "bytes", NAME_MOD_TYPE)))
+        if ((rc = save_global(p, "builtins", "bytes", NAME_MOD_INTERNED)))
             return rc;
         opcode_boundary(p); /* the empty argument tuple */
         if ((rc = put1(p, PK_OP_EMPTY_TUPLE)) || (rc = put1(p, PK_OP_REDUCE)))
@@ -947,44 +768,45 @@ static pk_err_t save_bytes(pickler_t *p, const void *data, size_t n,
 
 /* ---- globals ---------------------------------------------------------- */
 
-static const char *lookup_import_map(const char *module)
-{
-    for (size_t i = 0; i < PK_ARRAY_LEN(import_map_3to2); i++) {
-        if (strcmp(import_map_3to2[i][0], module) == 0)
-            return import_map_3to2[i][1];
-    }
-    return module;
-}
-
-/* CPython's fix_imports for protocol 2: Python 3 names to Python 2 names. */
+/* CPython's fix_imports below protocol 3: Python 3 names to Python 2 names. */
 static void fix_imports(const char **module, const char **name)
 {
-    for (size_t i = 0; i < PK_ARRAY_LEN(name_map_3to2); i++) {
-        if (strcmp(name_map_3to2[i][0], *module) == 0 &&
-            strcmp(name_map_3to2[i][1], *name) == 0) {
-            *module = name_map_3to2[i][2];
-            *name = name_map_3to2[i][3];
+    for (size_t i = 0; i < PK_ARRAY_LEN(PK_COMPAT_REVERSE_NAMES); i++) {
+        if (strcmp(PK_COMPAT_REVERSE_NAMES[i][0], *module) == 0 &&
+            strcmp(PK_COMPAT_REVERSE_NAMES[i][1], *name) == 0) {
+            *module = PK_COMPAT_REVERSE_NAMES[i][2];
+            *name = PK_COMPAT_REVERSE_NAMES[i][3];
             return;
         }
     }
-    *module = lookup_import_map(*module);
+    for (size_t i = 0; i < PK_ARRAY_LEN(PK_COMPAT_REVERSE_MODULES); i++) {
+        if (strcmp(PK_COMPAT_REVERSE_MODULES[i][0], *module) == 0) {
+            *module = PK_COMPAT_REVERSE_MODULES[i][1];
+            return;
+        }
+    }
+}
+
+static bool in_list(const char *const *list, size_t n, const char *name)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (strcmp(list[i], name) == 0)
+            return true;
+    }
+    return false;
 }
 
 /* Which of CPython's module-name string objects a global of module.name
- * carries: static C types share one interned string per module ("builtins"
- * for set and complex), functions and Python classes carry their module's
- * __name__, a different object for the C modules builtins and numpy.  Only
- * these two modules are told apart; elsewhere all globals of a module share
- * one string, as they do for modules written in Python. */
+ * carries, as save_global finds it (__module__, else whichmodule's
+ * sys.modules key).  builtins: static types, exceptions included, and the
+ * singletons Ellipsis and NotImplemented share the interned 'builtins'; the
+ * builtin functions share builtins.__name__, another object; a heap type
+ * (ExceptionGroup) has its own (compat_names.h lists the last two groups).
+ * numpy: its static types share the interned 'numpy', everything else
+ * numpy.__name__.  Elsewhere all globals of a module share one string, as
+ * they do for modules written in Python. */
 static unsigned global_modkind(const char *module, const char *name)
 {
-    static const char *const builtin_types[] = {
-        "bool",         "bytearray", "bytes",    "classmethod", "complex",
-        "dict",         "enumerate", "filter",   "float",       "frozenset",
-        "int",          "list",      "map",      "memoryview",  "object",
-        "property",     "range",     "reversed", "set",         "slice",
-        "staticmethod", "str",       "super",    "tuple",       "type",
-        "zip"};
     static const char *const numpy_types[] = {
         "ndarray", "dtype",      "generic",   "number",     "bool_",
         "int8",    "int16",      "int32",     "int64",      "uint8",
@@ -992,23 +814,20 @@ static unsigned global_modkind(const char *module, const char *name)
         "float64", "longdouble", "complex64", "complex128", "clongdouble",
         "str_",    "bytes_",     "void",      "datetime64", "timedelta64",
         "object_", "matrix",     "ufunc",     "flatiter"};
-    const char *const *list;
-    size_t n;
+    if (strchr(name, '.')) /* an attribute, not a module-level global */
+        return NAME_MOD_OTHER;
     if (strcmp(module, "builtins") == 0) {
-        list = builtin_types;
-        n = PK_ARRAY_LEN(builtin_types);
-    } else if (strcmp(module, "numpy") == 0) {
-        list = numpy_types;
-        n = PK_ARRAY_LEN(numpy_types);
-    } else {
-        return NAME_MOD_OTHER;
+        if (in_list(PK_BUILTINS_BY_MODNAME,
+                    PK_ARRAY_LEN(PK_BUILTINS_BY_MODNAME), name))
+            return NAME_MOD_OTHER;
+        if (in_list(PK_BUILTINS_OWN_MODNAME,
+                    PK_ARRAY_LEN(PK_BUILTINS_OWN_MODNAME), name))
+            return NAME_MOD_OWN;
+        return NAME_MOD_INTERNED;
     }
-    if (strchr(name, '.') || name[0] == '_') /* an attribute, not a type */
-        return NAME_MOD_OTHER;
-    for (size_t i = 0; i < n; i++) {
-        if (strcmp(list[i], name) == 0)
-            return NAME_MOD_TYPE;
-    }
+    if (strcmp(module, "numpy") == 0 && name[0] != '_' &&
+        in_list(numpy_types, PK_ARRAY_LEN(numpy_types), name))
+        return NAME_MOD_INTERNED;
     return NAME_MOD_OTHER;
 }
 
@@ -1054,6 +873,10 @@ static pk_err_t write_global_op(pickler_t *p, const char *module,
 static pk_err_t save_modname(pickler_t *p, const char *module, unsigned kind)
 {
     opcode_boundary(p);
+    if (kind == NAME_MOD_OWN) {
+        pk_err_t rc = write_str(p, module, strlen(module));
+        return rc != PK_OK ? rc : memo_put(p, KEY_ANON);
+    }
     uint32_t idx = name_lookup(p, kind, module, NULL);
     if (idx != NO_INDEX)
         return put_get(p, idx);
@@ -1217,7 +1040,7 @@ static pk_err_t save_set(pickler_t *p, const pk_value_t *v, memo_ent_t *e)
     if (p->proto < 4) {
         /* (set, ([items],)) REDUCE */
         const char *name = v->type == PK_SET ? "set" : "frozenset";
-        if ((rc = save_global(p, "builtins", name, NAME_MOD_TYPE)))
+        if ((rc = save_global(p, "builtins", name, NAME_MOD_INTERNED)))
             return rc;
         opcode_boundary(p); /* the argument tuple */
         opcode_boundary(p); /* the list */
@@ -1388,7 +1211,7 @@ static pk_err_t save_dtype(pickler_t *p, const pk_dtype_t *dt,
     if (idx != NO_INDEX)
         return put_get(p, idx);
     char bo[2] = {di.byteorder, 0};
-    if ((rc = save_global(p, "numpy", "dtype", NAME_MOD_TYPE)))
+    if ((rc = save_global(p, "numpy", "dtype", NAME_MOD_INTERNED)))
         return rc;
     opcode_boundary(p);
     if ((rc = save_str(p, di.typestr, strlen(di.typestr), KEY_ANON)) ||
@@ -1514,7 +1337,7 @@ static pk_err_t save_ndarray(pickler_t *p, const pk_value_t *v)
                           NAME_MOD_OTHER)))
         return rc;
     opcode_boundary(p);
-    if ((rc = save_global(p, "numpy", "ndarray", NAME_MOD_TYPE)))
+    if ((rc = save_global(p, "numpy", "ndarray", NAME_MOD_INTERNED)))
         return rc;
     opcode_boundary(p);
     if ((rc = save_int(p, 0)) || (rc = put1(p, PK_OP_TUPLE1)) ||
@@ -1623,7 +1446,7 @@ static pk_err_t save(pickler_t *p, const pk_value_t *v)
     switch ((pk_type_t)v->type) {
     case PK_COMPLEX:
         /* copyreg's pickle_complex: complex(re, im) */
-        if ((rc = save_global(p, "builtins", "complex", NAME_MOD_TYPE)))
+        if ((rc = save_global(p, "builtins", "complex", NAME_MOD_INTERNED)))
             return rc;
         opcode_boundary(p);
         if ((rc = save_float(p, v->u.c.re)) ||
@@ -1640,7 +1463,7 @@ static pk_err_t save(pickler_t *p, const pk_value_t *v)
             return memo_put(p, (uintptr_t)v);
         }
         /* bytearray() or bytearray(bytes) REDUCE */
-        if ((rc = save_global(p, "builtins", "bytearray", NAME_MOD_TYPE)))
+        if ((rc = save_global(p, "builtins", "bytearray", NAME_MOD_INTERNED)))
             return rc;
         opcode_boundary(p);
         if (n == 0) {
