@@ -469,7 +469,16 @@ static pk_err_t call_frombuffer(pk_doc_t *doc, const char *what,
         flags |= PK_VF_READONLY;
     /* Zero copy, as numpy's frombuffer is a view: the array shares the
      * buffer (out of band: the caller's memory, O(1) whatever its size; in
-     * band: the bytes the decoder already copied into this doc). */
+     * band: the bytes the decoder already copied into this doc, which are
+     * 64-byte aligned from a page up).  Small unaligned in-band data is
+     * copied so every array the doc owns is 64-byte aligned. */
+    int share = buf->type == PK_PICKLEBUFFER ||
+                ((uintptr_t)buf->u.str.ptr % 64) == 0;
+    if (!share) {
+        *out = pk_ndarray(doc, dt->u.dtype, ndim, shape,
+                          (void *)buf->u.str.ptr, flags);
+        return *out ? PK_OK : nomem(err);
+    }
     pk_value_t *v = pk_ndarray(doc, dt->u.dtype, ndim, shape,
                                (void *)buf->u.str.ptr, flags | PK_VF_BORROWED);
     if (v == NULL)

@@ -529,12 +529,19 @@ pk_value_t *pk_complex(pk_doc_t *doc, double re, double im)
 static pk_value_t *new_bytes(pk_doc_t *doc, pk_type_t type, const void *data,
                              size_t len)
 {
-    if (len >= SIZE_MAX - sizeof(pk_value_t))
+    if (len >= SIZE_MAX - sizeof(pk_value_t) - 64)
         return NULL;
-    pk_value_t *v = new_value(doc, type, len + 1);
+    /* Small payloads sit right after the value; binary payloads of a page or
+     * more get 64-byte aligned storage of their own, because numpy arrays
+     * pickled in band become views of them (npy.c) and kernels want SIMD
+     * alignment. */
+    int own = len >= 4096 && type != PK_STR;
+    pk_value_t *v = new_value(doc, type, own ? 0 : len + 1);
     if (v == NULL)
         return NULL;
-    char *copy = (char *)TAIL(v);
+    char *copy = own ? doc_alloc64(doc, len + 1) : (char *)TAIL(v);
+    if (copy == NULL)
+        return NULL;
     if (len != 0)
         memcpy(copy, data, len);
     copy[len] = '\0';
