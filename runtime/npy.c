@@ -22,6 +22,7 @@
 #include <string.h>
 
 #include "npy.h"
+#include "compat_names.h"
 
 static const struct {
     pk__callable_t kind;
@@ -39,6 +40,10 @@ pk__callable_t pk__callable_lookup(const char *module, const char *name)
         if (strcmp(callables[i].name, name) == 0 &&
             strcmp(callables[i].module, module) == 0)
             return callables[i].kind;
+    if (strcmp(module, "builtins") == 0)
+        for (size_t i = 0; i < PK_ARRAY_LEN(PK_BUILTIN_EXCEPTIONS); i++)
+            if (strcmp(PK_BUILTIN_EXCEPTIONS[i], name) == 0)
+                return PK__CALL_EXCEPTION;
     return PK__CALL_NONE;
 }
 
@@ -547,6 +552,13 @@ pk_err_t pk__call(pk_doc_t *doc, pk__callable_t kind, const char *what,
         return call_frombuffer(doc, what, args, out, err);
     case PK__CALL_NP_SCALAR:
         return call_scalar(doc, what, args, out, err);
+    case PK__CALL_EXCEPTION: {
+        /* An instance to hand back, never a live exception: keep the call.
+         * `what` is "builtins.<name>" (pk__callable_lookup checked it). */
+        pk_value_t *g = pk_global(doc, "builtins", what + sizeof "builtins");
+        *out = g ? pk_object(doc, g, (pk_value_t *)args, NULL) : NULL;
+        return *out ? PK_OK : nomem(err);
+    }
     case PK__CALL_NONE:
         break;
     }
@@ -653,6 +665,11 @@ pk_err_t pk__build(pk_doc_t *doc, pk_value_t *inst, const pk_value_t *state,
         return build_dtype(inst, state, err);
     if (inst->type == PK_NDARRAY && !(inst->flags & PK_VF_NPSCALAR))
         return build_ndarray(doc, inst, state, err);
+    if (inst->type == PK_OBJECT && inst->u.obj.state == NULL &&
+        (state->type == PK_NONE || state->type == PK_DICT)) {
+        inst->u.obj.state = (pk_value_t *)state;
+        return PK_OK;
+    }
     return pk__err(err, PK_EUNSUPPORTED, "BUILD on a %s is not supported",
                    pk_type_name((pk_type_t)inst->type));
 }

@@ -30,7 +30,8 @@ typedef enum pk__callable {
     PK__CALL_NP_RECONSTRUCT, /* multiarray._reconstruct(ndarray, shape, b) */
     PK__CALL_NP_FROMBUFFER,  /* numeric._frombuffer(buf, dtype, shape, ord) */
     PK__CALL_NP_DTYPE,       /* numpy.dtype(typestr, align, copy) */
-    PK__CALL_NP_SCALAR       /* multiarray.scalar(dtype, bytes) */
+    PK__CALL_NP_SCALAR,      /* multiarray.scalar(dtype, bytes) */
+    PK__CALL_EXCEPTION       /* builtins.<exception class>(*args) */
 } pk__callable_t;
 
 /* Module names, for the encoder and the decoder alike.  numpy 1.x writes
@@ -62,7 +63,9 @@ typedef enum pk__callable {
     X(NP_SCALAR, PK__NPY_MULTIARRAY, "scalar")                                 \
     X(NP_SCALAR, PK__NPY_MULTIARRAY2, "scalar")
 
-/* The kind of module.name, PK__CALL_NONE when calling it must be refused. */
+/* The kind of module.name, PK__CALL_NONE when calling it must be refused.
+ * Besides the map above, builtins exception classes are allowed
+ * (PK__CALL_EXCEPTION, from compat_names.h): they build a PK_OBJECT. */
 pk__callable_t pk__callable_lookup(const char *module, const char *name);
 
 /* Non-zero for "numpy" and its submodules ("numpy.core.multiarray"). */
@@ -87,7 +90,8 @@ pk_err_t pk__call(pk_doc_t *doc, pk__callable_t kind, const char *what,
 
 /* BUILD on a value produced by pk__call: applies a numpy ndarray or dtype
  * state in place (the value may already be memoized, so it keeps its
- * identity).  PK_EUNSUPPORTED for BUILD on anything else. */
+ * identity), or records the state (None or a dict) of a PK_OBJECT.
+ * PK_EUNSUPPORTED for BUILD on anything else. */
 pk_err_t pk__build(pk_doc_t *doc, pk_value_t *inst, const pk_value_t *state,
                    pk_error_t *err);
 

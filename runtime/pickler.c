@@ -1490,6 +1490,17 @@ static pk_err_t save(pickler_t *p, const pk_value_t *v)
         return save_ndarray(p, v);
     case PK_DTYPE:
         return save_dtype(p, v->u.dtype, (uintptr_t)v);
+    case PK_OBJECT:
+        /* save_reduce: callable, args, REDUCE, memoize; then BUILD state. */
+        if ((rc = save(p, v->u.obj.callable)) ||
+            (rc = save(p, v->u.obj.args)) || (rc = put1(p, PK_OP_REDUCE)) ||
+            (rc = finish_reduce(p, (uintptr_t)v)))
+            return rc;
+        if (v->u.obj.state == NULL)
+            return PK_OK;
+        if ((rc = save(p, v->u.obj.state)))
+            return rc;
+        return put1(p, PK_OP_BUILD);
     default:
         return pk__err(p->err, PK_EINVAL, "value of unknown type %d",
                        (int)v->type);

@@ -92,4 +92,10 @@ name_list(out, "Functions: module string builtins.__name__, shared among them.",
           "static const char *const PK_BUILTINS_BY_MODNAME[]", by_modname)
 name_list(out, "Heap types: a module string of their own.",
           "static const char *const PK_BUILTINS_OWN_MODNAME[]", own)
+import builtins as _b
+excs = sorted(n for n, o in vars(_b).items()
+              if isinstance(o, type) and issubclass(o, BaseException))
+name_list(out, "builtins exception classes: calling one (REDUCE) builds an "
+          "instance\n * and runs no user code, so the decoder allows it.",
+          "static const char *const PK_BUILTIN_EXCEPTIONS[]", excs)
 out.write("#endif /* PK_COMPAT_NAMES_H */\n")

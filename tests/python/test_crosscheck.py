@@ -97,6 +97,10 @@ class _Cmp:
             return self.sets(a, b)
         if ta in (int, str, bytes, bytearray, bool, type(None)):
             return a == b or self.fail("value", a, b)
+        if isinstance(a, BaseException):  # PK_OBJECT: class, args, state
+            return (self.eq(a.args, b.args) and
+                    self.eq(getattr(a, "__dict__", {}),
+                            getattr(b, "__dict__", {})))
         # globals (functions, classes, singletons) and anything else
         return a is b or a == b or self.fail("object", a, b)
 
@@ -309,6 +313,14 @@ def _plain_corpus():
     add("globals_types", [int, float, dict, str, range, zip, ValueError,
                           KeyError, collections.OrderedDict, collections.UserDict])
     add("globals_singletons", [Ellipsis, NotImplemented])
+    # builtins exceptions decode to PK_OBJECT (allow-listed: building one runs
+    # no user code); the map CLI writes failed items this way.  Below protocol
+    # 3 CPython itself renames some (TimeoutError -> OSError), so only classes
+    # that keep their name are listed.
+    noted = ValueError("bad", 3)
+    noted.note = "n"
+    add("exceptions", [RuntimeError("boom"), LookupError("x"), KeyError("k"),
+                       noted, ValueError("shared")])
     # CPython 3.11 shares one module-name str between builtin functions
     # (len.__module__ is builtins.__name__) and another (the interned
     # 'builtins') between builtin types, exceptions and whichmodule() results
