@@ -9,8 +9,8 @@
 #   make fuzz                 libFuzzer targets with clang into build/fuzz
 #   make install PREFIX=/usr/local
 #
-# Source files are found by wildcard: runtime/*.c is the library, workers/*.c the
-# CLI, plugins/*.c one .so each, tests/test_*.c one test each, bench/*.c one
+# Source files are found by wildcard: runtime/*.c (and workers/worker.c) is the
+# library, the other workers/*.c the CLI, plugins/*.c one .so each, tests/test_*.c one test each, bench/*.c one
 # benchmark each.
 
 PREFIX   ?= /usr/local
@@ -38,8 +38,10 @@ ALL_CFLAGS := -std=gnu11 $(CFLAGS) $(WARN) $(SANFLAGS) -fPIC -pthread \
 LDLIBS_LIB := $(PKG_LIBS) -ldl -lm -pthread
 ALL_LDFLAGS := $(LDFLAGS) $(SANFLAGS) -pthread
 
-RUNTIME_SRC := $(wildcard runtime/*.c)
-WORKER_SRC  := $(wildcard workers/*.c)
+# The native worker loop (workers/worker.c) is part of the library: any
+# program that creates a pool forks its workers from it.
+RUNTIME_SRC := $(wildcard runtime/*.c) workers/worker.c
+WORKER_SRC  := $(filter-out workers/worker.c,$(wildcard workers/*.c))
 PLUGIN_SRC  := $(wildcard plugins/*.c)
 TEST_SRC    := $(wildcard tests/test_*.c)
 TESTLIB_SRC := $(wildcard tests/lib/*.c)
@@ -114,9 +116,15 @@ test-c: all
 	    timeout 600 $$r tests/fuzz/corpus/$${n#fuzz_} || { echo "FAILED: $$r"; fail=1; }; \
 	done; exit $$fail
 
+# An ASan-built libpicklepool.so loaded by ctypes into a plain python needs the
+# ASan runtime preloaded; leak checking is left to the C tests there.
+ifeq ($(SANITIZER),address)
+PY_ENV := LD_PRELOAD=$$($(CC) -print-file-name=libasan.so) ASAN_OPTIONS=detect_leaks=0
+endif
+
 test-py: all
 	@if ls tests/python/test_*.py >/dev/null 2>&1; then \
-	    PICKLEPOOL_BUILD=$(abspath $(BUILD)) PYTHON=$(PYTHON) \
+	    PICKLEPOOL_BUILD=$(abspath $(BUILD)) PYTHON=$(PYTHON) $(PY_ENV) \
 	    timeout 900 $(PYTHON) -m pytest -q -p no:cacheprovider tests/python; \
 	fi
 

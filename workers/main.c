@@ -43,11 +43,13 @@ static const struct command {
      "map a native function over a pickled list of arguments (or, with "
      "--stream,\n      a stream of pickles) on pinned workers; OUT gets the "
      "results in input order,\n      a failed item as a builtins exception "
-     "instance in its place (exit status 3)"},
-    {"demo", pk__cmd_demo, "",
+     "instance in its place (exit status 3).\n      Without --plugin, "
+     "<dir of picklepool>/plugins/MODULE.so is loaded if it exists"},
+    {"demo", pk__cmd_demo, "[--arrays N] [--mib M] [--workers N] [--plugin PATH]",
      "the main job: normalise synthetic float32 arrays with a native kernel "
-     "on\n      pinned workers; prints placement, throughput, speed-up and a "
-     "correctness check"},
+     "on\n      pinned workers, 1 worker then all cores; prints placement, "
+     "throughput,\n      speed-up and a correctness check (exit 0 only when "
+     "correct)"},
     {"version", cmd_version, "", "print the version"},
 };
 
