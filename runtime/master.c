@@ -1,0 +1,1100 @@
+/*
+ * master.c - the scheduler thread of a pool (see master.h for threads, locks
+ * and lifetimes).
+ *
+ * One zmq_poll loop over the ROUTER, the fork-server channel and the eventfd
+ * the API writes when it queues work.  Each turn: take submissions, read the
+ * fork server's reports (SPAWNED, DIED), read worker messages (READY,
+ * RESULT), run the tick (deadlines, cancel grace, respawn backoff, terminate
+ * escalation) only when something needs it, dispatch queued batches to
+ * workers with credit (at most `prefetch` in flight each), then hand the
+ * turn's outcomes to their jobs under one lock.  No timer runs while nothing
+ * has a deadline, so an idle pool sleeps and an apply wakes it at once.
+ *
+ * Failure invariants: a batch is in exactly one place (a caller's hands, the
+ * submission list, the queue, one worker's in-flight list, or freed);
+ * requeueing gives it a new wire id at its next dispatch, so a late RESULT
+ * for an old dispatch finds nothing and is dropped - no item is lost or
+ * delivered twice.
+ */
+#define _GNU_SOURCE
+#include "master.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "common.h"
+#include "wire.h"
+
+#define TICK_MS 10
+#define CANCEL_GRACE_NS 200000000ull /* before killing a canceled batch */
+#define TERM_GRACE_NS 300000000ull   /* SIGTERM -> SIGKILL on terminate */
+#define QUICK_DEATH_NS 1000000000ull /* a death this soon counts as quick */
+#define MAX_RECV_PER_TURN 4096
+
+enum kill_reason { KILL_NONE = 0, KILL_TIMEOUT, KILL_CANCEL, KILL_RETIRE };
+
+/* ---- reference counting ------------------------------------------------- */
+
+void pool__job_ref(pool__job_t *j)
+{
+    atomic_fetch_add(&j->refs, 1);
+}
+
+void pool__job_unref(pool__job_t *j)
+{
+    if (j == NULL || atomic_fetch_sub(&j->refs, 1) != 1)
+        return;
+    /* Outcomes hold references, so none can be left in done_head. */
+    pk__free(j->call);
+    pk__free(j);
+}
+
+pool__blob_t *pool__blob_new(pool__job_t *j)
+{
+    pool__blob_t *b = pk__calloc(1, sizeof *b);
+    if (b == NULL)
+        return NULL;
+    atomic_init(&b->refs, 1);
+    b->job = j;
+    pool__job_ref(j);
+    pthread_mutex_lock(&j->p->mu);
+    j->blobs++;
+    pthread_mutex_unlock(&j->p->mu);
+    return b;
+}
+
+void pool__blob_ref(pool__blob_t *b)
+{
+    atomic_fetch_add(&b->refs, 1);
+}
+
+void pool__blob_unref(pool__blob_t *b)
+{
+    if (b == NULL || atomic_fetch_sub(&b->refs, 1) != 1)
+        return;
+    pk_doc_free(&b->doc);
+    pk__free(b->bytes);
+    pk__free(b->bufs);
+    pool__job_t *j = b->job;
+    pool_t *p = j->p;
+    pthread_mutex_lock(&p->mu);
+    if (--j->blobs == 0)
+        pthread_cond_broadcast(&p->cv);
+    pthread_mutex_unlock(&p->mu);
+    pk__free(b);
+    pool__job_unref(j);
+}
+
+static void zc_free(void *data, void *hint)
+{
+    PK_UNUSED(data);
+    pool__blob_unref(hint);
+}
+
+void pool__batch_free(pool__batch_t *b)
+{
+    if (b == NULL)
+        return;
+    pool__blob_unref(b->blob);
+    pool__job_unref(b->job);
+    pk__free(b);
+}
+
+void pool__outcome_free(pool__outcome_t *o)
+{
+    if (o == NULL)
+        return;
+    if (o->frames != NULL) {
+        for (uint32_t i = 0; i < 1 + o->nbufs; i++)
+            zmq_msg_close(&o->frames[i]);
+        pk__free(o->frames);
+    }
+    pk__free(o->msg);
+    pool__job_unref(o->job);
+    pk__free(o);
+}
+
+void pool__master_wake(pool_t *p)
+{
+    uint64_t one = 1;
+    ssize_t r;
+    do
+        r = write(p->efd, &one, sizeof one);
+    while (r < 0 && errno == EINTR);
+}
+
+/* ---- turn state ---------------------------------------------------------- */
+
+typedef struct turn {
+    pool__outcome_t *out_head, *out_tail; /* to deliver */
+    uint64_t now;
+    int timed_sent; /* a batch with a deadline went out this turn */
+} turn_t;
+
+static void deliver(turn_t *t, pool__outcome_t *o)
+{
+    POOL__LIST_APPEND(t->out_head, t->out_tail, o);
+}
+
+static void synth(turn_t *t, pool__job_t *j, size_t first, uint32_t count,
+                  pk_err_t status, const char *msg)
+{
+    pool__outcome_t *o = pk__calloc(1, sizeof *o);
+    if (o == NULL)
+        return; /* the caller then waits for ever: only under OOM */
+    o->job = j;
+    pool__job_ref(j);
+    o->slot = -1;
+    o->first = first;
+    o->count = count;
+    o->status = status;
+    o->msg = pk__strdup(msg);
+    deliver(t, o);
+}
+
+static void fail_batch(turn_t *t, pool__batch_t *b, pk_err_t status,
+                       const char *msg)
+{
+    synth(t, b->job, b->first, b->count, status, msg);
+    pool__batch_free(b);
+}
+
+/* ---- batch lists ----------------------------------------------------------
+ */
+
+typedef struct blist {
+    pool__batch_t *head, *tail;
+} blist_t;
+
+static void bl_push(blist_t *l, pool__batch_t *b)
+{
+    POOL__LIST_APPEND(l->head, l->tail, b);
+}
+
+/* Puts the list in front of the queue (requeued work goes first). */
+static void q_prepend(pool_t *p, blist_t *l)
+{
+    if (l->head == NULL)
+        return;
+    l->tail->next = p->q_head;
+    if (p->q_head == NULL)
+        p->q_tail = l->tail;
+    p->q_head = l->head;
+    l->head = l->tail = NULL;
+}
+
+/* A new batch of items [from, to) of b, sharing its blob. */
+static pool__batch_t *batch_slice(const pool__batch_t *b, uint32_t from,
+                                  uint32_t to, uint32_t crashes)
+{
+    pool__batch_t *s = pk__calloc(1, sizeof *s);
+    if (s == NULL)
+        return NULL;
+    s->job = b->job;
+    s->first = b->first + from;
+    s->count = to - from;
+    s->crashes = crashes;
+    s->flags = b->flags;
+    s->blob = b->blob;
+    if (b->flags & (POOL_WIRE_F_VEC_I64 | POOL_WIRE_F_VEC_F64)) {
+        s->items = b->items + (size_t)from * 8;
+        s->items_len = (size_t)(to - from) * 8;
+    } else {
+        pool__wire_rec_t *r = pk__malloc((size_t)b->count * sizeof *r);
+        if (r == NULL || pool__wire_recs_parse(b->items, b->items_len, b->count,
+                                               b->nbufs, 0, r, NULL) != PK_OK) {
+            pk__free(r);
+            pk__free(s);
+            return NULL;
+        }
+        const uint8_t *start = r[from].data - POOL_WIRE_REC_SIZE;
+        const uint8_t *end = to == b->count ? b->items + b->items_len
+                                            : r[to].data - POOL_WIRE_REC_SIZE;
+        uint32_t buf_end = to == b->count ? b->nbufs : r[to].buf0;
+        s->items = start;
+        s->items_len = (size_t)(end - start);
+        s->bufs = b->bufs + r[from].buf0;
+        s->nbufs = buf_end - r[from].buf0;
+        pk__free(r);
+    }
+    pool__job_ref(s->job);
+    pool__blob_ref(s->blob);
+    return s;
+}
+
+/* Appends the slice [from, to) to l, or fails those items when memory
+ * runs out. */
+static void push_slice(turn_t *t, blist_t *l, const pool__batch_t *b,
+                       uint32_t from, uint32_t to, uint32_t crashes)
+{
+    if (from >= to)
+        return;
+    pool__batch_t *s = batch_slice(b, from, to, crashes);
+    if (s == NULL) {
+        synth(t, b->job, b->first + from, to - from, PK_ENOMEM,
+              "out of memory splitting a batch");
+        return;
+    }
+    bl_push(l, s);
+}
+
+/* ---- talking to workers -------------------------------------------------- */
+
+/* Logs a malformed message from worker `slot`, once per kind per pool. */
+#define LOG_ONCE(p, kind, slot, ...)                                           \
+    do {                                                                       \
+        char who_[32];                                                         \
+        snprintf(who_, sizeof who_, "worker %d", (slot));                      \
+        pool__wire_log_once(&(p)->logged, (kind), who_, __VA_ARGS__);          \
+    } while (0)
+
+static int send_copy(void *sock, const void *data, size_t len, int more)
+{
+    int r;
+    while ((r = zmq_send(sock, data, len, more ? ZMQ_SNDMORE : 0)) < 0 &&
+           errno == EINTR)
+        ;
+    return r < 0 ? -1 : 0;
+}
+
+static int send_zc(void *sock, const void *data, size_t len, pool__blob_t *b,
+                   int more)
+{
+    if (len < 1024)
+        return send_copy(sock, data, len, more);
+    zmq_msg_t m;
+    pool__blob_ref(b);
+    if (zmq_msg_init_data(&m, (void *)data, len, zc_free, b) != 0) {
+        pool__blob_unref(b);
+        return -1;
+    }
+    while (zmq_msg_send(&m, sock, more ? ZMQ_SNDMORE : 0) < 0) {
+        if (errno == EINTR)
+            continue;
+        zmq_msg_close(&m);
+        return -1;
+    }
+    return 0;
+}
+
+static int send_ctl(pool_t *p, int slot, int kind)
+{
+    uint8_t id[POOL_WIRE_ID_SIZE], hb[POOL_WIRE_HDR_SIZE];
+    pool__wire_id_encode(slot, p->w[slot].gen, id);
+    pool__wire_hdr_t h = {.kind = (uint8_t)kind};
+    pool__wire_hdr_encode(&h, hb);
+    if (send_copy(p->router, id, sizeof id, 1) != 0)
+        return -1;
+    return send_copy(p->router, hb, sizeof hb, 0);
+}
+
+static int send_task(pool_t *p, int slot, pool__batch_t *b, uint64_t now)
+{
+    pool__mworker_t *w = &p->w[slot];
+    uint8_t id[POOL_WIRE_ID_SIZE], hb[POOL_WIRE_HDR_SIZE];
+    pool__wire_id_encode(slot, w->gen, id);
+    b->id = ++p->next_batch_id;
+    pool__wire_hdr_t h = {.kind = POOL_WIRE_TASK,
+                          .flags = b->flags,
+                          .batch = b->id,
+                          .count = b->count,
+                          .nbufs = b->nbufs,
+                          .aux = b->job->timeout_ns};
+    pool__wire_hdr_encode(&h, hb);
+    /* Only the first frame can fail (EHOSTUNREACH: the peer is gone);
+     * after it the message is committed. */
+    if (send_copy(p->router, id, sizeof id, 1) != 0)
+        return -1;
+    send_copy(p->router, hb, sizeof hb, 1);
+    send_copy(p->router, b->job->call, b->job->call_len, 1);
+    send_zc(p->router, b->items, b->items_len, b->blob, b->nbufs > 0);
+    for (uint32_t i = 0; i < b->nbufs; i++)
+        send_zc(p->router, b->bufs[i].data, b->bufs[i].len, b->blob,
+                i + 1 < b->nbufs);
+    b->sent_ns = now;
+    return 0;
+}
+
+static void kill_worker(pool_t *p, int slot, int sig)
+{
+    pool__mworker_t *w = &p->w[slot];
+    if (w->pid <= 0)
+        return;
+    pool__fs_msg_t m = {.type = POOL_FS_KILL,
+                        .slot = slot,
+                        .gen = w->gen,
+                        .pid = w->pid,
+                        .arg = sig};
+    pool__fs_send(p->chan, &m);
+}
+
+static void spawn(pool_t *p, int slot, uint64_t now)
+{
+    pool__mworker_t *w = &p->w[slot];
+    if (w->gen > 0) {
+        pthread_mutex_lock(&p->mu);
+        p->stats[slot].restarts++;
+        pthread_mutex_unlock(&p->mu);
+    }
+    w->gen++;
+    w->productive = 0;
+    w->state = POOL_W_SPAWNING;
+    w->pid = 0;
+    w->ready_seen = 0;
+    w->unreachable = 0;
+    w->kill_reason = KILL_NONE;
+    w->respawn_at = 0;
+    w->term_ns = 0;
+    w->spawn_ns = now;
+    pool__sb_slot_t *sb = &p->sb[slot];
+    POOL_SB_STORE(sb->pid, 0);
+    POOL_SB_STORE(sb->state, POOL_SB_IDLE);
+    POOL_SB_STORE(sb->batch, 0);
+    POOL_SB_STORE(sb->item, 0);
+    POOL_SB_STORE(sb->items_done, 0);
+    POOL_SB_STORE(sb->busy_ns, 0);
+    atomic_store_explicit(&sb->gen, w->gen, memory_order_release);
+    pool__fs_msg_t m = {.type = POOL_FS_SPAWN,
+                        .slot = slot,
+                        .gen = w->gen,
+                        .bind = p->bind,
+                        .cpus = p->places[slot].cpus};
+    pthread_mutex_lock(&p->mu);
+    p->nlive++;
+    pthread_mutex_unlock(&p->mu);
+    if (pool__fs_send(p->chan, &m) != PK_OK) {
+        /* The channel is gone; the EOF handler marks the pool broken. */
+        w->state = POOL_W_DEAD;
+        pthread_mutex_lock(&p->mu);
+        p->nlive--;
+        pthread_mutex_unlock(&p->mu);
+    }
+}
+
+static void set_broken(pool_t *p, turn_t *t, const char *msg);
+
+/* ---- deaths -----------------------------------------------------------------
+ */
+
+static void describe_exit(char *buf, size_t size, int slot, int pid, int status)
+{
+    if (WIFSIGNALED(status)) {
+        int sig = WTERMSIG(status);
+        const char *ab = sigabbrev_np(sig);
+        snprintf(buf, size,
+                 "worker %d (pid %d) was killed by signal %d (SIG%s)", slot,
+                 pid, sig, ab ? ab : "?");
+    } else {
+        snprintf(buf, size, "worker %d (pid %d) exited with status %d", slot,
+                 pid, WIFEXITED(status) ? WEXITSTATUS(status) : status);
+    }
+}
+
+static void crash_item(pool_t *p, turn_t *t, blist_t *l, const pool__batch_t *b,
+                       uint32_t k, uint32_t crashes, const char *how)
+{
+    if (crashes > (uint32_t)p->retries) {
+        char msg[400];
+        snprintf(msg, sizeof msg, "%s while running item %zu", how,
+                 b->first + k);
+        synth(t, b->job, b->first + k, 1, PK_ECRASHED, msg);
+    } else {
+        push_slice(t, l, b, k, k + 1, crashes);
+    }
+}
+
+static void on_death(pool_t *p, turn_t *t, int slot, uint32_t gen, int pid,
+                     int status)
+{
+    pool__mworker_t *w = &p->w[slot];
+    if (gen != w->gen || w->state == POOL_W_DEAD)
+        return;
+    pool__sb_slot_t *sb = &p->sb[slot];
+    uint32_t sbs = atomic_load_explicit(&sb->state, memory_order_acquire);
+    uint32_t sbi = atomic_load_explicit(&sb->item, memory_order_acquire);
+    uint64_t sbb = POOL_SB_LOAD(sb->batch);
+    int clean = WIFEXITED(status) && WEXITSTATUS(status) == 0;
+    char how[256];
+    describe_exit(how, sizeof how, slot, pid, status);
+
+    blist_t l = {0};
+    pool__batch_t *b = w->inflight;
+    while (b != NULL) {
+        pool__batch_t *next = b->next;
+        if (b->job->m_canceled) {
+            /* dropped */
+        } else if (w->kill_reason == KILL_TIMEOUT && b->id == w->kill_batch &&
+                   w->kill_item < b->count) {
+            uint32_t k = w->kill_item;
+            char msg[300];
+            snprintf(msg, sizeof msg, "item %zu timed out after %g s",
+                     b->first + k, (double)b->job->timeout_ns / 1e9);
+            push_slice(t, &l, b, 0, k, 0);
+            synth(t, b->job, b->first + k, 1, PK_ETIMEDOUT, msg);
+            push_slice(t, &l, b, k + 1, b->count, 0);
+        } else if (!clean && w->kill_reason == KILL_NONE &&
+                   sbs == POOL_SB_BUSY && sbb == b->id) {
+            if (sbi < b->count) {
+                /* The scoreboard names the item: isolate it at once. */
+                uint32_t c = (b->count == 1 ? b->crashes : 0) + 1;
+                push_slice(t, &l, b, 0, sbi, 0);
+                crash_item(p, t, &l, b, sbi, c, how);
+                push_slice(t, &l, b, sbi + 1, b->count, 0);
+            } else if (b->count == 1) {
+                crash_item(p, t, &l, b, 0, b->crashes + 1, how);
+            } else {
+                /* Died while decoding: split in halves. */
+                uint32_t h = b->count / 2;
+                push_slice(t, &l, b, 0, h, b->crashes + 1);
+                push_slice(t, &l, b, h, b->count, b->crashes + 1);
+            }
+        } else {
+            b->next = NULL;
+            bl_push(&l, b);
+            b = next;
+            continue;
+        }
+        pool__batch_free(b);
+        b = next;
+    }
+    w->inflight = NULL;
+    w->ninflight = 0;
+    q_prepend(p, &l);
+
+    int was_ready = w->ready_seen;
+    int reason = w->kill_reason;
+    w->state = POOL_W_DEAD;
+    w->pid = 0;
+    pthread_mutex_lock(&p->mu);
+    p->nlive--;
+    p->stats[slot].pid = 0;
+    p->stats[slot].busy_base_ns += POOL_SB_LOAD(sb->busy_ns);
+    POOL_SB_STORE(sb->busy_ns, 0);
+    pthread_mutex_unlock(&p->mu);
+
+    if (p->terminating || p->stop_sent || p->broken)
+        return;
+    if (!was_ready && !clean && reason == KILL_NONE) {
+        p->startup_deaths++;
+        unsigned limit =
+            (unsigned)(2 * p->nworkers) < 5 ? 5 : (unsigned)(2 * p->nworkers);
+        if (p->startup_deaths >= limit) {
+            char msg[400];
+            snprintf(msg, sizeof msg,
+                     "workers keep dying at start-up (%u in a row; last: %s)",
+                     p->startup_deaths, how);
+            set_broken(p, t, msg);
+            return;
+        }
+    }
+    /* Back off only from workers that die soon without doing anything:
+     * outside kills of working processes are respawned at once. */
+    if (t->now - w->spawn_ns < QUICK_DEATH_NS && !w->productive &&
+        reason == KILL_NONE)
+        w->quick_deaths++;
+    else
+        w->quick_deaths = 0;
+    uint64_t delay = 0;
+    if (w->quick_deaths > 3) {
+        unsigned sh = w->quick_deaths - 3;
+        delay = sh > 7 ? 2000000000ull : 20000000ull << sh;
+        if (delay > 2000000000ull)
+            delay = 2000000000ull;
+    }
+    if (delay == 0)
+        spawn(p, slot, t->now);
+    else
+        w->respawn_at = t->now + delay;
+}
+
+static void fail_all(pool_t *p, turn_t *t, pk_err_t code, const char *msg)
+{
+    pool__batch_t *b = p->q_head;
+    p->q_head = p->q_tail = NULL;
+    while (b != NULL) {
+        pool__batch_t *n = b->next;
+        fail_batch(t, b, code, msg);
+        b = n;
+    }
+    for (int s = 0; s < p->nworkers; s++) {
+        pool__mworker_t *w = &p->w[s];
+        b = w->inflight;
+        w->inflight = NULL;
+        w->ninflight = 0;
+        while (b != NULL) {
+            pool__batch_t *n = b->next;
+            fail_batch(t, b, code, msg);
+            b = n;
+        }
+    }
+}
+
+static void set_broken(pool_t *p, turn_t *t, const char *msg)
+{
+    pthread_mutex_lock(&p->mu);
+    if (p->broken == PK_OK) {
+        p->broken = PK_ECRASHED;
+        snprintf(p->broken_msg, sizeof p->broken_msg, "%s", msg);
+    }
+    pthread_cond_broadcast(&p->cv);
+    pthread_mutex_unlock(&p->mu);
+    fail_all(p, t, PK_ECRASHED, msg);
+    for (int s = 0; s < p->nworkers; s++)
+        p->w[s].respawn_at = 0;
+}
+
+/* ---- fork-server reports ------------------------------------------------- */
+
+static void on_fs(pool_t *p, turn_t *t, int *chan_ok)
+{
+    for (;;) {
+        pool__fs_msg_t m;
+        int r = pool__fs_recv(p->chan, &m);
+        if (r == -1)
+            return;
+        if (r == 0 || r == -2) {
+            /* The fork server is gone, and with it every worker. */
+            *chan_ok = 0;
+            pthread_mutex_lock(&p->mu);
+            p->nlive = 0;
+            pthread_mutex_unlock(&p->mu);
+            for (int s = 0; s < p->nworkers; s++)
+                p->w[s].state = POOL_W_DEAD;
+            set_broken(p, t, "the fork server died");
+            return;
+        }
+        if (m.slot < 0 || m.slot >= p->nworkers)
+            continue;
+        pool__mworker_t *w = &p->w[m.slot];
+        switch (m.type) {
+        case POOL_FS_SPAWNED:
+            if (m.gen != w->gen || w->state != POOL_W_SPAWNING)
+                break;
+            w->pid = m.pid;
+            w->state = POOL_W_STARTING;
+            pthread_mutex_lock(&p->mu);
+            p->stats[m.slot].pid = m.pid;
+            pthread_mutex_unlock(&p->mu);
+            if (p->terminating)
+                kill_worker(p, m.slot, SIGKILL);
+            break;
+        case POOL_FS_SPAWN_FAILED:
+            if (m.gen != w->gen)
+                break;
+            w->state = POOL_W_DEAD;
+            pthread_mutex_lock(&p->mu);
+            p->nlive--;
+            pthread_mutex_unlock(&p->mu);
+            if (!p->terminating && !p->stop_sent) {
+                char msg[300];
+                snprintf(msg, sizeof msg, "cannot start worker %d: %s", m.slot,
+                         strerror(m.arg));
+                set_broken(p, t, msg);
+            }
+            break;
+        case POOL_FS_DIED:
+            on_death(p, t, m.slot, m.gen, m.pid, m.arg);
+            break;
+        default:
+            break;
+        }
+    }
+}
+
+/* ---- worker messages ------------------------------------------------------
+ */
+
+static pool__batch_t *take_inflight(pool__mworker_t *w, uint64_t id)
+{
+    pool__batch_t **pp = &w->inflight;
+    while (*pp != NULL) {
+        if ((*pp)->id == id) {
+            pool__batch_t *b = *pp;
+            *pp = b->next;
+            b->next = NULL;
+            w->ninflight--;
+            return b;
+        }
+        pp = &(*pp)->next;
+    }
+    return NULL;
+}
+
+static void on_result(pool_t *p, turn_t *t, int slot, const pool__wire_hdr_t *h,
+                      zmq_msg_t *f, size_t nf)
+{
+    pool__mworker_t *w = &p->w[slot];
+    pool__batch_t *b = take_inflight(w, h->batch);
+    if (b == NULL)
+        return; /* a dispatch we no longer wait for */
+    pk_error_t e;
+    pk_error_clear(&e);
+    pk_err_t rc = PK_OK;
+    if (h->count != b->count)
+        rc = pk__err(&e, PK_EPROTO, "RESULT with %u items for a batch of %u",
+                     h->count, b->count);
+    else if (nf != pool__wire_nframes(h))
+        rc = pk__err(&e, PK_EPROTO, "RESULT with %zu frames, not %zu", nf,
+                     pool__wire_nframes(h));
+    else if (h->flags & (POOL_WIRE_F_VEC_I64 | POOL_WIRE_F_VEC_F64))
+        rc = pool__wire_vec_check(zmq_msg_size(&f[1]), h->count, &e);
+    else
+        rc = pool__wire_recs_parse(zmq_msg_data(&f[1]), zmq_msg_size(&f[1]),
+                                   h->count, h->nbufs, 1, NULL, &e);
+    if (rc != PK_OK) {
+        LOG_ONCE(p, POOL_WIRE_RESULT, slot, "malformed RESULT dropped: %s",
+                 e.msg);
+        char msg[300];
+        snprintf(msg, sizeof msg, "malformed result from worker %d: %s", slot,
+                 e.msg);
+        fail_batch(t, b, PK_EPROTO, msg);
+    } else if (b->job->m_canceled) {
+        pool__batch_free(b);
+    } else {
+        pool__outcome_t *o = pk__calloc(1, sizeof *o);
+        zmq_msg_t *fr = pk__malloc((1 + (size_t)h->nbufs) * sizeof *fr);
+        if (o == NULL || fr == NULL) {
+            pk__free(o);
+            pk__free(fr);
+            fail_batch(t, b, PK_ENOMEM, "out of memory receiving a result");
+        } else {
+            for (size_t i = 0; i < 1 + (size_t)h->nbufs; i++) {
+                zmq_msg_init(&fr[i]);
+                zmq_msg_move(&fr[i], &f[1 + i]);
+            }
+            o->job = b->job;
+            pool__job_ref(b->job);
+            o->slot = slot;
+            o->first = b->first;
+            o->count = b->count;
+            o->flags = h->flags;
+            o->nbufs = h->nbufs;
+            o->frames = fr;
+            /* Item time for adaptive chunking: what the worker measured. */
+            uint64_t per = h->aux / h->count;
+            uint64_t old = atomic_load(&b->job->item_ns);
+            atomic_store(&b->job->item_ns,
+                         old == 0 ? (per ? per : 1) : (old * 3 + per) / 4);
+            deliver(t, o);
+            pool__batch_free(b);
+            w->productive = 1;
+        }
+    }
+    if (h->flags & POOL_WIRE_F_RETIRING) {
+        /* It runs nothing more: its other batches go back to the queue. */
+        blist_t l = {0};
+        pool__batch_t *x = w->inflight;
+        while (x != NULL) {
+            pool__batch_t *n = x->next;
+            bl_push(&l, x);
+            x = n;
+        }
+        w->inflight = NULL;
+        w->ninflight = 0;
+        q_prepend(p, &l);
+        w->state = POOL_W_DRAINING;
+        w->kill_reason = KILL_RETIRE;
+    }
+}
+
+static void on_message(pool_t *p, turn_t *t, zmq_msg_t *f, size_t nf)
+{
+    int slot;
+    uint32_t gen;
+    if (pool__wire_id_parse(zmq_msg_data(&f[0]), zmq_msg_size(&f[0]), &slot,
+                            &gen) != PK_OK ||
+        slot >= p->nworkers)
+        return;
+    pool__mworker_t *w = &p->w[slot];
+    if (gen != w->gen || w->state == POOL_W_DEAD)
+        return; /* a previous generation's last words */
+    if (nf < 2)
+        return;
+    pool__wire_hdr_t h;
+    pk_error_t e;
+    if (pool__wire_hdr_parse(zmq_msg_data(&f[1]), zmq_msg_size(&f[1]), &h,
+                             &e) != PK_OK) {
+        LOG_ONCE(p, 0, slot, "malformed message dropped: %s", e.msg);
+        return;
+    }
+    switch (h.kind) {
+    case POOL_WIRE_READY:
+        if (nf != 2)
+            LOG_ONCE(p, h.kind, slot, "READY with %zu frames dropped", nf - 1);
+        if (w->state != POOL_W_STARTING && w->state != POOL_W_SPAWNING)
+            break;
+        w->state = POOL_W_READY;
+        w->ready_seen = 1;
+        w->pid = (int32_t)h.aux > 0 && w->pid == 0 ? (int32_t)h.aux : w->pid;
+        p->startup_deaths = 0;
+        pthread_mutex_lock(&p->mu);
+        p->stats[slot].pid = w->pid; /* READY may beat SPAWNED */
+        p->nready++;
+        pthread_cond_broadcast(&p->cv);
+        pthread_mutex_unlock(&p->mu);
+        if (p->stop_sent) {
+            w->state = POOL_W_DRAINING;
+            send_ctl(p, slot, POOL_WIRE_STOP);
+        }
+        break;
+    case POOL_WIRE_RESULT:
+        on_result(p, t, slot, &h, f + 1, nf - 1);
+        break;
+    case POOL_WIRE_HEARTBEAT:
+        break;
+    default:
+        LOG_ONCE(p, h.kind, slot, "unexpected %s dropped",
+                 pool__wire_kind_name(h.kind));
+        break;
+    }
+}
+
+static void on_router(pool_t *p, turn_t *t, zmq_msg_t **fr, size_t *cap)
+{
+    for (int k = 0; k < MAX_RECV_PER_TURN; k++) {
+        size_t n = 0;
+        int more = 1;
+        while (more) {
+            if (n == *cap) {
+                size_t nc = *cap * 2;
+                zmq_msg_t *x = pk__realloc(*fr, nc * sizeof *x);
+                if (x == NULL) {
+                    /* drain the rest of this message into one frame */
+                    zmq_msg_t junk;
+                    zmq_msg_init(&junk);
+                    while (zmq_msg_more(&(*fr)[n - 1]) &&
+                           zmq_msg_recv(&junk, p->router, 0) >= 0 &&
+                           zmq_msg_more(&junk))
+                        ;
+                    zmq_msg_close(&junk);
+                    more = 0;
+                    break;
+                }
+                *fr = x;
+                *cap = nc;
+            }
+            zmq_msg_t *m = &(*fr)[n];
+            zmq_msg_init(m);
+            int r = zmq_msg_recv(m, p->router, n == 0 ? ZMQ_DONTWAIT : 0);
+            if (r < 0) {
+                zmq_msg_close(m);
+                if (n == 0 && (errno == EAGAIN || errno == EINTR))
+                    return;
+                if (n == 0)
+                    return;
+                break;
+            }
+            n++;
+            more = zmq_msg_more(m);
+        }
+        if (n > 0)
+            on_message(p, t, *fr, n);
+        for (size_t i = 0; i < n; i++)
+            zmq_msg_close(&(*fr)[i]);
+    }
+}
+
+/* ---- submissions, cancels, ticks
+ * --------------------------------------------- */
+
+static void take_submissions(pool_t *p, turn_t *t, int *terminate,
+                             int *shutdown, int *closed, int *active_jobs)
+{
+    pthread_mutex_lock(&p->mu);
+    pool__batch_t *h = p->subq_head;
+    p->subq_head = p->subq_tail = NULL;
+    int cancel = p->cancel_pending;
+    p->cancel_pending = 0;
+    if (cancel) {
+        /* Copy the cancel marks into master-only fields. */
+        for (pool__batch_t *b = p->q_head; b; b = b->next)
+            if (b->job->canceled && !b->job->m_canceled) {
+                b->job->m_canceled = 1;
+                b->job->m_cancel_ns = b->job->cancel_ns;
+            }
+        for (int s = 0; s < p->nworkers; s++)
+            for (pool__batch_t *b = p->w[s].inflight; b; b = b->next)
+                if (b->job->canceled && !b->job->m_canceled) {
+                    b->job->m_canceled = 1;
+                    b->job->m_cancel_ns = b->job->cancel_ns;
+                }
+    }
+    for (pool__batch_t *b = h; b; b = b->next)
+        if (b->job->canceled)
+            b->job->m_canceled = 1;
+    *terminate = p->terminate_req;
+    *shutdown = p->shutdown_req;
+    *closed = p->closed;
+    *active_jobs = p->active_jobs;
+    pk_err_t broken = p->broken;
+    pthread_mutex_unlock(&p->mu);
+
+    while (h != NULL) {
+        pool__batch_t *n = h->next;
+        h->next = NULL;
+        if (h->job->m_canceled)
+            pool__batch_free(h);
+        else if (broken != PK_OK)
+            fail_batch(t, h, PK_ECRASHED, p->broken_msg);
+        else if (p->terminating)
+            fail_batch(t, h, PK_ECANCELED, "the pool was terminated");
+        else
+            POOL__LIST_APPEND(p->q_head, p->q_tail, h);
+        h = n;
+    }
+    if (cancel) {
+        pool__batch_t **pp = &p->q_head;
+        p->q_tail = NULL;
+        while (*pp != NULL) {
+            pool__batch_t *b = *pp;
+            if (b->job->m_canceled) {
+                *pp = b->next;
+                pool__batch_free(b);
+            } else {
+                p->q_tail = b;
+                pp = &b->next;
+            }
+        }
+    }
+}
+
+/* Deadlines and cancel grace.  Returns non-zero when a tick is needed. */
+static int tick(pool_t *p, turn_t *t)
+{
+    int need = 0;
+    for (int s = 0; s < p->nworkers; s++) {
+        pool__mworker_t *w = &p->w[s];
+        if (w->inflight == NULL || w->kill_reason != KILL_NONE || w->pid <= 0)
+            continue;
+        for (pool__batch_t *b = w->inflight; b; b = b->next) {
+            if (b->job->m_canceled) {
+                need = 1;
+                if (t->now - b->job->m_cancel_ns > CANCEL_GRACE_NS) {
+                    w->kill_reason = KILL_CANCEL;
+                    w->state = POOL_W_DRAINING;
+                    kill_worker(p, s, SIGKILL);
+                    break;
+                }
+            }
+            if (b->job->timeout_ns)
+                need = 1;
+        }
+        if (w->kill_reason != KILL_NONE)
+            continue;
+        pool__sb_slot_t *sb = &p->sb[s];
+        if (atomic_load_explicit(&sb->state, memory_order_acquire) !=
+            POOL_SB_BUSY)
+            continue;
+        uint32_t item = atomic_load_explicit(&sb->item, memory_order_acquire);
+        uint64_t start = POOL_SB_LOAD(sb->start_ns);
+        uint64_t bid = POOL_SB_LOAD(sb->batch);
+        if (item == POOL_SB_DECODING)
+            continue;
+        for (pool__batch_t *b = w->inflight; b; b = b->next) {
+            if (b->id != bid || b->job->timeout_ns == 0 || item >= b->count)
+                continue;
+            if (t->now > start && t->now - start > b->job->timeout_ns) {
+                w->kill_reason = KILL_TIMEOUT;
+                w->kill_batch = bid;
+                w->kill_item = item;
+                w->state = POOL_W_DRAINING;
+                kill_worker(p, s, SIGKILL);
+            }
+            break;
+        }
+    }
+    return need;
+}
+
+static void dispatch(pool_t *p, turn_t *t)
+{
+    if (p->q_head == NULL || p->terminating)
+        return;
+    int progress = 1;
+    while (progress && p->q_head != NULL) {
+        progress = 0;
+        for (int s = 0; s < p->nworkers && p->q_head != NULL; s++) {
+            pool__mworker_t *w = &p->w[s];
+            if (w->state != POOL_W_READY || w->unreachable ||
+                w->ninflight >= p->prefetch)
+                continue;
+            pool__batch_t *b = p->q_head;
+            p->q_head = b->next;
+            if (p->q_head == NULL)
+                p->q_tail = NULL;
+            b->next = NULL;
+            if (send_task(p, s, b, t->now) != 0) {
+                w->unreachable = 1;
+                blist_t l = {b, b};
+                q_prepend(p, &l);
+                continue;
+            }
+            /* append to in-flight, oldest first */
+            pool__batch_t **pp = &w->inflight;
+            while (*pp)
+                pp = &(*pp)->next;
+            *pp = b;
+            w->ninflight++;
+            progress = 1;
+            if (b->job->timeout_ns)
+                t->timed_sent = 1;
+        }
+    }
+}
+
+static void flush(pool_t *p, turn_t *t)
+{
+    if (t->out_head == NULL)
+        return;
+    pool__outcome_t *drop = NULL;
+    pthread_mutex_lock(&p->mu);
+    pool__outcome_t *o = t->out_head;
+    while (o != NULL) {
+        pool__outcome_t *n = o->next;
+        o->next = NULL;
+        pool__job_t *j = o->job;
+        if (o->slot >= 0 && o->frames != NULL)
+            p->stats[o->slot].items_done += o->count;
+        if (j->canceled) {
+            o->next = drop;
+            drop = o;
+        } else {
+            POOL__LIST_APPEND(j->done_head, j->done_tail, o);
+        }
+        o = n;
+    }
+    pthread_cond_broadcast(&p->cv);
+    pthread_mutex_unlock(&p->mu);
+    t->out_head = t->out_tail = NULL;
+    while (drop != NULL) {
+        pool__outcome_t *n = drop->next;
+        pool__outcome_free(drop);
+        drop = n;
+    }
+}
+
+static int nothing_in_flight(pool_t *p)
+{
+    if (p->q_head != NULL)
+        return 0;
+    for (int s = 0; s < p->nworkers; s++)
+        if (p->w[s].inflight != NULL)
+            return 0;
+    return 1;
+}
+
+void *pool__master_main(void *arg)
+{
+    pool_t *p = arg;
+    turn_t t = {0};
+    t.now = pool__now_ns();
+    for (int s = 0; s < p->nworkers; s++)
+        spawn(p, s, t.now);
+    size_t cap = 16;
+    zmq_msg_t *fr = pk__malloc(cap * sizeof *fr);
+    if (fr == NULL)
+        cap = 0;
+    int chan_ok = 1;
+    int killed_all = 0;
+    int need_tick = 0;
+    for (;;) {
+        long tmo = -1;
+        if (need_tick || p->terminating)
+            tmo = TICK_MS;
+        for (int s = 0; s < p->nworkers; s++) {
+            uint64_t at = p->w[s].respawn_at;
+            if (at) {
+                long ms = at > t.now ? (long)((at - t.now) / 1000000) + 1 : 0;
+                if (tmo < 0 || ms < tmo)
+                    tmo = ms;
+            }
+        }
+        zmq_pollitem_t it[3] = {
+            {.socket = p->router, .events = ZMQ_POLLIN},
+            {.fd = p->efd, .events = ZMQ_POLLIN},
+            {.fd = chan_ok ? p->chan : -1, .events = chan_ok ? ZMQ_POLLIN : 0},
+        };
+        int r = zmq_poll(it, chan_ok ? 3 : 2, tmo);
+        if (r < 0 && errno != EINTR)
+            break; /* ETERM: cannot happen before we close it */
+        t.now = pool__now_ns();
+        if (it[1].revents) {
+            uint64_t v;
+            while (read(p->efd, &v, sizeof v) < 0 && errno == EINTR)
+                ;
+        }
+        int terminate, shutdown, closed, active;
+        take_submissions(p, &t, &terminate, &shutdown, &closed, &active);
+        if (chan_ok)
+            on_fs(p, &t, &chan_ok);
+        if (cap)
+            on_router(p, &t, &fr, &cap);
+
+        if (terminate && !p->terminating) {
+            p->terminating = 1;
+            p->terminate_ns = t.now;
+            fail_all(p, &t, PK_ECANCELED, "the pool was terminated");
+            for (int s = 0; s < p->nworkers; s++) {
+                p->w[s].respawn_at = 0;
+                if (p->w[s].state != POOL_W_DEAD)
+                    kill_worker(p, s, SIGTERM);
+            }
+        }
+        if (p->terminating && !killed_all &&
+            t.now - p->terminate_ns > TERM_GRACE_NS) {
+            killed_all = 1;
+            for (int s = 0; s < p->nworkers; s++)
+                if (p->w[s].state != POOL_W_DEAD)
+                    kill_worker(p, s, SIGKILL);
+        }
+        for (int s = 0; s < p->nworkers; s++) {
+            pool__mworker_t *w = &p->w[s];
+            if (w->respawn_at && w->respawn_at <= t.now &&
+                w->state == POOL_W_DEAD) {
+                if (p->terminating || p->stop_sent || p->broken)
+                    w->respawn_at = 0;
+                else
+                    spawn(p, s, t.now);
+            }
+        }
+        need_tick = tick(p, &t);
+        t.timed_sent = 0;
+        dispatch(p, &t);
+        need_tick |= t.timed_sent; /* its deadline needs the tick too */
+        flush(p, &t);
+
+        if (closed && !p->stop_sent && !p->terminating && active == 0 &&
+            nothing_in_flight(p)) {
+            p->stop_sent = 1;
+            for (int s = 0; s < p->nworkers; s++) {
+                pool__mworker_t *w = &p->w[s];
+                w->respawn_at = 0;
+                if (w->state == POOL_W_READY) {
+                    w->state = POOL_W_DRAINING;
+                    send_ctl(p, s, POOL_WIRE_STOP);
+                }
+            }
+        }
+        pthread_mutex_lock(&p->mu);
+        int nlive = p->nlive;
+        if ((p->stop_sent || p->terminating || p->broken) && nlive == 0 &&
+            !p->exited) {
+            p->exited = 1;
+            pthread_cond_broadcast(&p->cv);
+        }
+        pthread_mutex_unlock(&p->mu);
+        if (shutdown && nlive == 0)
+            break;
+    }
+    /* Anything still queued belongs to jobs nobody waits for any more. */
+    fail_all(p, &t, PK_ECANCELED, "the pool was destroyed");
+    flush(p, &t);
+    pk__free(fr);
+    return NULL;
+}

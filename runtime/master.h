@@ -1,0 +1,210 @@
+/*
+ * master.h - the pool's internals shared by the public API (pool.c) and the
+ * scheduler thread (master.c) (private).
+ *
+ * Threads and locks.  Each pool has one master thread that owns the ROUTER
+ * socket, the fork-server channel, the batch queue and the in-flight tables;
+ * it alone touches them, without locks.  API calls run on callers' threads:
+ * they pickle items into batches (pool__batch_t, holding a reference on a
+ * pool__blob_t that owns or borrows the bytes), append them to p->subq under
+ * p->mu and write p->efd; the master moves them to its queue.  Outcomes
+ * travel back as pool__outcome_t lists appended to the job under p->mu, with
+ * a broadcast of p->cv.  Lock order: p->mu is the only lock and is never held
+ * across a socket call.
+ *
+ * Lifetimes.  A job is reference counted: its caller, every batch, blob and
+ * outcome of it hold one; the last unref frees it.  A blob is referenced by
+ * its batches and by every zero-copy frame ZeroMQ still holds; `blobs` counts
+ * live blobs per job so a call whose blobs borrow the caller's memory can
+ * wait until none is left before returning.
+ */
+#ifndef POOL_MASTER_H
+#define POOL_MASTER_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <zmq.h>
+
+#include "forkserver.h"
+#include "picklepool/pool.h"
+#include "scoreboard.h"
+#include "topology.h"
+#include "wire.h"
+
+typedef struct pool__job pool__job_t;
+
+typedef struct pool__blob {
+    atomic_int refs;
+    pool__job_t *job;  /* holds a job reference */
+    pk_doc_t *doc;     /* freed with the blob (imap items), or NULL */
+    uint8_t *bytes;    /* owned encoded records, or NULL */
+    pool__oob_t *bufs; /* owned table of out-of-band buffers, or NULL */
+} pool__blob_t;
+
+typedef struct pool__batch {
+    struct pool__batch *next;
+    pool__job_t *job;
+    uint64_t id;  /* wire id of its current dispatch, 0 before */
+    size_t first; /* input index of its first item */
+    uint32_t count;
+    uint32_t crashes; /* worker deaths it caused as a whole */
+    uint16_t flags;   /* TASK flags */
+    pool__blob_t *blob;
+    const uint8_t *items;
+    size_t items_len;
+    const pool__oob_t *bufs;
+    uint32_t nbufs;
+    uint64_t sent_ns;
+} pool__batch_t;
+
+/* Outcomes of `count` consecutive items.  Either frames of a RESULT
+ * (payload + buffers) or one synthetic status for every item. */
+typedef struct pool__outcome {
+    struct pool__outcome *next;
+    pool__job_t *job; /* holds a job reference */
+    int slot;         /* worker that produced it, -1 */
+    size_t first;
+    uint32_t count;
+    uint16_t flags; /* RESULT flags */
+    uint32_t nbufs;
+    zmq_msg_t *frames; /* 1 + nbufs, or NULL when synthetic */
+    pk_err_t status;   /* synthetic */
+    char *msg;         /* synthetic message (pk__strdup) */
+} pool__outcome_t;
+
+enum pool__job_kind {
+    POOL_JOB_MAP,
+    POOL_JOB_IMAP,
+    POOL_JOB_IMAP_UNORDERED,
+    POOL_JOB_APPLY
+};
+
+struct pool__job {
+    pool_t *p;
+    atomic_int refs;
+    int kind;
+    uint16_t flags; /* TASK flags for its batches */
+    uint8_t *call;  /* call frame bytes (pickles) */
+    size_t call_len;
+    uint64_t timeout_ns;      /* per item, 0: none */
+    size_t chunksize;         /* fixed, 0: adaptive */
+    size_t total;             /* items, when known (SIZE_MAX: streaming) */
+    _Atomic uint64_t item_ns; /* measured ns per item (EWMA), 0: unknown */
+    /* under p->mu */
+    pool__outcome_t *done_head, *done_tail;
+    int canceled; /* the caller gave up: drop its batches */
+    uint64_t cancel_ns;
+    int active; /* counted in p->active_jobs */
+    int blobs;  /* live blobs */
+    /* master thread only */
+    int m_canceled;
+    uint64_t m_cancel_ns;
+};
+
+enum pool__wstate {
+    POOL_W_DEAD = 0, /* no process (maybe waiting to respawn) */
+    POOL_W_SPAWNING, /* SPAWN sent */
+    POOL_W_STARTING, /* forked, no READY yet */
+    POOL_W_READY,    /* takes work */
+    POOL_W_DRAINING  /* retiring / stopping / killed: no more work */
+};
+
+typedef struct pool__mworker {
+    int state;
+    uint32_t gen;
+    int32_t pid;
+    int ready_seen;          /* this generation said READY */
+    int productive;          /* this generation returned a result */
+    int unreachable;         /* a send to it failed */
+    pool__batch_t *inflight; /* list, oldest first */
+    int ninflight;
+    int kill_reason; /* 0, or why the master killed it */
+    uint64_t kill_batch;
+    uint32_t kill_item;
+    uint64_t spawn_ns;
+    uint64_t respawn_at;   /* 0: none pending */
+    unsigned quick_deaths; /* consecutive deaths soon after spawn */
+    uint64_t term_ns;      /* SIGTERM sent at (terminate) */
+} pool__mworker_t;
+
+typedef struct pool__slot_stats {
+    int32_t pid;
+    unsigned restarts;
+    uint64_t items_done;
+    uint64_t busy_base_ns;
+} pool__slot_stats_t;
+
+struct pool {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int efd; /* eventfd: API -> master */
+    pthread_t thread;
+    int thread_started;
+    void *zctx, *router;
+    int chan; /* fork-server channel */
+    int memfd;
+    pool__sb_slot_t *sb;
+    size_t sb_size;
+    char dir[256];
+    char endpoint[300];
+    int nworkers, prefetch, retries;
+    size_t chunksize;
+    double timeout;
+    pool__topo_t *own_topo; /* synthetic topology, or NULL */
+    pool__place_t *places;
+    int bind;
+
+    /* under mu */
+    pool__batch_t *subq_head, *subq_tail;
+    int closed; /* no new calls */
+    int terminate_req;
+    int shutdown_req;   /* destroy: master exits when workers are gone */
+    int cancel_pending; /* some job got canceled */
+    int active_jobs;
+    int nready;      /* workers that said READY since creation */
+    int nlive;       /* processes alive or being spawned */
+    int exited;      /* after close/terminate: every worker is gone */
+    pk_err_t broken; /* workers keep dying at start-up */
+    char broken_msg[256];
+    pool__slot_stats_t *stats;
+
+    /* master thread only */
+    pool__mworker_t *w;
+    pool__batch_t *q_head, *q_tail;
+    uint64_t next_batch_id;
+    int stop_sent;
+    int terminating;
+    uint64_t terminate_ns;
+    unsigned startup_deaths; /* consecutive deaths before READY */
+    unsigned logged;         /* malformed-message kinds already logged */
+};
+
+/* Appends x to the singly linked list head..tail (x->next is cleared). */
+#define POOL__LIST_APPEND(head, tail, x)                                       \
+    do {                                                                       \
+        (x)->next = NULL;                                                      \
+        if ((tail) != NULL)                                                    \
+            (tail)->next = (x);                                                \
+        else                                                                   \
+            (head) = (x);                                                      \
+        (tail) = (x);                                                          \
+    } while (0)
+
+/* Master thread body (master.c). */
+void *pool__master_main(void *arg);
+
+/* Wakes the master (eventfd write).  Any thread. */
+void pool__master_wake(pool_t *p);
+
+/* Reference counting (master.c).  Any thread. */
+void pool__job_ref(pool__job_t *j);
+void pool__job_unref(pool__job_t *j);
+pool__blob_t *pool__blob_new(pool__job_t *j); /* refs = 1; NULL on ENOMEM */
+void pool__blob_ref(pool__blob_t *b);
+void pool__blob_unref(pool__blob_t *b);
+void pool__outcome_free(pool__outcome_t *o);
+void pool__batch_free(pool__batch_t *b);
+
+#endif /* POOL_MASTER_H */
