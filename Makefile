@@ -104,17 +104,25 @@ $(BUILD)/bench/%: bench/%.c $(LIB_A)
 # corpora replayed, then the Python suite against this build.
 test: deps
 	@$(MAKE) --no-print-directory all
-	@$(MAKE) --no-print-directory test-c test-py
+	@$(MAKE) --no-print-directory test-c; c=$$?; \
+	    $(MAKE) --no-print-directory test-py; p=$$?; \
+	    [ $$c = 0 ] && [ $$p = 0 ]
 
+# Each C test program (and each fuzz corpus replay) counts as one test in the
+# closing line; the programs print their own cmocka detail above it.
 test-c: all
-	@fail=0; for t in $(TESTS); do \
+	@pass=0; fail=0; failed=""; for t in $(TESTS); do \
 	    echo "== $$t"; \
-	    PICKLEPOOL_BUILD=$(BUILD) timeout 600 $$t || { echo "FAILED: $$t"; fail=1; }; \
+	    if PICKLEPOOL_BUILD=$(BUILD) timeout 600 $$t; then pass=$$((pass+1)); \
+	    else fail=$$((fail+1)); failed="$$failed $$t"; fi; \
 	done; \
 	for r in $(REPLAYS); do \
 	    n=$$(basename $$r _replay); echo "== $$r tests/fuzz/corpus/$${n#fuzz_}"; \
-	    timeout 600 $$r tests/fuzz/corpus/$${n#fuzz_} || { echo "FAILED: $$r"; fail=1; }; \
-	done; exit $$fail
+	    if timeout 600 $$r tests/fuzz/corpus/$${n#fuzz_}; then pass=$$((pass+1)); \
+	    else fail=$$((fail+1)); failed="$$failed $$r"; fi; \
+	done; \
+	[ -z "$$failed" ] || echo "failed:$$failed"; \
+	echo "c-tests: $$pass passed, $$fail failed"; [ $$fail = 0 ]
 
 # An ASan-built libpicklepool.so loaded by ctypes into a plain python needs the
 # ASan runtime preloaded; leak checking is left to the C tests there.
