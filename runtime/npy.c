@@ -439,6 +439,21 @@ static pk_err_t call_reconstruct(pk_doc_t *doc, const char *what,
     return *out ? PK_OK : nomem(err);
 }
 
+/* Whether data may be read as elements of dt in place.  Out-of-band buffers
+ * are the caller's memory; ZeroMQ, for one, hands small frames as pointers
+ * into its receive buffer at any offset.  Such data is copied instead. */
+static int aligned_for(const void *data, const pk_dtype_t *dt)
+{
+    size_t a = dt->itemsize;
+    if (dt->kind == 'c')
+        a /= 2; /* complex: two floats */
+    else if (dt->kind == 'U')
+        a = 4;
+    else if (dt->kind == 'S' || dt->kind == 'V' || a > 16 || (a & (a - 1)))
+        a = 1;
+    return a <= 1 || ((uintptr_t)data % a) == 0;
+}
+
 static pk_err_t call_frombuffer(pk_doc_t *doc, const char *what,
                                 const pk_value_t *args, pk_value_t **out,
                                 pk_error_t *err)
@@ -477,8 +492,9 @@ static pk_err_t call_frombuffer(pk_doc_t *doc, const char *what,
      * band: the bytes the decoder already copied into this doc, which are
      * 64-byte aligned from a page up).  Small unaligned in-band data is
      * copied so every array the doc owns is 64-byte aligned. */
-    int share = buf->type == PK_PICKLEBUFFER ||
-                ((uintptr_t)buf->u.str.ptr % 64) == 0;
+    int share = buf->type == PK_PICKLEBUFFER
+                    ? aligned_for(buf->u.str.ptr, dt->u.dtype)
+                    : ((uintptr_t)buf->u.str.ptr % 64) == 0;
     if (!share) {
         *out = pk_ndarray(doc, dt->u.dtype, ndim, shape,
                           (void *)buf->u.str.ptr, flags);
