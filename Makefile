@@ -132,7 +132,8 @@ endif
 
 test-py: all
 	@if ls tests/python/test_*.py >/dev/null 2>&1; then \
-	    PICKLEPOOL_BUILD=$(abspath $(BUILD)) PYTHON=$(PYTHON) $(PY_ENV) \
+	    PICKLEPOOL_BUILD=$(abspath $(BUILD)) PICKLEPOOL_SANITIZER=$(SANITIZER) \
+	    PYTHON=$(PYTHON) $(PY_ENV) \
 	    timeout 900 $(PYTHON) -m pytest -q -p no:cacheprovider tests/python; \
 	fi
 

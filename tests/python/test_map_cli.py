@@ -219,6 +219,9 @@ def test_stream_memory_is_bounded(tmp_path):
     """10 MB and then 200 MB of 16 KiB arrays through --stream: the peak RSS
     (master, fork server and workers: the largest) grows far less than the
     input does."""
+    if os.environ.get("PICKLEPOOL_SANITIZER") == "address":
+        pytest.skip("ASan's quarantine keeps freed memory resident; the "
+                    "bound is checked in the plain build")
     small = _stream_peak_rss_mb(tmp_path, 640, 4096)
     large = _stream_peak_rss_mb(tmp_path, 12800, 4096)
     assert large - small < 64, (
