@@ -62,6 +62,32 @@ static inline void pk__st64(uint8_t *p, uint64_t v) { memcpy(p, &v, 8); }
 #error "picklepool assumes a little-endian host"
 #endif
 
+/* Writes code point cp (<= 0x10FFFF; surrogates too, as "surrogatepass"
+ * does) as UTF-8 at d and returns the number of bytes (1 to 4). */
+static inline size_t pk__utf8_put(uint8_t *d, uint32_t cp)
+{
+    if (cp < 0x80) {
+        d[0] = (uint8_t)cp;
+        return 1;
+    }
+    if (cp < 0x800) {
+        d[0] = (uint8_t)(0xC0 | cp >> 6);
+        d[1] = (uint8_t)(0x80 | (cp & 0x3F));
+        return 2;
+    }
+    if (cp < 0x10000) {
+        d[0] = (uint8_t)(0xE0 | cp >> 12);
+        d[1] = (uint8_t)(0x80 | (cp >> 6 & 0x3F));
+        d[2] = (uint8_t)(0x80 | (cp & 0x3F));
+        return 3;
+    }
+    d[0] = (uint8_t)(0xF0 | cp >> 18);
+    d[1] = (uint8_t)(0x80 | (cp >> 12 & 0x3F));
+    d[2] = (uint8_t)(0x80 | (cp >> 6 & 0x3F));
+    d[3] = (uint8_t)(0x80 | (cp & 0x3F));
+    return 4;
+}
+
 #define PK_UNUSED(x) ((void)(x))
 #define PK_ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
 

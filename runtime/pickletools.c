@@ -352,30 +352,6 @@ static void put_str(FILE *fp, const uint8_t *s, size_t n)
     put_str_of(fp, s, n, n);
 }
 
-static size_t utf8_put(uint8_t *o, uint32_t cp)
-{
-    if (cp < 0x80) {
-        o[0] = (uint8_t)cp;
-        return 1;
-    }
-    if (cp < 0x800) {
-        o[0] = (uint8_t)(0xc0 | cp >> 6);
-        o[1] = (uint8_t)(0x80 | (cp & 0x3f));
-        return 2;
-    }
-    if (cp < 0x10000) {
-        o[0] = (uint8_t)(0xe0 | cp >> 12);
-        o[1] = (uint8_t)(0x80 | ((cp >> 6) & 0x3f));
-        o[2] = (uint8_t)(0x80 | (cp & 0x3f));
-        return 3;
-    }
-    o[0] = (uint8_t)(0xf0 | cp >> 18);
-    o[1] = (uint8_t)(0x80 | ((cp >> 12) & 0x3f));
-    o[2] = (uint8_t)(0x80 | ((cp >> 6) & 0x3f));
-    o[3] = (uint8_t)(0x80 | (cp & 0x3f));
-    return 4;
-}
-
 /* The text of a protocol 0 UNICODE line: raw-unicode-escape, that is
  * latin-1 with \uXXXX and \UXXXXXXXX escapes. */
 static void put_raw_unicode(FILE *fp, const uint8_t *s, size_t n)
@@ -406,7 +382,7 @@ static void put_raw_unicode(FILE *fp, const uint8_t *s, size_t n)
                 k = 2 + digits;
             }
         }
-        o += utf8_put(buf + o, cp);
+        o += pk__utf8_put(buf + o, cp);
         i += k;
     }
     put_str_of(fp, buf, o, i < n ? n : o);

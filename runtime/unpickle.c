@@ -346,30 +346,6 @@ static size_t utf8_valid_prefix(const uint8_t *s, size_t n)
     return n;
 }
 
-static size_t put_utf8(char *d, uint32_t cp)
-{
-    if (cp < 0x80) {
-        d[0] = (char)cp;
-        return 1;
-    }
-    if (cp < 0x800) {
-        d[0] = (char)(0xC0 | cp >> 6);
-        d[1] = (char)(0x80 | (cp & 0x3F));
-        return 2;
-    }
-    if (cp < 0x10000) {
-        d[0] = (char)(0xE0 | cp >> 12);
-        d[1] = (char)(0x80 | (cp >> 6 & 0x3F));
-        d[2] = (char)(0x80 | (cp & 0x3F));
-        return 3;
-    }
-    d[0] = (char)(0xF0 | cp >> 18);
-    d[1] = (char)(0x80 | (cp >> 12 & 0x3F));
-    d[2] = (char)(0x80 | (cp >> 6 & 0x3F));
-    d[3] = (char)(0x80 | (cp & 0x3F));
-    return 4;
-}
-
 static int hexval(uint8_t c)
 {
     if (c >= '0' && c <= '9')
@@ -431,7 +407,7 @@ static pk_err_t push_py2str(loader_t *L, const uint8_t *s, size_t n)
             return rc;
         size_t k = 0;
         for (size_t i = 0; i < n; i++)
-            k += put_utf8(L->tmp + k, s[i]);
+            k += pk__utf8_put((uint8_t *)L->tmp + k, s[i]);
         return push(L, pk_str(L->doc, L->tmp, k), 0);
     }
     default:
@@ -550,9 +526,9 @@ static pk_err_t load_unicode(loader_t *L)
     for (size_t i = 0; i < n;) {
         uint8_t c = s[i++];
         if (c != '\\' || i == n || (s[i] != 'u' && s[i] != 'U')) {
-            k += put_utf8(d + k, c);
+            k += pk__utf8_put((uint8_t *)d + k, c);
             if (c == '\\' && i < n)
-                k += put_utf8(d + k, s[i++]); /* "\\x" stays as is */
+                k += pk__utf8_put((uint8_t *)d + k, s[i++]); /* "\\x" stays as is */
             continue;
         }
         size_t cnt = s[i++] == 'u' ? 4 : 8;
@@ -568,7 +544,7 @@ static pk_err_t load_unicode(loader_t *L)
         }
         if (cp > 0x10FFFF)
             return fail(L, PK_EPICKLE, "\\Uxxxxxxxx out of range in UNICODE");
-        k += put_utf8(d + k, cp);
+        k += pk__utf8_put((uint8_t *)d + k, cp);
     }
     return push(L, pk_str(L->doc, d, k), 0);
 }

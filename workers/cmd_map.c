@@ -650,20 +650,6 @@ static pk_err_t out_open(stream_out_t *o, const char *path, pk_error_t *err)
     return PK_OK;
 }
 
-static pk_err_t write_all(int fd, const uint8_t *p, size_t len, pk_error_t *err)
-{
-    while (len > 0) {
-        ssize_t n = write(fd, p, len);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0)
-            return pk__err_sys(err, PK_ESYS, errno, "write");
-        p += n;
-        len -= (size_t)n;
-    }
-    return PK_OK;
-}
-
 static pk_err_t out_flush(stream_out_t *o, pk_error_t *err)
 {
     pk_err_t rc;
@@ -671,12 +657,12 @@ static pk_err_t out_flush(stream_out_t *o, pk_error_t *err)
     if (o->buf.len == 0)
         return PK_OK;
     if (o->kind == PK_COMPRESS_NONE) {
-        rc = write_all(o->fd, o->buf.data, o->buf.len, err);
+        rc = pk__cli_write_all(o->fd, o->buf.data, o->buf.len, err);
     } else {
         o->z.len = 0;
         rc = pk__cli_compress(o->kind, o->buf.data, o->buf.len, &o->z, err);
         if (rc == PK_OK)
-            rc = write_all(o->fd, o->z.data, o->z.len, err);
+            rc = pk__cli_write_all(o->fd, o->z.data, o->z.len, err);
     }
     o->buf.len = 0;
     return rc;
