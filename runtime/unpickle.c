@@ -777,7 +777,8 @@ static pk_err_t build_from(loader_t *L, size_t x, pk_type_t type)
             return fail(L, PK_EPICKLE, "odd number of items for DICT");
         if ((c = pk_dict_new(L->doc, n / 2)) == NULL)
             return nomem(L);
-        rc = pk__dict_set_batch(L->doc, c, &it[0].v, SLOT_STRIDE, n / 2);
+        if (n != 0) /* an empty stack may not exist yet */
+            rc = pk__dict_set_batch(L->doc, c, &it[0].v, SLOT_STRIDE, n / 2);
         break;
     default: /* PK_FROZENSET */
         if ((c = pk_frozenset_new(L->doc, n)) == NULL)
@@ -817,7 +818,8 @@ static pk_err_t add_items(loader_t *L, size_t x, pk_type_t type, const char *op)
     if (type == PK_DICT) {
         if (n % 2)
             return fail(L, PK_EPICKLE, "odd number of items for %s", op);
-        rc = pk__dict_set_batch(L->doc, c, &it[0].v, SLOT_STRIDE, n / 2);
+        if (n != 0) /* an empty stack may not exist yet */
+            rc = pk__dict_set_batch(L->doc, c, &it[0].v, SLOT_STRIDE, n / 2);
     } else if (type == PK_LIST) {
         for (size_t i = 0; i < n && rc == PK_OK; i++)
             rc = pk_list_append(L->doc, c, it[i].v);
