@@ -8,7 +8,9 @@
 #include <assert.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <pthread.h>
 #include <string.h>
+#include <sys/mman.h>
 
 #include "common.h"
 
@@ -21,8 +23,8 @@ int pk__alloc_is_default(void)
 
 void pk_set_allocator(const pk_allocator_t *a)
 {
-    /* Cached arena chunks belong to the allocator that made them. */
-    pk__arena_cache_flush();
+    /* Cached blocks belong to the allocator that made them. */
+    pk__cache_flush();
     if (a == NULL) {
         current.malloc = malloc;
         current.realloc = realloc;
@@ -68,4 +70,107 @@ char *pk__strdup(const char *s)
     if (p != NULL)
         memcpy(p, s, n);
     return p;
+}
+
+/* Big buffers touched at random (hash indexes) or written once through
+ * (encoder output) pay a page fault per 4 KiB, and on a virtual machine each
+ * fault and TLB miss is dear; huge pages cut both by 512.  Advice only, on the
+ * 2 MiB-aligned interior: harmless where transparent huge pages are off. */
+#define HUGE_PAGE (2u * 1024 * 1024)
+#define HUGE_MIN (4u * 1024 * 1024)
+
+void pk__advise_huge(void *p, size_t size)
+{
+    uintptr_t lo = ((uintptr_t)p + HUGE_PAGE - 1) & ~(uintptr_t)(HUGE_PAGE - 1);
+    uintptr_t hi = ((uintptr_t)p + size) & ~(uintptr_t)(HUGE_PAGE - 1);
+    if (size >= HUGE_MIN && hi > lo)
+        (void)madvise((void *)lo, hi - lo, MADV_HUGEPAGE);
+}
+
+/* ---- block cache ---------------------------------------------------------
+ * Big blocks freed by one document or encoder buffer are kept, up to a bound,
+ * for the next: a stream of docs (a decode loop, the pool's batches) or of
+ * pk_dumps outputs then reuses memory that is already faulted in, instead of
+ * glibc unmapping it and the next user paying a page fault per 4 KiB (dear on
+ * a virtual machine).  Only with the default allocator, so that a test's
+ * counting allocator sees every block come back (pk_set_allocator flushes). */
+#define CACHE_MAX (64u * 1024 * 1024)
+#define CACHE_SLOTS 64
+
+static struct {
+    pthread_mutex_t mu;
+    size_t bytes, n;
+    struct {
+        void *p;
+        size_t size;
+    } slot[CACHE_SLOTS];
+} cache = {.mu = PTHREAD_MUTEX_INITIALIZER};
+static pthread_once_t cache_once = PTHREAD_ONCE_INIT;
+
+/* A child forked while another thread held the lock gets it unlocked. */
+static void cache_lock(void)
+{
+    pthread_mutex_lock(&cache.mu);
+}
+static void cache_unlock(void)
+{
+    pthread_mutex_unlock(&cache.mu);
+}
+static void cache_init(void)
+{
+    pthread_atfork(cache_lock, cache_unlock, cache_unlock);
+}
+
+void *pk__cache_take(size_t min, size_t *size)
+{
+    if (!pk__alloc_is_default() || cache.n == 0)
+        return NULL;
+    pthread_once(&cache_once, cache_init);
+    cache_lock();
+    size_t best = CACHE_SLOTS; /* the smallest block that fits */
+    for (size_t i = 0; i < cache.n; i++)
+        if (cache.slot[i].size >= min &&
+            (best == CACHE_SLOTS || cache.slot[i].size < cache.slot[best].size))
+            best = i;
+    void *p = NULL;
+    if (best != CACHE_SLOTS) {
+        p = cache.slot[best].p;
+        *size = cache.slot[best].size;
+        cache.bytes -= *size;
+        cache.slot[best] = cache.slot[--cache.n];
+    }
+    cache_unlock();
+    return p;
+}
+
+void pk__cache_put(void *p, size_t size)
+{
+    if (p != NULL && pk__alloc_is_default()) {
+        pthread_once(&cache_once, cache_init);
+        cache_lock();
+        if (cache.n < CACHE_SLOTS && size <= CACHE_MAX - cache.bytes) {
+            cache.slot[cache.n].p = p;
+            cache.slot[cache.n].size = size;
+            cache.n++;
+            cache.bytes += size;
+            p = NULL;
+        }
+        cache_unlock();
+    }
+    pk__free(p);
+}
+
+void pk__cache_flush(void)
+{
+    pthread_once(&cache_once, cache_init);
+    for (;;) {
+        cache_lock();
+        void *p = cache.n ? cache.slot[--cache.n].p : NULL;
+        if (p != NULL)
+            cache.bytes -= cache.slot[cache.n].size;
+        cache_unlock();
+        if (p == NULL)
+            return;
+        pk__free(p);
+    }
 }

@@ -20,6 +20,8 @@ void *pk__calloc(size_t n, size_t size); /* overflow-checked, zeroed */
 void *pk__realloc(void *ptr, size_t size);
 void pk__free(void *ptr);
 char *pk__strdup(const char *s);
+/* Asks for transparent huge pages on a big buffer (>= 4 MiB; alloc.c). */
+void pk__advise_huge(void *p, size_t size);
 /* Non-zero while the default allocator (malloc) is installed. */
 int pk__alloc_is_default(void);
 /* Inserts n key/value pairs into a dict as pk_dict_set would, one after the
@@ -28,8 +30,13 @@ int pk__alloc_is_default(void);
  * calls for large n (value.c). */
 pk_err_t pk__dict_set_batch(pk_doc_t *doc, pk_value_t *dict,
                             pk_value_t *const *items, size_t stride, size_t n);
-/* Frees the arena chunks value.c keeps for reuse (value.c). */
-void pk__arena_cache_flush(void);
+/* The block cache (alloc.c): pk__cache_take returns a cached block of at
+ * least `min` bytes (its real size in *size), or NULL; pk__cache_put keeps a
+ * block from pk__malloc of `size` bytes for reuse, or frees it when the cache
+ * is full or a non-default allocator is installed.  Thread-safe. */
+void *pk__cache_take(size_t min, size_t *size);
+void pk__cache_put(void *p, size_t size);
+void pk__cache_flush(void);
 
 /* Sets err (may be NULL) to code with a printf-style message; offset and
  * opcode are set to -1.  Returns code, so callers can `return pk__err(...)`. */

@@ -122,6 +122,9 @@ static void update_lim(pickler_t *p)
     p->lim = (p->framing && p->frame_start == NO_FRAME) ? 0 : p->cap;
 }
 
+/* Output buffers from this size on come from and go to the block cache. */
+#define CACHED_BUF (1u << 20)
+
 static pk_err_t grow(pickler_t *p, size_t need)
 {
     if (need <= p->cap)
@@ -134,7 +137,18 @@ static pk_err_t grow(pickler_t *p, size_t need)
         }
         cap *= 2;
     }
-    uint8_t *d = pk__realloc(p->data, cap);
+    size_t got;
+    uint8_t *d = cap >= CACHED_BUF ? pk__cache_take(cap, &got) : NULL;
+    if (d != NULL) { /* already faulted in: see pk_buf_free */
+        if (p->len != 0)
+            memcpy(d, p->data, p->len);
+        if (p->data != NULL)
+            pk__cache_put(p->data, p->cap);
+        p->data = d;
+        p->cap = got;
+        return PK_OK;
+    }
+    d = pk__realloc(p->data, cap);
     if (d == NULL)
         return nomem(p);
     p->data = d;
@@ -1557,7 +1571,12 @@ void pk_buf_free(pk_buf_t *b)
 {
     if (b == NULL)
         return;
-    pk__free(b->data);
+    /* A big output buffer goes to the block cache for the next pk_dumps:
+     * reusing faulted-in memory is most of the speed of a dumps loop. */
+    if (b->cap >= CACHED_BUF)
+        pk__cache_put(b->data, b->cap);
+    else
+        pk__free(b->data);
     b->data = NULL;
     b->len = 0;
     b->cap = 0;

@@ -23,7 +23,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <pthread.h>
-#include <sys/mman.h>
 #include <sys/random.h>
 #include <time.h>
 #include <unistd.h>
@@ -31,7 +30,6 @@
 #include "common.h"
 
 #define BIG 8192 /* own-block threshold; never changes */
-#define HUGE_PAGE (2u * 1024 * 1024)
 #define CHUNK_FIRST (64u * 1024)
 #define CHUNK_MAX (8u * 1024 * 1024)
 #define MAX_DEPTH 1000           /* recursion guard for equal/hash/repr */
@@ -69,92 +67,6 @@ struct pk_doc {
     on_free_t *cbs;
     size_t ncbs, cbcap;
 };
-
-/* Freed chunks are kept in a bounded process-wide cache and handed to the next
- * doc, so a stream of documents (a decode loop, the pool's batches) reuses
- * memory that is already faulted in instead of paying a page fault per 4 KiB
- * of every new doc.  Only with the default allocator: a test's counting
- * allocator must see every chunk come back (pk_set_allocator flushes it). */
-#define CACHE_MAX (64u * 1024 * 1024)
-
-static struct {
-    pthread_mutex_t mu;
-    chunk_t *list;
-    size_t bytes;
-} cache = {PTHREAD_MUTEX_INITIALIZER, NULL, 0};
-static pthread_once_t cache_once = PTHREAD_ONCE_INIT;
-
-/* A child forked while another thread held the lock gets it unlocked. */
-static void cache_prepare(void)
-{
-    pthread_mutex_lock(&cache.mu);
-}
-static void cache_release(void)
-{
-    pthread_mutex_unlock(&cache.mu);
-}
-static void cache_init(void)
-{
-    pthread_atfork(cache_prepare, cache_release, cache_release);
-}
-
-/* A cached chunk of at least `size` bytes, or NULL. */
-static chunk_t *cache_take(size_t size)
-{
-    if (!pk__alloc_is_default() || cache.list == NULL)
-        return NULL;
-    pthread_once(&cache_once, cache_init);
-    pthread_mutex_lock(&cache.mu);
-    /* The same size class if there is one, else the first larger chunk. */
-    chunk_t **pp = &cache.list, **fit = NULL, *c;
-    for (; (c = *pp) != NULL; pp = &c->next) {
-        if (c->size == size)
-            break;
-        if (fit == NULL && c->size > size)
-            fit = pp;
-    }
-    if (c == NULL && fit != NULL)
-        c = *(pp = fit);
-    if (c != NULL) {
-        *pp = c->next;
-        cache.bytes -= c->size;
-    }
-    pthread_mutex_unlock(&cache.mu);
-    return c;
-}
-
-/* Keeps c for a later doc, or frees it when the cache is full. */
-static void cache_put(chunk_t *c)
-{
-    if (pk__alloc_is_default()) {
-        pthread_once(&cache_once, cache_init);
-        pthread_mutex_lock(&cache.mu);
-        if (cache.bytes + c->size <= CACHE_MAX) {
-            c->next = cache.list;
-            cache.list = c;
-            cache.bytes += c->size;
-            c = NULL;
-        }
-        pthread_mutex_unlock(&cache.mu);
-    }
-    if (c != NULL)
-        pk__free(c);
-}
-
-void pk__arena_cache_flush(void)
-{
-    pthread_once(&cache_once, cache_init);
-    pthread_mutex_lock(&cache.mu);
-    chunk_t *c = cache.list;
-    cache.list = NULL;
-    cache.bytes = 0;
-    pthread_mutex_unlock(&cache.mu);
-    while (c != NULL) {
-        chunk_t *next = c->next;
-        pk__free(c);
-        c = next;
-    }
-}
 
 _Static_assert(sizeof(block_t) % 16 == 0, "block data alignment");
 _Static_assert(sizeof(chunk_t) % 16 == 0, "chunk data alignment");
@@ -203,9 +115,11 @@ void pk_doc_free(pk_doc_t **docp)
         next = b->next;
         pk__free(b->raw);
     }
+    /* Chunks go back to the allocator's block cache: the next doc reuses
+     * memory that is already faulted in (alloc.c). */
     for (chunk_t *c = doc->chunks, *next; c != NULL; c = next) {
         next = c->next;
-        cache_put(c);
+        pk__cache_put(c, sizeof(chunk_t) + c->size);
     }
     pk__free(doc);
 }
@@ -242,18 +156,6 @@ static void link_block(pk_doc_t *doc, block_t *b)
 }
 
 /* A block whose data is `align`-aligned (align is 16 or 64). */
-/* Large blocks (hash indexes, big item arrays) are probed at random; on a
- * virtual machine each TLB miss walks two page tables, so ask for huge pages
- * on the 2 MiB-aligned interior.  Advice only: harmless where THP is off. */
-#define HUGE_MIN (4u * 1024 * 1024)
-static void advise_huge(void *p, size_t size)
-{
-    uintptr_t lo = ((uintptr_t)p + HUGE_PAGE - 1) & ~(uintptr_t)(HUGE_PAGE - 1);
-    uintptr_t hi = ((uintptr_t)p + size) & ~(uintptr_t)(HUGE_PAGE - 1);
-    if (size >= HUGE_MIN && hi > lo)
-        (void)madvise((void *)lo, hi - lo, MADV_HUGEPAGE);
-}
-
 static void *block_alloc(pk_doc_t *doc, size_t size, size_t align)
 {
     size_t slack = align > 16 ? align - 1 : 0;
@@ -271,7 +173,7 @@ static void *block_alloc(pk_doc_t *doc, size_t size, size_t align)
     b->size = size;
     link_block(doc, b);
     doc->held += total;
-    advise_huge(raw, total);
+    pk__advise_huge(raw, total);
     return data;
 }
 
@@ -293,7 +195,7 @@ static void *block_realloc(pk_doc_t *doc, void *data, size_t size)
         return NULL;
     n->raw = n;
     n->size = size;
-    advise_huge(n, sizeof(block_t) + size);
+    pk__advise_huge(n, sizeof(block_t) + size);
     n->prev->next = n;
     n->next->prev = n;
     doc->held = doc->held - old + size;
@@ -315,10 +217,11 @@ static __attribute__((noinline)) void *alloc_slow(pk_doc_t *doc, size_t size)
     if (size >= BIG)
         return block_alloc(doc, size, 16);
     size = (size + 7) & ~(size_t)7;
-    size_t csize = doc->chunk_size;
-    chunk_t *c = cache_take(csize);
+    size_t csize = doc->chunk_size, got;
+    chunk_t *c = pk__cache_take(sizeof(chunk_t) + csize, &got);
     if (c != NULL) {
-        csize = c->size;
+        csize = got - sizeof(chunk_t);
+        c->size = csize;
     } else {
         c = pk__malloc(sizeof(chunk_t) + csize);
         if (c == NULL)
