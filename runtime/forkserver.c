@@ -226,6 +226,23 @@ static void fs_child(fs_pool_t *fp, const pool__fs_msg_t *m, pid_t server)
         mmap(NULL, sbsize, PROT_READ | PROT_WRITE, MAP_SHARED, fp->memfd, 0);
     if (map != MAP_FAILED)
         sb = (pool__sb_slot_t *)map + m->slot;
+    uint8_t *arena = NULL;
+    const pool__shm_layout_t *lay = &fp->cfg.shm;
+    if (lay->size > 0) {
+        void *a = mmap(NULL, lay->size, PROT_READ, MAP_SHARED, fp->memfd,
+                       (off_t)fp->cfg.shm_off);
+        uint64_t own = lay->res_off + (uint64_t)m->slot * lay->res_size;
+        if (a != MAP_FAILED &&
+            (mprotect((uint8_t *)a + (uint64_t)m->slot * lay->bm_bytes,
+                      lay->bm_bytes, PROT_READ | PROT_WRITE) != 0 ||
+             mprotect((uint8_t *)a + own, lay->res_size,
+                      PROT_READ | PROT_WRITE) != 0)) {
+            munmap(a, lay->size);
+            a = MAP_FAILED;
+        }
+        if (a != MAP_FAILED)
+            arena = a;
+    }
     if (syscall(SYS_close_range, 3u, ~0u, 0u) != 0) {
         for (int fd = 3; fd < 1024; fd++)
             close(fd);
@@ -244,6 +261,9 @@ static void fs_child(fs_pool_t *fp, const pool__fs_msg_t *m, pid_t server)
         .maxtasks = fp->cfg.maxtasks,
         .max_rss = fp->cfg.max_rss,
         .sb = sb,
+        .shm = arena,
+        .shm_lay = arena != NULL ? lay : NULL,
+        .shm_threshold = (size_t)fp->cfg.shm_threshold,
     };
     int rc = pool__worker_main(&wc);
     fflush(NULL);

@@ -18,8 +18,9 @@
  * the ipc directories.  Workers are forked from the fork server and
  * do their setup in this order: PR_SET_PDEATHSIG(SIGKILL) and a getppid()
  * re-check (so they die with the fork server), default signal dispositions
- * and an empty mask, map the pool's scoreboard, close every inherited fd
- * but stdio, bind to their CPUs with HWLOC_CPUBIND_PROCESS, run the pool's
+ * and an empty mask, map the pool's scoreboard and arena (read-only but for
+ * the worker's own bitmap and result region; see shm.h), close every inherited
+ * fd but stdio, bind to their CPUs with HWLOC_CPUBIND_PROCESS, run the pool's
  * initializer, and only then create their own ZeroMQ context, whose I/O
  * threads inherit the binding.  The initializer, its argument and in-process
  * registrations are inherited from the fork server's copy of the master's
@@ -52,6 +53,7 @@
 
 #include "picklepool/error.h"
 #include "picklepool/registry.h"
+#include "shm.h"
 #include "topology.h"
 
 /* What the fork server needs to know about a pool (sent once, by value). */
@@ -64,6 +66,9 @@ typedef struct pool__fs_pool_cfg {
     uint64_t max_rss;  /* bytes; 0: no limit */
     void (*initializer)(void *arg);
     void *initarg;
+    pool__shm_layout_t shm; /* the arena (size 0: none) */
+    uint64_t shm_off;       /* its offset in the scoreboard memfd */
+    uint64_t shm_threshold; /* result buffers this big go through it */
 } pool__fs_pool_cfg_t;
 
 /* Pool-channel messages (fixed size, one per SEQPACKET datagram). */

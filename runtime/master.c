@@ -80,6 +80,12 @@ void pool__blob_unref(pool__blob_t *b)
         return;
     pk_doc_free(&b->doc);
     pk__free(b->bytes);
+    if (b->shm != NULL) {
+        for (size_t i = 0; i < b->nbufs; i++)
+            if (b->bufs[i].shm != POOL_WIRE_SHM_INLINE)
+                pool__shm_task_free(b->shm, b->bufs[i].shm, b->bufs[i].len);
+        pool__shm_unref(b->shm);
+    }
     pk__free(b->bufs);
     pool__job_t *j = b->job;
     pool_t *p = j->p;
@@ -106,10 +112,33 @@ void pool__batch_free(pool__batch_t *b)
     pk__free(b);
 }
 
+void pool__outcome_shm_release(pool__outcome_t *o)
+{
+    if (o->ents == NULL)
+        return;
+    for (uint32_t k = 0; k < o->nbufs; k++)
+        if (o->ents[k].off != POOL_WIRE_SHM_INLINE)
+            pool__shm_res_release(o->shm, o->slot, o->ents[k].off,
+                                  (size_t)o->ents[k].len, 1);
+    pk__free(o->ents);
+    o->ents = NULL;
+}
+
+int pool__shm_stats(pool_t *p, size_t *task_used, size_t *res_held,
+                    size_t *res_alloc)
+{
+    *task_used = *res_held = *res_alloc = 0;
+    if (p->shm != NULL)
+        pool__shm_usage(p->shm, task_used, res_held, res_alloc);
+    return p->shm != NULL;
+}
+
 void pool__outcome_free(pool__outcome_t *o)
 {
     if (o == NULL)
         return;
+    pool__outcome_shm_release(o);
+    pool__shm_unref(o->shm);
     if (o->frames != NULL) {
         for (uint32_t i = 0; i < 1 + o->nbufs; i++)
             zmq_msg_close(&o->frames[i]);
@@ -309,14 +338,37 @@ static int send_task(pool_t *p, int slot, pool__batch_t *b, uint64_t now)
     pool__wire_hdr_encode(&h, hb);
     /* Only the first frame can fail (EHOSTUNREACH: the peer is gone);
      * after it the message is committed. */
-    if (send_copy(p->router, id, sizeof id, 1) != 0)
+    uint8_t *tab = NULL;
+    for (uint32_t i = 0; i < b->nbufs && tab == NULL; i++)
+        if (b->bufs[i].shm != POOL_WIRE_SHM_INLINE)
+            tab = pk__malloc((size_t)b->nbufs * POOL_WIRE_SHM_ENT);
+    if (tab != NULL) {
+        h.flags |= POOL_WIRE_F_SHM;
+        pool__wire_hdr_encode(&h, hb);
+        for (uint32_t i = 0; i < b->nbufs; i++) {
+            uint64_t off = b->bufs[i].shm;
+            pool__wire_shm_encode(tab + (size_t)i * POOL_WIRE_SHM_ENT, off,
+                                  off == POOL_WIRE_SHM_INLINE ? 0
+                                                              : b->bufs[i].len);
+        }
+    }
+    if (send_copy(p->router, id, sizeof id, 1) != 0) {
+        pk__free(tab);
         return -1;
+    }
     send_copy(p->router, hb, sizeof hb, 1);
     send_copy(p->router, b->job->call, b->job->call_len, 1);
     send_zc(p->router, b->items, b->items_len, b->blob, b->nbufs > 0);
-    for (uint32_t i = 0; i < b->nbufs; i++)
-        send_zc(p->router, b->bufs[i].data, b->bufs[i].len, b->blob,
-                i + 1 < b->nbufs);
+    if (tab != NULL)
+        send_copy(p->router, tab, (size_t)b->nbufs * POOL_WIRE_SHM_ENT, 1);
+    pk__free(tab);
+    for (uint32_t i = 0; i < b->nbufs; i++) {
+        int more = i + 1 < b->nbufs;
+        if (b->bufs[i].shm != POOL_WIRE_SHM_INLINE)
+            send_copy(p->router, NULL, 0, more);
+        else
+            send_zc(p->router, b->bufs[i].data, b->bufs[i].len, b->blob, more);
+    }
     b->sent_ns = now;
     return 0;
 }
@@ -359,6 +411,8 @@ static void spawn(pool_t *p, int slot, uint64_t now)
     POOL_SB_STORE(sb->item, 0);
     POOL_SB_STORE(sb->items_done, 0);
     POOL_SB_STORE(sb->busy_ns, 0);
+    if (p->shm != NULL)
+        pool__shm_res_reset(p->shm, slot); /* the old process is reaped */
     atomic_store_explicit(&sb->gen, w->gen, memory_order_release);
     pool__fs_msg_t m = {.type = POOL_FS_SPAWN,
                         .slot = slot,
@@ -626,17 +680,88 @@ static pool__batch_t *take_inflight(pool__mworker_t *w, uint64_t id)
     return NULL;
 }
 
+/* Validates a POOL_WIRE_F_SHM RESULT's buffer table and accepts its arena
+ * blocks (*ents, nbufs entries, owned by the caller).  On failure nothing
+ * stays accepted, *ents is NULL and the blocks the table named are freed
+ * when nothing else holds them. */
+static pk_err_t shm_take(pool_t *p, int slot, const pool__wire_hdr_t *h,
+                         zmq_msg_t *f, size_t nf, pool__wire_shm_t **ents,
+                         pk_error_t *e)
+{
+    *ents = NULL;
+    if (p->shm == NULL)
+        return pk__err(e, PK_EPROTO, "arena buffers, but the pool has none");
+    if (nf != pool__wire_nframes(h))
+        return pk__err(e, PK_EPROTO, "RESULT with %zu frames, not %zu", nf,
+                       pool__wire_nframes(h));
+    const pool__shm_layout_t *l = &p->shm->lay;
+    uint64_t lo = l->res_off + (uint64_t)slot * l->res_size;
+    size_t *fl = pk__malloc((size_t)h->nbufs * sizeof *fl);
+    pool__wire_shm_t *v = pk__malloc((size_t)h->nbufs * sizeof *v);
+    if (fl == NULL || v == NULL) {
+        pk__free(fl);
+        pk__free(v);
+        return pk__err(e, PK_ENOMEM, "out of memory");
+    }
+    for (uint32_t k = 0; k < h->nbufs; k++)
+        fl[k] = zmq_msg_size(&f[3 + k]);
+    pk_err_t rc =
+        pool__wire_shm_parse(zmq_msg_data(&f[2]), zmq_msg_size(&f[2]), h->nbufs,
+                             lo, lo + l->res_size, fl, v, e);
+    pk__free(fl);
+    if (rc != PK_OK) {
+        pk__free(v);
+        return rc;
+    }
+    uint32_t k = 0;
+    for (; k < h->nbufs; k++)
+        if (v[k].off != POOL_WIRE_SHM_INLINE &&
+            pool__shm_res_accept(p->shm, slot, v[k].off, (size_t)v[k].len) != 0)
+            break;
+    if (k == h->nbufs) {
+        *ents = v;
+        return PK_OK;
+    }
+    rc = pk__err(e, PK_EPROTO, "arena buffer %u overlaps one still in use", k);
+    for (uint32_t i = 0; i < h->nbufs; i++)
+        if (v[i].off != POOL_WIRE_SHM_INLINE)
+            pool__shm_res_release(p->shm, slot, v[i].off, (size_t)v[i].len,
+                                  i < k);
+    pk__free(v);
+    return rc;
+}
+
+static void shm_drop(pool_t *p, int slot, uint32_t n, pool__wire_shm_t **ents)
+{
+    if (*ents == NULL)
+        return;
+    for (uint32_t i = 0; i < n; i++)
+        if ((*ents)[i].off != POOL_WIRE_SHM_INLINE)
+            pool__shm_res_release(p->shm, slot, (*ents)[i].off,
+                                  (size_t)(*ents)[i].len, 1);
+    pk__free(*ents);
+    *ents = NULL;
+}
+
 static void on_result(pool_t *p, turn_t *t, int slot, const pool__wire_hdr_t *h,
                       zmq_msg_t *f, size_t nf)
 {
     pool__mworker_t *w = &p->w[slot];
-    pool__batch_t *b = take_inflight(w, h->batch);
-    if (b == NULL)
-        return; /* a dispatch we no longer wait for */
     pk_error_t e;
     pk_error_clear(&e);
     pk_err_t rc = PK_OK;
-    if (h->count != b->count)
+    int shm = (h->flags & POOL_WIRE_F_SHM) != 0;
+    pool__wire_shm_t *ents = NULL;
+    if (shm)
+        rc = shm_take(p, slot, h, f, nf, &ents, &e);
+    pool__batch_t *b = take_inflight(w, h->batch);
+    if (b == NULL) {
+        shm_drop(p, slot, h->nbufs, &ents);
+        return; /* a dispatch we no longer wait for */
+    }
+    if (rc != PK_OK)
+        ; /* reported below */
+    else if (h->count != b->count)
         rc = pk__err(&e, PK_EPROTO, "RESULT with %u items for a batch of %u",
                      h->count, b->count);
     else if (nf != pool__wire_nframes(h))
@@ -648,6 +773,7 @@ static void on_result(pool_t *p, turn_t *t, int slot, const pool__wire_hdr_t *h,
         rc = pool__wire_recs_parse(zmq_msg_data(&f[1]), zmq_msg_size(&f[1]),
                                    h->count, h->nbufs, 1, NULL, &e);
     if (rc != PK_OK) {
+        shm_drop(p, slot, h->nbufs, &ents);
         LOG_ONCE(p, POOL_WIRE_RESULT, slot, "malformed RESULT dropped: %s",
                  e.msg);
         char msg[300];
@@ -655,6 +781,7 @@ static void on_result(pool_t *p, turn_t *t, int slot, const pool__wire_hdr_t *h,
                  e.msg);
         fail_batch(t, b, PK_EPROTO, msg);
     } else if (b->job->m_canceled) {
+        shm_drop(p, slot, h->nbufs, &ents);
         pool__batch_free(b);
     } else {
         pool__outcome_t *o = pk__calloc(1, sizeof *o);
@@ -662,11 +789,19 @@ static void on_result(pool_t *p, turn_t *t, int slot, const pool__wire_hdr_t *h,
         if (o == NULL || fr == NULL) {
             pk__free(o);
             pk__free(fr);
+            shm_drop(p, slot, h->nbufs, &ents);
             fail_batch(t, b, PK_ENOMEM, "out of memory receiving a result");
         } else {
+            /* frames[0] is the payload, frames[1 + k] buffer k's frame (the
+             * buffer table, if any, is in ents). */
             for (size_t i = 0; i < 1 + (size_t)h->nbufs; i++) {
                 zmq_msg_init(&fr[i]);
-                zmq_msg_move(&fr[i], &f[1 + i]);
+                zmq_msg_move(&fr[i], &f[1 + (i > 0 ? (size_t)shm : 0) + i]);
+            }
+            if (ents != NULL) {
+                o->ents = ents;
+                o->shm = p->shm;
+                pool__shm_ref(p->shm);
             }
             o->job = b->job;
             pool__job_ref(b->job);

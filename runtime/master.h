@@ -30,6 +30,7 @@
 #include "forkserver.h"
 #include "picklepool/pool.h"
 #include "scoreboard.h"
+#include "shm.h"
 #include "topology.h"
 #include "wire.h"
 
@@ -41,6 +42,9 @@ typedef struct pool__blob {
     pk_doc_t *doc;     /* freed with the blob (imap items), or NULL */
     uint8_t *bytes;    /* owned encoded records, or NULL */
     pool__oob_t *bufs; /* owned table of out-of-band buffers, or NULL */
+    size_t nbufs;
+    pool__shm_t *shm; /* holds a reference when some bufs are arena blocks,
+                         freed with the blob */
 } pool__blob_t;
 
 typedef struct pool__batch {
@@ -72,6 +76,12 @@ typedef struct pool__outcome {
     zmq_msg_t *frames; /* 1 + nbufs, or NULL when synthetic */
     pk_err_t status;   /* synthetic */
     char *msg;         /* synthetic message (pk__strdup) */
+    /* POOL_WIRE_F_SHM results: buffer k is ents[k] in slot's arena region
+     * (its frame is empty) unless ents[k].off is POOL_WIRE_SHM_INLINE.
+     * Accepted blocks are released by pool__outcome_shm_release (at the
+     * latest by pool__outcome_free).  shm holds a reference. */
+    pool__shm_t *shm;
+    pool__wire_shm_t *ents;
 } pool__outcome_t;
 
 enum pool__job_kind {
@@ -143,8 +153,10 @@ struct pool {
     pthread_t thread;
     int thread_started;
     void *zctx, *router;
-    int chan; /* fork-server channel */
-    int memfd;
+    int chan;         /* fork-server channel */
+    int memfd;        /* scoreboard, then the arena at shm_off */
+    pool__shm_t *shm; /* the arena, or NULL */
+    uint64_t shm_off;
     pool__sb_slot_t *sb;
     size_t sb_size;
     char dir[256];
@@ -205,6 +217,13 @@ pool__blob_t *pool__blob_new(pool__job_t *j); /* refs = 1; NULL on ENOMEM */
 void pool__blob_ref(pool__blob_t *b);
 void pool__blob_unref(pool__blob_t *b);
 void pool__outcome_free(pool__outcome_t *o);
+/* Frees o's arena blocks (after their bytes were copied out). */
+void pool__outcome_shm_release(pool__outcome_t *o);
+/* Arena bytes in use (all 0 without an arena): task blocks, result blocks
+ * the master still holds, result blocks workers have allocated.  Returns
+ * non-zero when the pool has an arena.  For tests and diagnostics. */
+int pool__shm_stats(pool_t *p, size_t *task_used, size_t *res_held,
+                    size_t *res_alloc);
 void pool__batch_free(pool__batch_t *b);
 
 #endif /* POOL_MASTER_H */

@@ -11,8 +11,9 @@
  * Batch size adapts unless fixed: the first batches are small, then each
  * aims at TARGET_BATCH_NS of work per the item time the workers measure,
  * capped so that every worker gets at least four batches of a known-length
- * map.  The convenience maps send raw int64/float64 vectors that workers
- * read without a pickle per item, straight from the caller's array.
+ * map, and so that a batch of big items (arrays) holds about BATCH_BYTES.  The
+ * convenience maps send raw int64/float64 vectors that workers read without a
+ * pickle per item, straight from the caller's array.
  *
  * Interrupts: while a caller blocks, SIGINT and SIGTERM whose disposition is
  * the default get a temporary handler that sets a flag; the blocked call
@@ -43,6 +44,7 @@
 
 #define TARGET_BATCH_NS 3000000ull /* aim: ~3 ms of work per batch */
 #define FIRST_CHUNK 4
+#define BATCH_BYTES ((size_t)8 << 20) /* big items: about this much a batch */
 #define MAX_CHUNK (1u << 20)
 #define OOB_MIN 1024          /* smaller buffers are pickled in band */
 #define CREATE_TIMEOUT_S 60.0 /* for every worker to say READY */
@@ -189,6 +191,7 @@ static void pool_free(pool_t *p)
     }
     if (p->sb != NULL)
         munmap(p->sb, p->sb_size);
+    pool__shm_unref(p->shm); /* unmapped when no blob or outcome uses it */
     if (p->memfd >= 0)
         close(p->memfd);
     if (p->efd >= 0)
@@ -205,6 +208,29 @@ static void pool_free(pool_t *p)
     pthread_cond_destroy(&p->cv);
     pthread_mutex_destroy(&p->mu);
     pk__free(p);
+}
+
+/* The arena goes in the scoreboard memfd after the scoreboard (shm.h).
+ * Without one (opted out, too small, or the memfd cannot grow) every
+ * buffer takes the socket. */
+static void open_arena(pool_t *p, size_t bytes, size_t threshold,
+                       pool__shm_layout_t *lay)
+{
+    memset(lay, 0, sizeof *lay);
+    if (bytes == SIZE_MAX)
+        return;
+    if (pool__shm_layout(bytes ? bytes : POOL_SHM_DEFAULT_BYTES, p->nworkers,
+                         lay) != 0)
+        return;
+    uint64_t off = ((uint64_t)p->sb_size + POOL_SHM_PAGE - 1) &
+                   ~(uint64_t)(POOL_SHM_PAGE - 1);
+    if (ftruncate(p->memfd, (off_t)(off + lay->size)) != 0 ||
+        pool__shm_open(&p->shm, p->memfd, off, lay, threshold, NULL) != PK_OK) {
+        p->shm = NULL;
+        memset(lay, 0, sizeof *lay);
+        return;
+    }
+    p->shm_off = off;
 }
 
 static pk_err_t check_opts(const pool_opts_t *o, pk_error_t *err)
@@ -224,6 +250,8 @@ static pk_err_t check_opts(const pool_opts_t *o, pk_error_t *err)
                        o->retries);
     if (!(o->timeout >= 0) || o->timeout > 1e9)
         return pk__err(err, PK_EINVAL, "timeout must be >= 0 seconds");
+    if (o->shm_threshold > ((size_t)1 << 40))
+        return pk__err(err, PK_EINVAL, "shm_threshold is too large");
     if (o->nplugins > 0 && o->plugins == NULL)
         return pk__err(err, PK_EINVAL, "nplugins without plugins");
     for (size_t i = 0; i < o->nplugins; i++)
@@ -311,6 +339,10 @@ pk_err_t pool_create(pool_t **pp, const pool_opts_t *opts, pk_error_t *err)
         rc = pk__err_sys(err, PK_ESYS, errno, "memfd for the scoreboard");
         goto fail;
     }
+    pool__shm_layout_t lay;
+    size_t shm_threshold =
+        opts->shm_threshold ? opts->shm_threshold : POOL_SHM_DEFAULT_THRESHOLD;
+    open_arena(p, opts->shm_bytes, shm_threshold, &lay);
     p->sb =
         mmap(NULL, p->sb_size, PROT_READ | PROT_WRITE, MAP_SHARED, p->memfd, 0);
     if (p->sb == MAP_FAILED) {
@@ -334,6 +366,11 @@ pk_err_t pool_create(pool_t **pp, const pool_opts_t *opts, pk_error_t *err)
     cfg.max_rss = opts->max_rss;
     cfg.initializer = opts->initializer;
     cfg.initarg = opts->initarg;
+    if (p->shm != NULL) {
+        cfg.shm = lay;
+        cfg.shm_off = p->shm_off;
+        cfg.shm_threshold = shm_threshold;
+    }
     rc = pool__fs_open_pool(&cfg, p->memfd, &p->chan, err);
     if (rc != PK_OK)
         goto fail;
@@ -457,14 +494,37 @@ void pool_destroy(pool_t **pp)
 typedef struct enc {
     pk_buf_t buf;
     pool__oob_list_t bufs;
-    int oob; /* take large buffers out of band */
+    int oob;          /* take large buffers out of band */
+    pool__shm_t *shm; /* copy those of shm->threshold bytes there, or NULL */
 } enc_t;
 
 static int enc_cb(void *ctx, const void *data, size_t len, int readonly)
 {
     PK_UNUSED(readonly);
     enc_t *e = ctx;
-    return e->oob && pool__oob_take(&e->bufs, data, len, OOB_MIN);
+    if (!e->oob || !pool__oob_take(&e->bufs, data, len, OOB_MIN))
+        return 0;
+    if (e->shm != NULL && len >= e->shm->threshold) {
+        /* One copy into the arena now, none through the socket later. */
+        uint64_t off = pool__shm_task_alloc(e->shm, len);
+        if (off != UINT64_MAX) {
+            pool__oob_t *o = &e->bufs.v[e->bufs.n - 1];
+            pool__shm_prefault(e->shm->base + off, len, 1);
+            memcpy(e->shm->base + off, data, len);
+            o->data = e->shm->base + off;
+            o->shm = off;
+        }
+    }
+    return 1;
+}
+
+/* Forgets buffers [from, n), freeing their arena blocks. */
+static void enc_drop_bufs(enc_t *e, size_t from)
+{
+    for (size_t i = from; i < e->bufs.n; i++)
+        if (e->bufs.v[i].shm != POOL_WIRE_SHM_INLINE)
+            pool__shm_task_free(e->shm, e->bufs.v[i].shm, e->bufs.v[i].len);
+    e->bufs.n = from;
 }
 
 static pk_err_t enc_item(enc_t *e, const pk_value_t *v, pk_error_t *err)
@@ -486,13 +546,13 @@ static pk_err_t enc_item(enc_t *e, const pk_value_t *v, pk_error_t *err)
     pk_err_t rc = pk_dumps(v, &o, &e->buf, err);
     if (rc != PK_OK) {
         e->buf.len = start;
-        e->bufs.n = nb;
+        enc_drop_bufs(e, nb);
         return rc;
     }
     size_t len = e->buf.len - start - POOL_WIRE_REC_SIZE;
     if (len > UINT32_MAX) {
         e->buf.len = start;
-        e->bufs.n = nb;
+        enc_drop_bufs(e, nb);
         return pk__err(err, PK_ELIMIT, "an item pickles to %zu bytes", len);
     }
     pool__wire_rec_encode(e->buf.data + start, (uint32_t)len,
@@ -502,6 +562,7 @@ static pk_err_t enc_item(enc_t *e, const pk_value_t *v, pk_error_t *err)
 
 static void enc_free(enc_t *e)
 {
+    enc_drop_bufs(e, 0);
     pk_buf_free(&e->buf);
     pk__free(e->bufs.v);
 }
@@ -518,6 +579,12 @@ static pool__batch_t *enc_batch(pool__job_t *j, enc_t *e, pk_doc_t **doc,
     }
     blob->bytes = e->buf.data;
     blob->bufs = e->bufs.v;
+    blob->nbufs = e->bufs.n;
+    for (size_t i = 0; i < e->bufs.n && blob->shm == NULL; i++)
+        if (e->bufs.v[i].shm != POOL_WIRE_SHM_INLINE) {
+            blob->shm = e->shm;
+            pool__shm_ref(e->shm);
+        }
     if (doc != NULL) {
         blob->doc = *doc;
         *doc = NULL;
@@ -588,6 +655,7 @@ typedef struct drive {
     pk_error_t input_err;
     int borrows;            /* batches borrow the caller's memory */
     pool__outcome_t *local; /* outcomes made on this side */
+    size_t item_bytes;      /* encoded bytes per item of the last batch */
 } drive_t;
 
 static pk_err_t job_start(drive_t *d, pool_t *p, int kind, uint16_t flags,
@@ -662,6 +730,13 @@ static size_t pick_chunk(drive_t *d)
             if (c > cap)
                 c = cap;
         }
+        /* Big items (arrays): a few MiB a batch, so the window (and the
+         * arena pages it touches) stays small even before item times are
+         * known. */
+        size_t ib = d->src == SRC_F32 && d->pos < d->n ? d->lens[d->pos] * 4
+                                                       : d->item_bytes;
+        if (ib > 0 && c > BATCH_BYTES / ib)
+            c = BATCH_BYTES / ib;
         if (c < 1)
             c = 1;
     }
@@ -724,6 +799,7 @@ static pool__batch_t *make_batch(drive_t *d, size_t chunk)
     enc_t e;
     memset(&e, 0, sizeof e);
     e.oob = d->src != SRC_APPLY;
+    e.shm = d->p->shm;
     pk_doc_t *doc = NULL;
     if ((d->src == SRC_NEXT || d->src == SRC_F32) &&
         pk_doc_new(&doc) != PK_OK) {
@@ -780,7 +856,10 @@ static pool__batch_t *make_batch(drive_t *d, size_t chunk)
                      ie.msg[0] ? ie.msg : pk_strerror(rc));
             if (count > 0) {
                 pool__batch_t *b = enc_batch(j, &e, &doc, first, count);
+                if (b == NULL)
+                    local_outcome(d, first, count, PK_ENOMEM, "out of memory");
                 local_outcome(d, idx, 1, rc, msg);
+                enc_free(&e);
                 pk_doc_free(&doc);
                 return b;
             }
@@ -792,6 +871,10 @@ static pool__batch_t *make_batch(drive_t *d, size_t chunk)
     }
     pool__batch_t *b = NULL;
     if (count > 0) {
+        size_t bytes = e.buf.len;
+        for (size_t i = 0; i < e.bufs.n; i++)
+            bytes += e.bufs.v[i].len;
+        d->item_bytes = bytes / count;
         b = enc_batch(j, &e, &doc, first, count);
         if (b == NULL)
             local_outcome(d, first, count, PK_ENOMEM, "out of memory");
@@ -1011,9 +1094,12 @@ static void item_fail(pool_item_t *it, pk_doc_t *doc, pk_err_t st,
 }
 
 /* Decodes o's items into items[0..o->count) with values and messages in doc;
- * consumes o.  Returns the number of failed items. */
+ * consumes o.  Values borrow the buffers: frames, and arena blocks too with
+ * borrow_shm (which then stay allocated until doc is freed: for a scratch doc
+ * freed at once); otherwise arena blocks are copied into doc and released
+ * now.  Returns the number of failed items. */
 static size_t decode_outcome(pool__outcome_t *o, pk_doc_t *doc,
-                             pool_item_t *items)
+                             pool_item_t *items, int borrow_shm)
 {
     size_t failed = 0, count = o->count;
     for (size_t i = 0; i < count; i++) {
@@ -1082,6 +1168,24 @@ static size_t decode_outcome(pool__outcome_t *o, pk_doc_t *doc,
         bufs[k].data = zmq_msg_data(&o->frames[1 + k]);
         bufs[k].len = zmq_msg_size(&o->frames[1 + k]);
         bufs[k].readonly = 1;
+    }
+    if (o->ents != NULL) {
+        int borrowed = 0;
+        for (uint32_t k = 0; k < o->nbufs; k++) {
+            if (o->ents[k].off == POOL_WIRE_SHM_INLINE)
+                continue;
+            const uint8_t *src = o->shm->base + o->ents[k].off;
+            size_t n = (size_t)o->ents[k].len;
+            void *c = borrow_shm ? NULL : pk_doc_alloc(doc, n);
+            if (c != NULL)
+                memcpy(c, src, n);
+            else
+                borrowed = 1; /* released when doc is freed */
+            bufs[k].data = c != NULL ? c : src;
+            bufs[k].len = n;
+        }
+        if (!borrowed)
+            pool__outcome_shm_release(o);
     }
     for (size_t i = 0; i < count; i++) {
         if (r[i].status != 0) {
@@ -1197,7 +1301,7 @@ static void map_sink(void *ctx, pool__outcome_t *o)
         pool__outcome_free(o);
         return;
     }
-    s->r->nfailed += decode_outcome(o, s->r->doc, s->r->items + o->first);
+    s->r->nfailed += decode_outcome(o, s->r->doc, s->r->items + o->first, 0);
 }
 
 pk_err_t pool_map(pool_t *p, const char *module, const char *func,
@@ -1327,7 +1431,7 @@ static void vec_sink(void *ctx, pool__outcome_t *o)
         return;
     }
     size_t first = o->first, count = o->count;
-    decode_outcome(o, doc, items);
+    decode_outcome(o, doc, items, 1); /* doc is scratch: no copy */
     for (size_t i = 0; i < count; i++) {
         if (items[i].status == PK_OK)
             vec_store(s, first + i, items[i].value);
@@ -1517,7 +1621,7 @@ pk_err_t pool_iter_next(pool_iter_t *it, pool_item_t *item, double timeout)
             }
             it->ccount = o->count;
             it->next_index = o->first + o->count;
-            decode_outcome(o, it->cdoc, it->citems);
+            decode_outcome(o, it->cdoc, it->citems, 0);
             continue;
         }
         if (it->d.input_rc != PK_OK) {
@@ -1654,7 +1758,7 @@ pk_err_t pool_future_wait(pool_future_t *f, double timeout, pool_item_t *item)
         } else {
             pool__outcome_t *rest = got->next;
             got->next = NULL;
-            decode_outcome(got, f->doc, &f->item);
+            decode_outcome(got, f->doc, &f->item, 0);
             while (rest) {
                 pool__outcome_t *n = rest->next;
                 pool__outcome_free(rest);

@@ -15,9 +15,10 @@ static const uint16_t allowed_flags[POOL_WIRE__KIND_MAX] = {
     [POOL_WIRE_READY] = 0,
     [POOL_WIRE_TASK] = POOL_WIRE_F_STARARGS | POOL_WIRE_F_VEC_I64 |
                        POOL_WIRE_F_VEC_F64 | POOL_WIRE_F_FUNC_ID |
-                       POOL_WIRE_F_RES_I64 | POOL_WIRE_F_RES_F64,
-    [POOL_WIRE_RESULT] =
-        POOL_WIRE_F_VEC_I64 | POOL_WIRE_F_VEC_F64 | POOL_WIRE_F_RETIRING,
+                       POOL_WIRE_F_RES_I64 | POOL_WIRE_F_RES_F64 |
+                       POOL_WIRE_F_SHM,
+    [POOL_WIRE_RESULT] = POOL_WIRE_F_VEC_I64 | POOL_WIRE_F_VEC_F64 |
+                         POOL_WIRE_F_RETIRING | POOL_WIRE_F_SHM,
     [POOL_WIRE_FUNC] = 0,
     [POOL_WIRE_HEARTBEAT] = 0,
     [POOL_WIRE_STOP] = 0,
@@ -85,6 +86,9 @@ pk_err_t pool__wire_hdr_parse(const void *data, size_t len, pool__wire_hdr_t *h,
     if (vec && v.nbufs != 0)
         return pk__err(err, PK_EPROTO, "%s vector with %u out-of-band buffers",
                        kn, v.nbufs);
+    if ((v.flags & POOL_WIRE_F_SHM) && v.nbufs == 0)
+        return pk__err(err, PK_EPROTO, "%s with a buffer table but no buffers",
+                       kn);
     if (v.nbufs > POOL_WIRE_MAX_BUFS)
         return pk__err(err, PK_EPROTO, "%s with %u out-of-band buffers", kn,
                        v.nbufs);
@@ -117,10 +121,12 @@ pk_err_t pool__wire_hdr_parse(const void *data, size_t len, pool__wire_hdr_t *h,
 
 size_t pool__wire_nframes(const pool__wire_hdr_t *h)
 {
+    size_t table = (h->flags & POOL_WIRE_F_SHM) ? 1 : 0;
     switch (h->kind) {
     case POOL_WIRE_TASK:
-        return 3 + (size_t)h->nbufs;
+        return 3 + table + (size_t)h->nbufs;
     case POOL_WIRE_RESULT:
+        return 2 + table + (size_t)h->nbufs;
     case POOL_WIRE_FUNC:
         return 2 + (size_t)h->nbufs;
     default:
@@ -189,6 +195,50 @@ pk_err_t pool__wire_recs_parse(const void *data, size_t len, uint32_t count,
     return PK_OK;
 }
 
+void pool__wire_shm_encode(uint8_t *p, uint64_t off, uint64_t len)
+{
+    pk__st64(p, off);
+    pk__st64(p + 8, len);
+}
+
+pk_err_t pool__wire_shm_parse(const void *data, size_t len, uint32_t nbufs,
+                              uint64_t lo, uint64_t hi, const size_t *frame_len,
+                              pool__wire_shm_t *ents, pk_error_t *err)
+{
+    const uint8_t *p = data;
+    if (len != (size_t)nbufs * POOL_WIRE_SHM_ENT)
+        return pk__err(err, PK_EPROTO,
+                       "buffer table of %zu bytes for %u buffers", len, nbufs);
+    for (uint32_t k = 0; k < nbufs; k++) {
+        uint64_t off = pk__ld64(p + (size_t)k * POOL_WIRE_SHM_ENT);
+        uint64_t n = pk__ld64(p + (size_t)k * POOL_WIRE_SHM_ENT + 8);
+        if (off == POOL_WIRE_SHM_INLINE) {
+            if (n != 0)
+                return pk__err(err, PK_EPROTO,
+                               "inline buffer %u with a length in the table",
+                               k);
+        } else {
+            if (n == 0 || off % 64 != 0 || off < lo || off >= hi ||
+                n > hi - off)
+                return pk__err(err, PK_EPROTO,
+                               "buffer %u [%llu, +%llu) outside the arena "
+                               "region [%llu, %llu) or misaligned",
+                               k, (unsigned long long)off,
+                               (unsigned long long)n, (unsigned long long)lo,
+                               (unsigned long long)hi);
+            if (frame_len != NULL && frame_len[k] != 0)
+                return pk__err(err, PK_EPROTO,
+                               "arena buffer %u with a %zu-byte frame", k,
+                               frame_len[k]);
+        }
+        if (ents != NULL) {
+            ents[k].off = off;
+            ents[k].len = n;
+        }
+    }
+    return PK_OK;
+}
+
 pk_err_t pool__wire_vec_check(size_t len, uint32_t count, pk_error_t *err)
 {
     if (len != (size_t)count * 8)
@@ -232,6 +282,7 @@ int pool__oob_take(pool__oob_list_t *l, const void *data, size_t len,
     }
     l->v[l->n].data = data;
     l->v[l->n].len = len;
+    l->v[l->n].shm = POOL_WIRE_SHM_INLINE;
     l->n++;
     return 1;
 }

@@ -22,6 +22,8 @@
  * POOL_WIRE_F_VEC_I64 / _F64, `count` raw results (every item succeeded).
  * The record's nbufs out-of-band buffers (pickle protocol 5) follow as the
  * frames after the payload, in record order; hdr.nbufs is their total.
+ * With POOL_WIRE_F_SHM a buffer table frame comes first, and the buffers it
+ * places in the shared-memory arena (shm.h) have empty frames.
  *
  * Everything here is pure: parsing never trusts a length, never allocates
  * except into caller-provided arrays, and returns PK_EPROTO with a message
@@ -64,6 +66,21 @@ typedef enum pool__wire_kind {
 #define POOL_WIRE_F_RES_I64 0x0020  /* TASK: results must be ints; reply vec */
 #define POOL_WIRE_F_RES_F64 0x0040  /* TASK: results must be floats; reply vec \
                                      */
+#define POOL_WIRE_F_SHM 0x0080 /* TASK/RESULT: a buffer table frame follows \
+                                  the payload (shared-memory arena) */
+
+/* The buffer table of a POOL_WIRE_F_SHM message: hdr.nbufs entries of 16
+ * bytes {u64 off, u64 len}.  off == POOL_WIRE_SHM_INLINE (len 0): buffer k
+ * is its frame, as without the flag; otherwise buffer k is len bytes at
+ * arena offset off (64-byte aligned, inside the region the receiver allows)
+ * and its frame is empty. */
+#define POOL_WIRE_SHM_ENT 16
+#define POOL_WIRE_SHM_INLINE UINT64_MAX
+
+typedef struct pool__wire_shm {
+    uint64_t off; /* POOL_WIRE_SHM_INLINE, or an arena offset */
+    uint64_t len;
+} pool__wire_shm_t;
 
 typedef struct pool__wire_hdr {
     uint8_t kind;   /* pool__wire_kind_t */
@@ -94,7 +111,8 @@ void pool__wire_hdr_encode(const pool__wire_hdr_t *h, uint8_t *out);
 pk_err_t pool__wire_hdr_parse(const void *data, size_t len, pool__wire_hdr_t *h,
                               pk_error_t *err);
 
-/* The number of frames a message with header h must have in all. */
+/* The number of frames a message with header h must have in all (with
+ * POOL_WIRE_F_SHM, one more: the buffer table after the payload). */
 size_t pool__wire_nframes(const pool__wire_hdr_t *h);
 
 /* Appends a record header {len, nbufs, status} to *out-of-buffer bytes at p. */
@@ -110,6 +128,18 @@ pk_err_t pool__wire_recs_parse(const void *data, size_t len, uint32_t count,
                                uint32_t nbufs, int outcomes,
                                pool__wire_rec_t *recs, pk_error_t *err);
 
+/* Writes the table entry for buffer k at p (POOL_WIRE_SHM_ENT bytes). */
+void pool__wire_shm_encode(uint8_t *p, uint64_t off, uint64_t len);
+
+/* Parses a buffer table of exactly nbufs entries.  Every arena entry must be
+ * 64-byte aligned with 1 <= len and [off, off+len) inside [lo, hi); frame_len
+ * (nbufs entries, the sizes of the buffer frames) must be 0 for those.  ents
+ * has nbufs entries (may be NULL to validate only).  Returns PK_OK or
+ * PK_EPROTO. */
+pk_err_t pool__wire_shm_parse(const void *data, size_t len, uint32_t nbufs,
+                              uint64_t lo, uint64_t hi, const size_t *frame_len,
+                              pool__wire_shm_t *ents, pk_error_t *err);
+
 /* Checks a raw vector payload: exactly count * 8 bytes.  PK_OK or PK_EPROTO. */
 pk_err_t pool__wire_vec_check(size_t len, uint32_t count, pk_error_t *err);
 
@@ -117,6 +147,7 @@ pk_err_t pool__wire_vec_check(size_t len, uint32_t count, pk_error_t *err);
 typedef struct pool__oob {
     const void *data;
     size_t len;
+    uint64_t shm; /* arena offset of data, or POOL_WIRE_SHM_INLINE */
 } pool__oob_t;
 
 /* A growable list of them (zero-initialise). */

@@ -526,6 +526,11 @@ static void test_create_refusals(void **state)
     assert_null(p);
 
     opts_for(&o, 1);
+    o.shm_threshold = (size_t)1 << 41;
+    assert_int_equal(pool_create(&p, &o, &err), PK_EINVAL);
+    assert_null(p);
+
+    opts_for(&o, 1);
     o.topology = "not a topology";
     assert_int_equal(pool_create(&p, &o, &err), PK_EINVAL);
     assert_null(p);
@@ -1691,6 +1696,24 @@ static void test_maxtasksperchild(void **state)
 
 /* ---- arrays and floats -------------------------------------------------- */
 
+/* out[0..len) is in[0..len) normalised to mean 0, std 1. */
+static void expect_normalized(const float *in, const float *out, size_t len,
+                              size_t i)
+{
+    double m = 0, v = 0;
+    for (size_t j = 0; j < len; j++)
+        m += in[j];
+    m /= (double)len;
+    for (size_t j = 0; j < len; j++)
+        v += (in[j] - m) * (in[j] - m);
+    double sd = sqrt(v / (double)len);
+    for (size_t j = 0; j < len; j++) {
+        double want = sd > 0 ? (in[j] - m) / sd : 0;
+        if (fabs(out[j] - want) > 1e-3)
+            fail_msg("array %zu [%zu]: %g, want %g", i, j, out[j], want);
+    }
+}
+
 static void test_map_arrays(void **state)
 {
     static const size_t lens[] = {1, 7, 1000, 65536, 100003, 8, 4096, 250000};
@@ -1712,20 +1735,8 @@ static void test_map_arrays(void **state)
                                  (const float *const *)in, out, lens, n, &nf,
                                  E_));
     assert_int_equal(nf, 0);
-    for (size_t i = 0; i < n; i++) {
-        double m = 0, v = 0;
-        for (size_t j = 0; j < lens[i]; j++)
-            m += in[i][j];
-        m /= (double)lens[i];
-        for (size_t j = 0; j < lens[i]; j++)
-            v += (in[i][j] - m) * (in[i][j] - m);
-        double sd = sqrt(v / (double)lens[i]);
-        for (size_t j = 0; j < lens[i]; j++) {
-            double want = sd > 0 ? (in[i][j] - m) / sd : 0;
-            if (fabs(out[i][j] - want) > 1e-3)
-                fail_msg("array %zu [%zu]: %g, want %g", i, j, out[i][j], want);
-        }
-    }
+    for (size_t i = 0; i < n; i++)
+        expect_normalized(in[i], out[i], lens[i], i);
 
     /* the same arrays as ndarray values through pool_map */
     pk_doc_t *doc = NULL;
@@ -1769,6 +1780,176 @@ static void test_map_arrays(void **state)
         free(out[i]);
     }
     pool_destroy(&p);
+}
+
+/* ---- the shared-memory arena ------------------------------------------- */
+
+/* Internal (runtime/master.h): arena bytes in use. */
+int pool__shm_stats(pool_t *p, size_t *task_used, size_t *res_held,
+                    size_t *res_alloc);
+
+/* Every arena block is free again once a map has returned (the pool is
+ * idle): task blocks, result blocks held, result blocks workers allocated. */
+static void expect_arena_idle(pool_t *p, int has_arena)
+{
+    size_t tu = 1, rh = 1, ra = 1;
+    assert_int_equal(pool__shm_stats(p, &tu, &rh, &ra), has_arena);
+    if (tu != 0 || rh != 0 || ra != 0)
+        fail_msg("arena leak: %zu task bytes, %zu result bytes held, %zu "
+                 "allocated by workers",
+                 tu, rh, ra);
+}
+
+/* n arrays, big ones (about len floats) mixed with small ones that stay on
+ * the socket; distinct values so a misplaced result shows. */
+static size_t *arrays_new(size_t n, size_t len, float **in, float **out)
+{
+    size_t *lens = malloc(n * sizeof *lens);
+    uint64_t s = 777;
+    for (size_t i = 0; i < n; i++) {
+        lens[i] = i % 5 == 3 ? 100 + i : len + i;
+        in[i] = malloc(lens[i] * sizeof(float));
+        out[i] = calloc(lens[i], sizeof(float));
+        for (size_t j = 0; j < lens[i]; j++) {
+            s = s * 6364136223846793005ull + 1442695040888963407ull;
+            in[i][j] = (float)i + (float)(s >> 40) / (float)(1 << 20);
+        }
+    }
+    return lens;
+}
+
+static void arrays_free(size_t n, size_t *lens, float **in, float **out)
+{
+    for (size_t i = 0; i < n; i++) {
+        free(in[i]);
+        free(out[i]);
+    }
+    free(lens);
+}
+
+static void test_map_arrays_shm(void **state)
+{
+    enum { N = 24 };
+    float *in[N], *out[N], *ref[N];
+    size_t *lens = arrays_new(N, 262144, in, out); /* 1 MiB arrays */
+    size_t nf = 99;
+
+    /* no arena: the reference */
+    pool_opts_t o;
+    opts_for(&o, 0);
+    o.shm_bytes = SIZE_MAX;
+    pool_t *p = start(&o);
+    CHECK_OK(pool_map_f32_arrays(p, "examples", "normalize",
+                                 (const float *const *)in, out, lens, N, &nf,
+                                 E_));
+    assert_int_equal(nf, 0);
+    expect_arena_idle(p, 0);
+    pool_destroy(&p);
+    for (size_t i = 0; i < N; i++) {
+        expect_normalized(in[i], out[i], lens[i], i);
+        ref[i] = out[i];
+        out[i] = calloc(lens[i], sizeof(float));
+    }
+
+    /* the default arena, then one so small that buffers must fall back to
+     * the socket whenever it is full; both give the same bytes, in order */
+    for (int round = 0; round < 2; round++) {
+        opts_for(&o, 0);
+        if (round == 1) {
+            o.shm_bytes = 8u << 20;
+            o.shm_threshold = 4096;
+        }
+        p = start(&o);
+        for (int rep = 0; rep < 3; rep++) {
+            for (size_t i = 0; i < N; i++)
+                memset(out[i], 0, lens[i] * sizeof(float));
+            CHECK_OK(pool_map_f32_arrays(p, "examples", "normalize",
+                                         (const float *const *)in, out, lens, N,
+                                         &nf, E_));
+            assert_int_equal(nf, 0);
+            for (size_t i = 0; i < N; i++)
+                if (memcmp(out[i], ref[i], lens[i] * sizeof(float)) != 0)
+                    fail_msg("round %d: array %zu differs from the socket "
+                             "path's",
+                             round, i);
+            expect_arena_idle(p, 1);
+        }
+        /* as ndarray values through pool_map: results are copied out */
+        pk_doc_t *doc = NULL;
+        pk_value_t *items[N];
+        pk_dtype_t f4;
+        assert_int_equal(pk_doc_new(&doc), PK_OK);
+        assert_int_equal(pk_dtype_parse("<f4", &f4), PK_OK);
+        for (size_t i = 0; i < N; i++) {
+            int64_t shape = (int64_t)lens[i];
+            assert_non_null(items[i] =
+                                pk_ndarray(doc, &f4, 1, &shape, in[i], 0));
+        }
+        pool_results_t *r = map_values(p, "normalize", items, N, NULL);
+        expect_arena_idle(p, 1); /* even while the results live */
+        for (size_t i = 0; i < N; i++) {
+            const pool_item_t *it = pool_results_item(r, i);
+            if (it->status != PK_OK)
+                fail_msg("array %zu: %s", i, it->error);
+            const pk_ndarray_t *nd = it->value->u.nd;
+            assert_int_equal(nd->nbytes, lens[i] * sizeof(float));
+            if (memcmp(nd->data, ref[i], nd->nbytes) != 0)
+                fail_msg("round %d: pool_map array %zu differs", round, i);
+        }
+        pool_results_free(&r);
+        pk_doc_free(&doc);
+        pool_destroy(&p);
+    }
+    for (size_t i = 0; i < N; i++)
+        free(ref[i]);
+    arrays_free(N, lens, in, out);
+}
+
+/* Workers SIGKILLed mid-map while they hold arena blocks (task blocks of
+ * their in-flight batches, result blocks they allocated but never sent):
+ * every item still comes back right, and nothing stays allocated. */
+static void test_kill_workers_holding_arena(void **state)
+{
+    enum { N = 160 };
+    float *in[N], *out[N];
+    size_t *lens = arrays_new(N, 131072, in, out); /* 512 KiB arrays */
+    pool_opts_t o;
+    opts_for(&o, 0);
+    o.retries = 1000000;
+    pool_t *p = start(&o);
+    killer_t k;
+    pthread_t th;
+    memset(&k, 0, sizeof k);
+    k.p = p;
+    assert_int_equal(pthread_create(&th, NULL, killer_main, &k), 0);
+    for (int rep = 0; rep < 20 && (rep < 2 || k.kills < 5); rep++) {
+        size_t nf = 99;
+        CHECK_OK(pool_map_f32_arrays(p, "examples", "normalize",
+                                     (const float *const *)in, out, lens, N,
+                                     &nf, E_));
+        assert_int_equal(nf, 0);
+        for (size_t i = 0; i < N; i++)
+            expect_normalized(in[i], out[i], lens[i], i);
+    }
+    atomic_store(&k.stop, 1);
+    pthread_join(th, NULL);
+    print_message("%d workers killed\n", k.kills);
+    if (k.kills == 0)
+        fail_msg("no worker was killed during the maps");
+    /* respawns may still be under way */
+    double t0 = now_s();
+    while (total_restarts(p) < (unsigned)k.kills && now_s() - t0 < 5)
+        sleep_s(0.01);
+    expect_arena_idle(p, 1);
+    /* and the respawned workers' regions serve again */
+    size_t nf = 99;
+    CHECK_OK(pool_map_f32_arrays(p, "examples", "normalize",
+                                 (const float *const *)in, out, lens, N, &nf,
+                                 E_));
+    assert_int_equal(nf, 0);
+    expect_arena_idle(p, 1);
+    pool_destroy(&p);
+    arrays_free(N, lens, in, out);
 }
 
 /* ---- Ctrl-C ------------------------------------------------------------- */
@@ -1848,6 +2029,8 @@ static const pool_test_t tests[] = {
     TEST(test_initializer, 30),
     TEST(test_maxtasksperchild, 60),
     TEST(test_map_arrays, 60),
+    TEST(test_map_arrays_shm, 60),
+    TEST(test_kill_workers_holding_arena, 120),
     TEST(test_sigint_interrupts_map, 30),
 };
 

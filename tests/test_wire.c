@@ -351,6 +351,98 @@ static void test_corpus_seeds(void **state)
     }
 }
 
+/* POOL_WIRE_F_SHM: the header rules, the frame count, and every malformed
+ * buffer table refused (outside the region, overlapping its end, offset or
+ * length overflow, misaligned, an arena buffer with a non-empty frame). */
+static void shm_refused(const uint8_t *tab, size_t len, uint32_t nbufs,
+                        const size_t *fl, const char *what)
+{
+    pk_error_t e;
+    memset(&e, 0, sizeof e);
+    assert_int_equal(
+        pool__wire_shm_parse(tab, len, nbufs, 4096, 8192, fl, NULL, &e),
+        PK_EPROTO);
+    if (strstr(e.msg, what) == NULL)
+        fail_msg("message \"%s\" does not mention \"%s\"", e.msg, what);
+}
+
+static void test_shm_refusals(void **state)
+{
+    (void)state;
+    uint8_t b[64], t[64];
+    size_t fl[4] = {0, 0, 0, 0};
+
+    enc(b, POOL_WIRE_TASK, POOL_WIRE_F_SHM, 1, 1, 0, 0);
+    refused(b, 32, "TASK with a buffer table but no buffers");
+    enc(b, POOL_WIRE_RESULT, POOL_WIRE_F_SHM | POOL_WIRE_F_VEC_I64, 1, 1, 0, 0);
+    refused(b, 32, "buffer table but no buffers");
+    enc(b, POOL_WIRE_READY, POOL_WIRE_F_SHM, 0, 1, 0, 0);
+    refused(b, 32, "READY with unknown flags");
+    enc(b, POOL_WIRE_FUNC, POOL_WIRE_F_SHM, 1, 0, 1, 0);
+    refused(b, 32, "FUNC with unknown flags");
+
+    pool__wire_shm_encode(t, 4096, 100);
+    shm_refused(t, 15, 1, fl, "buffer table of 15 bytes for 1 buffers");
+    shm_refused(t, 32, 1, fl, "buffer table of 32 bytes");
+    pool__wire_shm_encode(t, 0, 100);
+    shm_refused(t, 16, 1, fl, "outside the arena region");
+    pool__wire_shm_encode(t, 8192, 1);
+    shm_refused(t, 16, 1, fl, "outside the arena region");
+    pool__wire_shm_encode(t, 8128, 65); /* overlaps the region's end */
+    shm_refused(t, 16, 1, fl, "outside the arena region");
+    pool__wire_shm_encode(t, 4096 + 64, UINT64_MAX - 64); /* wraps */
+    shm_refused(t, 16, 1, fl, "outside the arena region");
+    pool__wire_shm_encode(t, 4096 + 1, 10);
+    shm_refused(t, 16, 1, fl, "misaligned");
+    pool__wire_shm_encode(t, 4096, 0);
+    shm_refused(t, 16, 1, fl, "outside the arena region");
+    pool__wire_shm_encode(t, POOL_WIRE_SHM_INLINE, 5);
+    shm_refused(t, 16, 1, fl, "inline buffer 0 with a length");
+    pool__wire_shm_encode(t, POOL_WIRE_SHM_INLINE, 0);
+    pool__wire_shm_encode(t + 16, 4096, 100);
+    size_t fl2[2] = {0, 7};
+    shm_refused(t, 32, 2, fl2, "arena buffer 1 with a 7-byte frame");
+}
+
+static void test_shm_round_trip(void **state)
+{
+    (void)state;
+    uint8_t b[POOL_WIRE_HDR_SIZE], t[48];
+    pool__wire_hdr_t h;
+    pk_error_t e;
+    enc(b, POOL_WIRE_TASK, POOL_WIRE_F_SHM | POOL_WIRE_F_STARARGS, 9, 2, 3, 0);
+    assert_int_equal(pool__wire_hdr_parse(b, sizeof b, &h, &e), PK_OK);
+    assert_int_equal(pool__wire_nframes(&h), 3 + 1 + 3);
+    enc(b, POOL_WIRE_RESULT, POOL_WIRE_F_SHM | POOL_WIRE_F_RETIRING, 9, 2, 3,
+        0);
+    assert_int_equal(pool__wire_hdr_parse(b, sizeof b, &h, &e), PK_OK);
+    assert_int_equal(pool__wire_nframes(&h), 2 + 1 + 3);
+
+    pool__wire_shm_encode(t, 4096, 4096); /* exactly the whole region */
+    pool__wire_shm_encode(t + 16, POOL_WIRE_SHM_INLINE, 0);
+    pool__wire_shm_encode(t + 32, 8192 - 64, 64); /* ends at the end */
+    size_t fl[3] = {0, 12345, 0};
+    pool__wire_shm_t ents[3];
+    assert_int_equal(
+        pool__wire_shm_parse(t, sizeof t, 3, 4096, 8192, fl, ents, &e), PK_OK);
+    assert_int_equal(ents[0].off, 4096);
+    assert_int_equal(ents[0].len, 4096);
+    assert_true(ents[1].off == POOL_WIRE_SHM_INLINE);
+    assert_int_equal(ents[2].off, 8192 - 64);
+    /* the seeds exercise the fuzz target's table mode */
+    static const char *const seeds[] = {"shm-table-ok", "shm-table-bad"};
+    for (size_t i = 0; i < 2; i++) {
+        char path[600];
+        size_t len;
+        snprintf(path, sizeof path, "%s/%s", corpus_dir(), seeds[i]);
+        uint8_t *s = slurp(path, &len);
+        if (s == NULL)
+            fail_msg("cannot read %s (run from the source root)", path);
+        LLVMFuzzerTestOneInput(s, len);
+        free(s);
+    }
+}
+
 int main(int argc, char **argv)
 {
     alarm(60); /* hard timeout */
@@ -361,6 +453,8 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_header_round_trip),
         cmocka_unit_test(test_records_round_trip),
         cmocka_unit_test(test_corpus_seeds),
+        cmocka_unit_test(test_shm_refusals),
+        cmocka_unit_test(test_shm_round_trip),
     };
     if (argc > 1)
         cmocka_set_test_filter(argv[1]);

@@ -351,6 +351,71 @@ static pk_err_t run_item(worker_t *w, const batch_in_t *b, uint32_t i,
     return rc;
 }
 
+/* Points bufs[0..nbufs) at a TASK's buffers: its frames, or with
+ * POOL_WIRE_F_SHM the arena blocks its table names (read-only mapping). */
+static pk_err_t task_bufs(worker_t *w, const pool__wire_hdr_t *h,
+                          zmq_msg_t *frames, pk_buffer_t *bufs, pk_error_t *e)
+{
+    int shm = (h->flags & POOL_WIRE_F_SHM) != 0;
+    zmq_msg_t *bf = frames + 3 + shm;
+    for (uint32_t k = 0; k < h->nbufs; k++) {
+        bufs[k].data = zmq_msg_data(&bf[k]);
+        bufs[k].len = zmq_msg_size(&bf[k]);
+        bufs[k].readonly = 1;
+    }
+    if (!shm)
+        return PK_OK;
+    const pool__shm_layout_t *lay = w->cfg->shm_lay;
+    if (w->cfg->shm == NULL)
+        return pk__err(e, PK_EPROTO, "arena buffers but no arena mapped");
+    size_t *fl = pk__malloc((size_t)h->nbufs * sizeof *fl);
+    pool__wire_shm_t *ents = pk__malloc((size_t)h->nbufs * sizeof *ents);
+    pk_err_t rc = PK_ENOMEM;
+    if (fl == NULL || ents == NULL) {
+        pk__err(e, PK_ENOMEM, "out of memory");
+    } else {
+        for (uint32_t k = 0; k < h->nbufs; k++)
+            fl[k] = bufs[k].len;
+        rc = pool__wire_shm_parse(
+            zmq_msg_data(&frames[3]), zmq_msg_size(&frames[3]), h->nbufs,
+            lay->task_off, lay->task_off + lay->task_size, fl, ents, e);
+    }
+    for (uint32_t k = 0; rc == PK_OK && k < h->nbufs; k++) {
+        if (ents[k].off == POOL_WIRE_SHM_INLINE)
+            continue;
+        bufs[k].data = w->cfg->shm + ents[k].off;
+        bufs[k].len = (size_t)ents[k].len;
+        pool__shm_prefault(bufs[k].data, bufs[k].len, 0);
+    }
+    pk__free(fl);
+    pk__free(ents);
+    return rc;
+}
+
+/* Moves result buffers of at least the threshold into this worker's arena
+ * region, filling tab (POOL_WIRE_SHM_ENT per buffer).  Returns how many
+ * went there; the others (the region is full) stay socket frames. */
+static size_t result_to_arena(worker_t *w, uint8_t *tab)
+{
+    const pool__worker_cfg_t *c = w->cfg;
+    size_t moved = 0;
+    for (size_t k = 0; k < w->oob.n; k++) {
+        pool__oob_t *o = &w->oob.v[k];
+        uint64_t off = POOL_WIRE_SHM_INLINE;
+        if (c->shm != NULL && o->len >= c->shm_threshold)
+            off = pool__shm_worker_alloc(c->shm, c->shm_lay, c->slot, o->len);
+        if (off != POOL_WIRE_SHM_INLINE) {
+            pool__shm_prefault(c->shm + off, o->len, 1);
+            memcpy(c->shm + off, o->data, o->len);
+            o->shm = off;
+            moved++;
+        }
+        pool__wire_shm_encode(tab + k * POOL_WIRE_SHM_ENT, off,
+                              off == POOL_WIRE_SHM_INLINE ? 0 : o->len);
+    }
+    return moved;
+}
+
 static void run_batch(worker_t *w, const pool__wire_hdr_t *h, zmq_msg_t *frames)
 {
     uint64_t t0 = pool__now_ns();
@@ -405,12 +470,10 @@ static void run_batch(worker_t *w, const pool__wire_hdr_t *h, zmq_msg_t *frames)
             batch_rc = PK_EPROTO;
             snprintf(batch_msg, sizeof batch_msg, "malformed items: %s", e.msg);
             LOG_ONCE(w, 30, "%s", batch_msg);
-        } else {
-            for (uint32_t k = 0; k < h->nbufs; k++) {
-                b.bufs[k].data = zmq_msg_data(&frames[3 + k]);
-                b.bufs[k].len = zmq_msg_size(&frames[3 + k]);
-                b.bufs[k].readonly = 1;
-            }
+        } else if ((batch_rc = task_bufs(w, h, frames, b.bufs, &e)) != PK_OK) {
+            snprintf(batch_msg, sizeof batch_msg, "malformed buffers: %s",
+                     e.msg);
+            LOG_ONCE(w, 29, "%s", batch_msg);
         }
     }
 
@@ -586,6 +649,16 @@ static void run_batch(worker_t *w, const pool__wire_hdr_t *h, zmq_msg_t *frames)
             else
                 zero_copy = 0; /* the doc dies below: copy its buffers */
         }
+        uint8_t *tab = NULL;
+        if (w->oob.n > 0 && w->cfg->shm != NULL) {
+            tab = pk__malloc(w->oob.n * POOL_WIRE_SHM_ENT);
+            if (tab != NULL && result_to_arena(w, tab) == 0) {
+                pk__free(tab);
+                tab = NULL;
+            }
+        }
+        if (tab != NULL)
+            rh.flags |= POOL_WIRE_F_SHM;
         send_hdr(w->sock, &rh, 1);
         /* The records buffer goes as is; a fresh one starts next batch. */
         uint8_t *rec = w->out.data;
@@ -593,7 +666,14 @@ static void run_batch(worker_t *w, const pool__wire_hdr_t *h, zmq_msg_t *frames)
         w->out.data = NULL;
         w->out.len = w->out.cap = 0;
         send_frame(w->sock, rec, rec_len, free_bytes, NULL, w->oob.n > 0);
+        if (tab != NULL)
+            send_frame(w->sock, tab, w->oob.n * POOL_WIRE_SHM_ENT, free_bytes,
+                       NULL, 1);
         for (size_t k = 0; k < w->oob.n; k++) {
+            if (w->oob.v[k].shm != POOL_WIRE_SHM_INLINE) {
+                send_frame(w->sock, NULL, 0, NULL, NULL, k + 1 < w->oob.n);
+                continue;
+            }
             if (zero_copy)
                 atomic_fetch_add(&w->holder->refs, 1);
             send_frame(w->sock, (void *)w->oob.v[k].data, w->oob.v[k].len,

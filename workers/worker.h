@@ -18,6 +18,7 @@
 #include <stdint.h>
 
 #include "scoreboard.h"
+#include "shm.h"
 
 typedef struct pool__worker_cfg {
     const char
@@ -28,6 +29,9 @@ typedef struct pool__worker_cfg {
     uint64_t maxtasks;   /* items before retiring; 0: never */
     uint64_t max_rss;    /* bytes of RSS before retiring; 0: never */
     pool__sb_slot_t *sb; /* this worker's scoreboard slot, or NULL */
+    uint8_t *shm;        /* the pool's arena (see shm.h), or NULL */
+    const pool__shm_layout_t *shm_lay; /* its layout when shm != NULL */
+    size_t shm_threshold; /* result buffers this big go through the arena */
 } pool__worker_cfg_t;
 
 /* Runs the worker until it should exit; returns the process exit status

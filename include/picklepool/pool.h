@@ -63,6 +63,17 @@ typedef struct pool_opts {
     const char *const *plugins; /* plugin .so paths loaded in master + workers */
     size_t nplugins;
     const char *topology;       /* hwloc synthetic topology for tests, or NULL */
+    /* Shared-memory arena for large out-of-band buffers (numpy arrays): one
+     * memfd per pool, mapped by the master and every worker, so a buffer of
+     * at least shm_threshold bytes is copied once into it instead of going
+     * through the socket.  It is sparse: it costs memory only for pages
+     * touched, which then stay resident until pool_destroy.  shm_bytes 0:
+     * 1 GiB (default); SIZE_MAX: no arena (every buffer uses the socket);
+     * other values are rounded down to pages (too small: no arena).
+     * shm_threshold 0: 64 KiB (default).  Buffers that do not fit in the
+     * arena at the moment fall back to the socket. */
+    size_t shm_bytes;
+    size_t shm_threshold;
 } pool_opts_t;
 
 /* Fills *opts with the defaults. */

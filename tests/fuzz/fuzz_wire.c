@@ -10,7 +10,11 @@
  *      the master and the worker do: records (task or outcome form) or a
  *      raw vector, then every successful record's pickle decoded with its
  *      out-of-band buffers (fake ones of the right count);
- *   3  a record payload with count and nbufs taken from its first bytes.
+ *   3  a record payload with count and nbufs taken from its first bytes;
+ *      with the mode byte's top bit set instead a POOL_WIRE_F_SHM buffer
+ *      table (pool__wire_shm_parse): nbufs from the next byte, then frame
+ *      sizes (one byte each), then the table, checked against an arena
+ *      region [4096, 4096 + 1 MiB); every entry accepted must lie inside it.
  * Any crash, sanitizer report, hang or leak is a bug.  Built by
  * `make fuzz`; replayed over tests/fuzz/corpus/wire by `make test`.
  */
@@ -60,7 +64,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     if (size < 1)
         return 0;
-    uint8_t mode = data[0] & 3;
+    uint8_t mode = data[0] & 3, top = data[0] & 0x80;
     data++;
     size--;
     pk_error_t err;
@@ -120,6 +124,26 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         break;
     }
     default: {
+        if (top) {
+            if (size < 1)
+                break;
+            uint32_t nbufs = 1 + data[0] % 16;
+            if (size < 1 + nbufs)
+                break;
+            size_t fl[16];
+            pool__wire_shm_t ents[16];
+            for (uint32_t k = 0; k < nbufs; k++)
+                fl[k] = data[1 + k] & 1 ? data[1 + k] : 0;
+            const uint64_t lo = 4096, hi = 4096 + (1u << 20);
+            if (pool__wire_shm_parse(data + 1 + nbufs, size - 1 - nbufs, nbufs,
+                                     lo, hi, fl, ents, &err) == PK_OK)
+                for (uint32_t k = 0; k < nbufs; k++)
+                    if (ents[k].off != POOL_WIRE_SHM_INLINE &&
+                        (ents[k].off < lo || ents[k].len == 0 ||
+                         ents[k].off + ents[k].len > hi || fl[k] != 0))
+                        abort();
+            break;
+        }
         if (size < 3)
             break;
         uint32_t count = 1 + data[0] % 64, nbufs = data[1] % 8;
