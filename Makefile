@@ -145,7 +145,7 @@ fuzz:
 	@sh scripts/deps.sh --extra
 	@mkdir -p build/fuzz
 	for f in $(FUZZ_SRC); do \
-	    clang -std=gnu11 -g -O1 -fsanitize=fuzzer,address,undefined -Iinclude -Iruntime \
+	    clang -std=gnu11 -g -O1 -fsanitize=fuzzer,address,undefined -Iinclude -Iruntime -Iworkers \
 	        $(PKG_CFLAGS) -o build/fuzz/$$(basename $$f .c) $$f $(RUNTIME_SRC) $(LDLIBS_LIB) || exit 1; \
 	done
 	@echo "fuzzers in build/fuzz; run e.g. build/fuzz/fuzz_unpickle tests/fuzz/corpus/unpickle"

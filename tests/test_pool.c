@@ -598,6 +598,9 @@ typedef struct killer {
     atomic_int stop;
     int kills;
     int pid[64];          /* the process last seen in each slot */
+    int killed[64];       /* the process last killed in each slot: until its
+                             death is reaped, stats may still show it, and
+                             kill() succeeds on a zombie */
     uint64_t base[64];    /* the slot's items_done when that pid appeared */
     double slowest_stats; /* seconds of the slowest pool_stats call */
 } killer_t;
@@ -626,10 +629,12 @@ static void *killer_main(void *arg)
                 k->base[i] = st[i].items_done;
             }
         size_t s = turn++ % n;
-        if (st[s].pid <= 0 || st[s].items_done == k->base[s])
+        if (st[s].pid <= 0 || st[s].pid == k->killed[s] ||
+            st[s].items_done == k->base[s])
             continue;
         if (kill(st[s].pid, SIGKILL) == 0) {
             k->kills++;
+            k->killed[s] = st[s].pid;
             k->pid[s] = -1; /* killed: wait for its replacement */
         }
     }
