@@ -30,6 +30,10 @@ int pk__alloc_is_default(void);
  * calls for large n (value.c). */
 pk_err_t pk__dict_set_batch(pk_doc_t *doc, pk_value_t *dict,
                             pk_value_t *const *items, size_t stride, size_t n);
+/* Appends n items to a list as n pk_list_append calls would, growing it
+ * once: item i is items[i*stride] (value.c). */
+pk_err_t pk__list_extend(pk_doc_t *doc, pk_value_t *list,
+                         pk_value_t *const *items, size_t stride, size_t n);
 /* The block cache (alloc.c): pk__cache_take returns a cached block of at
  * least `min` bytes (its real size in *size), or NULL; pk__cache_put keeps a
  * block from pk__malloc of `size` bytes for reuse, or frees it when the cache

@@ -821,8 +821,8 @@ static pk_err_t add_items(loader_t *L, size_t x, pk_type_t type, const char *op)
         if (n != 0) /* an empty stack may not exist yet */
             rc = pk__dict_set_batch(L->doc, c, &it[0].v, SLOT_STRIDE, n / 2);
     } else if (type == PK_LIST) {
-        for (size_t i = 0; i < n && rc == PK_OK; i++)
-            rc = pk_list_append(L->doc, c, it[i].v);
+        if (n != 0)
+            rc = pk__list_extend(L->doc, c, &it[0].v, SLOT_STRIDE, n);
     } else {
         for (size_t i = 0; i < n && rc == PK_OK; i++)
             rc = pk_set_add(L->doc, c, it[i].v);

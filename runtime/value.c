@@ -662,6 +662,28 @@ pk_err_t pk_list_append(pk_doc_t *doc, pk_value_t *list, pk_value_t *item)
     return append_slow(doc, list, item);
 }
 
+pk_err_t pk__list_extend(pk_doc_t *doc, pk_value_t *list,
+                         pk_value_t *const *items, size_t stride, size_t n)
+{
+    if (list->type != PK_LIST)
+        return PK_ETYPE;
+    size_t len = list->u.seq.len;
+    if (n > SIZE_MAX - len)
+        return PK_ENOMEM;
+    if (len + n > list->u.seq.cap) {
+        void *arr = list->u.seq.items;
+        if (array_grow(doc, &arr, len, &list->u.seq.cap, sizeof(pk_value_t *),
+                       len + n) != 0)
+            return PK_ENOMEM;
+        list->u.seq.items = arr;
+    }
+    pk_value_t **dst = list->u.seq.items + len;
+    for (size_t i = 0; i < n; i++)
+        dst[i] = items[i * stride];
+    list->u.seq.len = len + n;
+    return PK_OK;
+}
+
 void pk_tuple_set(pk_value_t *tuple, size_t i, pk_value_t *item)
 {
     assert(tuple->type == PK_TUPLE && i < tuple->u.seq.len);
