@@ -473,7 +473,11 @@ static void on_death(pool_t *p, turn_t *t, int slot, uint32_t gen, int pid,
     uint32_t sbs = atomic_load_explicit(&sb->state, memory_order_acquire);
     uint32_t sbi = atomic_load_explicit(&sb->item, memory_order_acquire);
     uint64_t sbb = POOL_SB_LOAD(sb->batch);
-    int clean = WIFEXITED(status) && WEXITSTATUS(status) == 0;
+    /* Status 0 is a clean exit only when the worker was asked to go (STOP)
+     * or said it was retiring; a function that calls exit(0) mid-item is a
+     * crash like any other, or its batch would be re-sent for ever. */
+    int clean = WIFEXITED(status) && WEXITSTATUS(status) == 0 &&
+                w->state == POOL_W_DRAINING;
     char how[256];
     describe_exit(how, sizeof how, slot, pid, status);
 
@@ -743,6 +747,18 @@ static void shm_drop(pool_t *p, int slot, uint32_t n, pool__wire_shm_t **ents)
     *ents = NULL;
 }
 
+/* The raw-vector reply a batch's TASK asked for (0: none).  A worker that
+ * answers a plain task with a vector, or with the wrong one, would make the
+ * caller copy into an output it never gave: that is a malformed RESULT. */
+static uint16_t vec_reply_allowed(const pool__batch_t *b)
+{
+    if (b->flags & POOL_WIRE_F_RES_I64)
+        return POOL_WIRE_F_VEC_I64;
+    if (b->flags & POOL_WIRE_F_RES_F64)
+        return POOL_WIRE_F_VEC_F64;
+    return 0;
+}
+
 static void on_result(pool_t *p, turn_t *t, int slot, const pool__wire_hdr_t *h,
                       zmq_msg_t *f, size_t nf)
 {
@@ -767,6 +783,12 @@ static void on_result(pool_t *p, turn_t *t, int slot, const pool__wire_hdr_t *h,
     else if (nf != pool__wire_nframes(h))
         rc = pk__err(&e, PK_EPROTO, "RESULT with %zu frames, not %zu", nf,
                      pool__wire_nframes(h));
+    else if ((h->flags & (POOL_WIRE_F_VEC_I64 | POOL_WIRE_F_VEC_F64)) != 0 &&
+             (h->flags & (POOL_WIRE_F_VEC_I64 | POOL_WIRE_F_VEC_F64)) !=
+                 vec_reply_allowed(b))
+        rc = pk__err(&e, PK_EPROTO,
+                     "RESULT encoding (flags 0x%x) is not what the task asked",
+                     (unsigned)h->flags);
     else if (h->flags & (POOL_WIRE_F_VEC_I64 | POOL_WIRE_F_VEC_F64))
         rc = pool__wire_vec_check(zmq_msg_size(&f[1]), h->count, &e);
     else

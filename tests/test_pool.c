@@ -730,6 +730,44 @@ static void test_poison_item(void **state)
     pool_destroy(&p);
 }
 
+/* A function that ends its own process with status 0 mid-item: not a clean
+ * retirement, so the item fails alone instead of being re-sent for ever. */
+static pk_err_t exit0_fn(pool_call_t *call, pk_value_t **result)
+{
+    int64_t x = 0;
+    if (pk_as_int(pk_item(call->args, 0), &x) != PK_OK)
+        return PK_ETYPE;
+    if (x < 0)
+        _exit(0);
+    *result = pk_int(call->doc, x);
+    return *result ? PK_OK : PK_ENOMEM;
+}
+
+static void test_exit0_item(void **state)
+{
+    const size_t n = 200, bad = 77;
+    assert_int_equal(pool_register("examples", "exit0", exit0_fn, NULL), PK_OK);
+    pool_t *p = start_n(0);
+    int64_t v[200];
+    pk_value_t **items;
+
+    for (size_t i = 0; i < n; i++)
+        v[i] = i == bad ? -1 : (int64_t)i;
+    pk_doc_t *doc = int_items(v, n, &items);
+    pool_results_t *r = map_values(p, "exit0", items, n, NULL);
+    assert_int_equal(pool_results_failed(r), 1);
+    for (size_t i = 0; i < n; i++)
+        if (i == bad)
+            expect_fail(r, i, PK_ECRASHED, "status 0");
+        else
+            expect_int(r, i, v[i]);
+    print_message("exit(0) item: %s\n", pool_results_item(r, bad)->error);
+    pool_results_free(&r);
+    pk_doc_free(&doc);
+    free(items);
+    pool_destroy(&p);
+}
+
 /* ---- timeouts ----------------------------------------------------------- */
 
 static void check_hung(pool_t *p, const pool_call_opts_t *co)
@@ -2016,6 +2054,7 @@ static const pool_test_t tests[] = {
     TEST(test_map_1m_in_order, 120),
     TEST(test_kill_workers_mid_map, 120),
     TEST(test_poison_item, 60),
+    TEST(test_exit0_item, 60),
     TEST(test_hung_item_times_out, 60),
     TEST(test_unknown_function, 30),
     TEST(test_function_error, 30),
