@@ -30,6 +30,9 @@ int pk__alloc_is_default(void);
  * calls for large n (value.c). */
 pk_err_t pk__dict_set_batch(pk_doc_t *doc, pk_value_t *dict,
                             pk_value_t *const *items, size_t stride, size_t n);
+/* A keyed (per-process secret) 64-bit mix for hash tables whose keys come
+ * from untrusted input, such as memo ids (value.c). */
+uint64_t pk__hash_u64(uint64_t key);
 /* Appends n items to a list as n pk_list_append calls would, growing it
  * once: item i is items[i*stride] (value.c). */
 pk_err_t pk__list_extend(pk_doc_t *doc, pk_value_t *list,

@@ -101,14 +101,6 @@ typedef struct dis {
     int maxproto;
 } dis_t;
 
-static uint64_t mix64(uint64_t x)
-{
-    x ^= x >> 33;
-    x *= 0xff51afd7ed558ccdULL;
-    x ^= x >> 33;
-    x *= 0xc4ceb9fe1a85ec53ULL;
-    return x ^ (x >> 33);
-}
 
 static void imap_free(imap_t *m)
 {
@@ -133,7 +125,7 @@ static pk_err_t imap_grow(imap_t *m)
         size_t j;
         if (m->vals[i] == UINT32_MAX)
             continue;
-        for (j = mix64(m->keys[i]) & (cap - 1); vals[j] != UINT32_MAX;
+        for (j = pk__hash_u64(m->keys[i]) & (cap - 1); vals[j] != UINT32_MAX;
              j = (j + 1) & (cap - 1))
             ;
         keys[j] = m->keys[i];
@@ -153,7 +145,9 @@ static pk_err_t imap_grow(imap_t *m)
 static int imap_next(const imap_t *m, uint64_t key, size_t *slot)
 {
     size_t mask = m->cap - 1;
-    size_t j = *slot == SIZE_MAX ? mix64(key) & mask : (*slot + 1) & mask;
+    /* keyed: memo ids and name hashes come from the pickle */
+    size_t j =
+        *slot == SIZE_MAX ? pk__hash_u64(key) & mask : (*slot + 1) & mask;
 
     if (m->cap == 0)
         return 0;

@@ -205,7 +205,7 @@ static pk_err_t pop_mark(loader_t *L, size_t *x)
 
 static uint64_t hslot(uint64_t key, size_t cap)
 {
-    return (key * 0x9E3779B97F4A7C15ull) >> 17 & (cap - 1);
+    return pk__hash_u64(key) & (cap - 1); /* keyed: ids are the attacker's */
 }
 
 static hent_t *hfind(loader_t *L, uint64_t key)
@@ -750,7 +750,7 @@ static pk_err_t check_depth(loader_t *L, size_t d)
 static pk_err_t build_from(loader_t *L, size_t x, pk_type_t type)
 {
     size_t n = L->sp - x, d = 0;
-    slot_t *it = L->stack + x;
+    slot_t *it = n != 0 ? L->stack + x : NULL; /* no stack yet: NULL */
     pk_value_t *c;
     pk_err_t rc = PK_OK;
 

@@ -32,6 +32,8 @@
 #define BIG 8192 /* own-block threshold; never changes */
 #define CHUNK_FIRST (64u * 1024)
 #define CHUNK_MAX (8u * 1024 * 1024)
+/* pk_value_t.reserved bit: a tuple whose hash is cached in seq.index_cap. */
+#define TUPLE_HASHED 0x1
 #define MAX_DEPTH 1000           /* recursion guard for equal/hash/repr */
 #define MAX_TABLE_LEN (1u << 31) /* dict/set entries (index is uint32) */
 
@@ -650,6 +652,7 @@ append_slow(pk_doc_t *doc, pk_value_t *seq, pk_value_t *item)
         return PK_ENOMEM;
     seq->u.seq.items = arr;
     seq->u.seq.items[seq->u.seq.len++] = item;
+    seq->reserved &= (uint16_t)~TUPLE_HASHED;
     return PK_OK;
 }
 
@@ -688,6 +691,7 @@ void pk_tuple_set(pk_value_t *tuple, size_t i, pk_value_t *item)
 {
     assert(tuple->type == PK_TUPLE && i < tuple->u.seq.len);
     tuple->u.seq.items[i] = item;
+    tuple->reserved &= (uint16_t)~TUPLE_HASHED;
 }
 
 /* ---- hashing ------------------------------------------------------------ */
@@ -713,6 +717,11 @@ __attribute__((constructor)) static void seed_hash(void)
         (ssize_t)sizeof hash_seed)
         hash_seed = mix64((uint64_t)time(NULL) ^ (uint64_t)getpid() << 32 ^
                           (uintptr_t)&hash_seed);
+}
+
+uint64_t pk__hash_u64(uint64_t key)
+{
+    return mix64(key ^ hash_seed);
 }
 
 static uint64_t hash_mem(const void *p, size_t len, uint64_t seed)
@@ -783,7 +792,9 @@ static int double_is_i64(double f, int64_t *out)
     return 0;
 }
 
-static uint64_t hash_double(double f)
+/* NaN is equal only to itself, so it hashes by identity (as CPython 3.10+):
+ * one hash for every NaN would make n distinct NaN keys cost n^2 probes. */
+static uint64_t hash_double(double f, const void *id)
 {
     int64_t i = 0;
     if (double_is_i64(f, &i))
@@ -794,7 +805,7 @@ static uint64_t hash_double(double f)
         return hash_mem(buf, n, SEED_BIG);
     }
     if (isnan(f))
-        return mix64(SEED_FLOAT);
+        return mix64((uint64_t)(uintptr_t)id ^ SEED_FLOAT ^ hash_seed);
     uint64_t bits;
     memcpy(&bits, &f, 8);
     return mix64(bits ^ SEED_FLOAT ^ hash_seed);
@@ -820,14 +831,14 @@ static pk_err_t hash_rec(const pk_value_t *v, uint64_t *out, int depth,
         *out = hash_mem(v->u.big.bytes, v->u.big.len, SEED_BIG);
         return PK_OK;
     case PK_FLOAT:
-        *out = hash_double(v->u.f);
+        *out = hash_double(v->u.f, v);
         return PK_OK;
     case PK_COMPLEX:
         if (v->u.c.im == 0)
-            *out = hash_double(v->u.c.re);
+            *out = hash_double(v->u.c.re, v);
         else
-            *out = mix64(hash_double(v->u.c.re) * 0x9e3779b97f4a7c15ull ^
-                         hash_double(v->u.c.im) ^ SEED_COMPLEX);
+            *out = mix64(hash_double(v->u.c.re, v) * 0x9e3779b97f4a7c15ull ^
+                         hash_double(v->u.c.im, v) ^ SEED_COMPLEX);
         return PK_OK;
     case PK_STR:
         *out = hash_mem(v->u.str.ptr, v->u.str.len, SEED_STR);
@@ -836,6 +847,15 @@ static pk_err_t hash_rec(const pk_value_t *v, uint64_t *out, int depth,
         *out = hash_mem(v->u.str.ptr, v->u.str.len, SEED_BYTES);
         return PK_OK;
     case PK_TUPLE: {
+        /* A tuple is immutable once built, so its hash is computed once and
+         * kept (in index_cap, which tuples do not use; the HASHED mark is
+         * published after it).  Without this, a tuple shared n levels deep
+         * ((t, t) of (t, t) ...) costs 2^n per insert, and a pickle can
+         * insert it again with every 2-byte GET. */
+        if (__atomic_load_n(&v->reserved, __ATOMIC_ACQUIRE) & TUPLE_HASHED) {
+            *out = __atomic_load_n(&v->u.seq.index_cap, __ATOMIC_RELAXED);
+            return PK_OK;
+        }
         uint64_t h = SEED_TUPLE ^ v->u.seq.len;
         for (size_t i = 0; i < v->u.seq.len; i++) {
             uint64_t hi;
@@ -848,6 +868,10 @@ static pk_err_t hash_rec(const pk_value_t *v, uint64_t *out, int depth,
             h = mix64(h ^ hi) * 0x9e3779b97f4a7c15ull + i;
         }
         *out = mix64(h);
+        pk_value_t *w = (pk_value_t *)v; /* doc-owned, never static */
+        __atomic_store_n(&w->u.seq.index_cap, (size_t)*out, __ATOMIC_RELAXED);
+        __atomic_fetch_or(&w->reserved, (uint16_t)TUPLE_HASHED,
+                          __ATOMIC_RELEASE);
         return PK_OK;
     }
     case PK_FROZENSET: {

@@ -56,7 +56,14 @@ typedef struct pk_buffer {
 } pk_buffer_t;
 
 typedef struct pk_load_opts {
-    size_t max_depth;    /* nesting of MARKs and containers (default 1000) */
+    size_t max_depth;    /* nesting of MARKs and containers as the opcodes
+                            build them (default 1000).  A container filled
+                            after it was memoized keeps the depth it had,
+                            so a crafted pickle can nest lists deeper than
+                            this (and cycles are unbounded anyway): code
+                            that walks a decoded graph recursively must
+                            bound its own depth, as pk_dumps, pk_equal,
+                            pk_hash and pk_repr do. */
     size_t max_memo;     /* memo entries (default 1<<26) */
     size_t max_stack;    /* values on the stack (default 1<<26) */
     size_t max_ops;      /* opcodes executed (default 1<<32 on 64-bit) */
