@@ -175,6 +175,7 @@ struct pool {
     int shutdown_req;   /* destroy: master exits when workers are gone */
     int cancel_pending; /* some job got canceled */
     int active_jobs;
+    int open_drives; /* maps, iterators and futures not yet ended (mu) */
     int nready;      /* workers that said READY since creation */
     int nlive;       /* processes alive or being spawned */
     int exited;      /* after close/terminate: every worker is gone */

@@ -475,6 +475,18 @@ void pool_destroy(pool_t **pp)
         return;
     pool_t *p = *pp;
     *pp = NULL;
+    /* Misuse, not a condition to report: an open iterator or future would
+     * touch the freed pool when the caller frees it (see pool.h). */
+    pthread_mutex_lock(&p->mu);
+    int open = p->open_drives;
+    pthread_mutex_unlock(&p->mu);
+    if (open != 0) {
+        fprintf(stderr,
+                "picklepool: pool_destroy with %d iterator(s) or future(s) "
+                "still open; free them first\n",
+                open);
+        abort();
+    }
     if (p->thread_started) {
         pthread_mutex_lock(&p->mu);
         p->closed = 1;
@@ -701,6 +713,7 @@ static pk_err_t job_start(drive_t *d, pool_t *p, int kind, uint16_t flags,
     else {
         j->active = 1;
         p->active_jobs++;
+        p->open_drives++;
     }
     pthread_mutex_unlock(&p->mu);
     if (rc != PK_OK) {
@@ -980,6 +993,7 @@ static void job_end(drive_t *d)
     if (d->borrows)
         while (j->blobs > 0)
             pthread_cond_wait(&p->cv, &p->mu);
+    p->open_drives--;
     pthread_mutex_unlock(&p->mu);
     pool__master_wake(p);
     pool__job_unref(j);

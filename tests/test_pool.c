@@ -1269,6 +1269,31 @@ static pk_err_t gen_next(void *ctx, pk_doc_t *doc, pk_value_t **item)
     return PK_OK;
 }
 
+/* Destroying a pool with an iterator still open is misuse: it must stop
+ * loudly (abort with a message), not leave a use-after-free for later. */
+static void test_destroy_with_open_iterator_aborts(void **state)
+{
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        pool_t *p = start_n(1);
+        gen_t g = {.n = 100000, .fail_at = SIZE_MAX,
+                   .caller = pthread_self()};
+        pool_iter_t *it = NULL;
+        pool_item_t item;
+        if (pool_imap(p, "examples", "square", gen_next, &g, NULL, &it,
+                      NULL) != PK_OK ||
+            pool_iter_next(it, &item, -1) != PK_OK)
+            _exit(2);
+        pool_destroy(&p); /* aborts */
+        _exit(3);
+    }
+    int st = 0;
+    assert_int_equal(waitpid(pid, &st, 0), pid);
+    if (!WIFSIGNALED(st) || WTERMSIG(st) != SIGABRT)
+        fail_msg("child ended with status 0x%x, not SIGABRT", st);
+}
+
 static void check_imap(pool_t *p, int ordered)
 {
     const size_t n = 100000, bound = 10000;
@@ -2055,6 +2080,7 @@ static const pool_test_t tests[] = {
     TEST(test_kill_workers_mid_map, 120),
     TEST(test_poison_item, 60),
     TEST(test_exit0_item, 60),
+    TEST(test_destroy_with_open_iterator_aborts, 60),
     TEST(test_hung_item_times_out, 60),
     TEST(test_unknown_function, 30),
     TEST(test_function_error, 30),

@@ -89,7 +89,10 @@ pk_err_t pool_global_init(pk_error_t *err);
 pk_err_t pool_create(pool_t **pp, const pool_opts_t *opts, pk_error_t *err);
 
 /* Terminates the workers if still running, reaps them, removes the ipc
- * directory, frees everything and sets *pp to NULL.  Idempotent. */
+ * directory, frees everything and sets *pp to NULL.  Idempotent.  Free every
+ * iterator and unfinished future of the pool first (pool_iter_free,
+ * pool_future_free): destroying a pool that still has some is a programming
+ * error and aborts with a message. */
 void pool_destroy(pool_t **pp);
 
 /* multiprocessing semantics: close() refuses new work and lets submitted work
