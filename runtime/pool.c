@@ -235,9 +235,12 @@ static void open_arena(pool_t *p, size_t bytes, size_t threshold,
 
 static pk_err_t check_opts(const pool_opts_t *o, pk_error_t *err)
 {
-    if (o->workers < 0 || o->workers > 4096)
-        return pk__err(err, PK_EINVAL, "workers must be 0..4096, not %d",
-                       o->workers);
+    /* The fork server reports deaths on a non-blocking channel with room
+     * for a few hundred messages; past this bound a burst could overflow it
+     * (an outgoing queue there would lift the limit). */
+    if (o->workers < 0 || o->workers > POOL_MAX_WORKERS)
+        return pk__err(err, PK_EINVAL, "workers must be 0..%d, not %d",
+                       POOL_MAX_WORKERS, o->workers);
     if (o->placement != POOL_PLACE_COMPACT &&
         o->placement != POOL_PLACE_SPREAD && o->placement != POOL_PLACE_NONE)
         return pk__err(err, PK_EINVAL, "unknown placement %d",
@@ -304,6 +307,8 @@ pk_err_t pool_create(pool_t **pp, const pool_opts_t *opts, pk_error_t *err)
         topo = p->own_topo;
     }
     p->nworkers = opts->workers ? opts->workers : pool__topo_ncores(topo);
+    if (p->nworkers > POOL_MAX_WORKERS)
+        p->nworkers = POOL_MAX_WORKERS;
     p->places = pk__calloc((size_t)p->nworkers, sizeof *p->places);
     p->stats = pk__calloc((size_t)p->nworkers, sizeof *p->stats);
     p->w = pk__calloc((size_t)p->nworkers, sizeof *p->w);

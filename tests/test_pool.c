@@ -515,6 +515,11 @@ static void test_create_refusals(void **state)
     assert_int_equal(pool_create(&p, &o, &err), PK_EINVAL);
     assert_null(p);
 
+    opts_for(&o, POOL_MAX_WORKERS + 1);
+    assert_int_equal(pool_create(&p, &o, &err), PK_EINVAL);
+    assert_non_null(strstr(err.msg, "workers must be"));
+    assert_null(p);
+
     opts_for(&o, 1);
     o.placement = (pool_placement_t)42;
     assert_int_equal(pool_create(&p, &o, &err), PK_EINVAL);

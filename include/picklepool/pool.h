@@ -49,8 +49,12 @@ typedef enum pool_placement {
     POOL_PLACE_NONE         /* no binding */
 } pool_placement_t;
 
+/* Most workers one pool may have. */
+#define POOL_MAX_WORKERS 256
+
 typedef struct pool_opts {
-    int workers;                /* 0: one per core the process may use */
+    int workers;                /* 0: one per core the process may use (at
+                                   most POOL_MAX_WORKERS) */
     pool_placement_t placement; /* default compact */
     int prefetch;               /* batches in flight per worker (default 2) */
     size_t chunksize;           /* items per batch; 0: adaptive (default) */
