@@ -34,6 +34,22 @@ static const struct {
 #undef PK__CALL_ROW
 };
 
+void pk__fix_import(const char **module, const char **name)
+{
+    for (size_t i = 0; i < PK_ARRAY_LEN(PK_COMPAT_NAMES); i++)
+        if (strcmp(*module, PK_COMPAT_NAMES[i][0]) == 0 &&
+            strcmp(*name, PK_COMPAT_NAMES[i][1]) == 0) {
+            *module = PK_COMPAT_NAMES[i][2];
+            *name = PK_COMPAT_NAMES[i][3];
+            return;
+        }
+    for (size_t i = 0; i < PK_ARRAY_LEN(PK_COMPAT_MODULES); i++)
+        if (strcmp(*module, PK_COMPAT_MODULES[i][0]) == 0) {
+            *module = PK_COMPAT_MODULES[i][1];
+            return;
+        }
+}
+
 pk__callable_t pk__callable_lookup(const char *module, const char *name)
 {
     for (size_t i = 0; i < PK_ARRAY_LEN(callables); i++)

@@ -63,6 +63,11 @@ typedef enum pk__callable {
     X(NP_SCALAR, PK__NPY_MULTIARRAY, "scalar")                                 \
     X(NP_SCALAR, PK__NPY_MULTIARRAY2, "scalar")
 
+/* CPython's fix_imports for pickles below protocol 3: renames a Python 2
+ * module.name to its Python 3 spelling in place (pointers to static
+ * strings), using _compat_pickle's tables (compat_names.h). */
+void pk__fix_import(const char **module, const char **name);
+
 /* The kind of module.name, PK__CALL_NONE when calling it must be refused.
  * Besides the map above, builtins exception classes are allowed
  * (PK__CALL_EXCEPTION, from compat_names.h): they build a PK_OBJECT. */

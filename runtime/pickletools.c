@@ -99,6 +99,7 @@ typedef struct dis {
     long long bad_off;
     size_t nbad;
     int maxproto;
+    int proto; /* from PROTO (0 without one): below 3 names are renamed */
 } dis_t;
 
 
@@ -1050,6 +1051,7 @@ static pk_err_t step(dis_t *d, const uint8_t *at, const arg_t *a, char *note,
         if (a->u > PK_HIGHEST_PROTOCOL)
             return fail(d, PK_EUNSUPPORTED, at,
                         "unsupported pickle protocol %" PRIu64, a->u);
+        d->proto = (int)a->u;
         return PK_OK;
     case PK_OP_FRAME: /* a short frame shows as truncation where it bites */
         return PK_OK;
@@ -1094,6 +1096,16 @@ static void put_line(dis_t *d, const uint8_t *at, const arg_t *a,
     fputc('\n', fp);
 }
 
+/* Whether pk_loads would call g: the same Python 2 renames (below protocol
+ * 3) and the same allow-list as the decoder. */
+static int allowed(const dis_t *d, const gref_t *g)
+{
+    const char *m = g->module, *n = g->name;
+    if (d->proto < 3)
+        pk__fix_import(&m, &n);
+    return pk__callable_lookup(m, n) != PK__CALL_NONE;
+}
+
 static void put_summary(dis_t *d, const uint8_t *stop_end)
 {
     FILE *fp = d->fp;
@@ -1118,10 +1130,8 @@ static void put_summary(dis_t *d, const uint8_t *stop_end)
             fputs("not called, kept as a reference\n", fp);
         else
             fprintf(fp, "would call: %s (%s at %lld%s)\n",
-                    pk__callable_lookup(g->module, g->name) != PK__CALL_NONE
-                        ? "allowed"
-                        : "refused",
-                    g->call_op, g->call_off, g->ncalls > 1 ? ", and more" : "");
+                    allowed(d, g) ? "allowed" : "refused", g->call_op,
+                    g->call_off, g->ncalls > 1 ? ", and more" : "");
     }
     if (d->nbad > 0)
         fprintf(fp,

@@ -26,7 +26,6 @@
 #include <string.h>
 
 #include "common.h"
-#include "compat_names.h"
 #include "npy.h"
 #include "opcodes.h"
 #include "picklepool/pickle.h"
@@ -666,23 +665,6 @@ static pk_err_t parse_index(loader_t *L, const char *op, uint64_t *idx)
 
 /* ---- globals and calls --------------------------------------------------- */
 
-/* CPython's fix_imports for protocols < 3: the full _compat_pickle tables. */
-static void fix_import(const char **module, const char **name)
-{
-    for (size_t i = 0; i < PK_ARRAY_LEN(PK_COMPAT_NAMES); i++)
-        if (strcmp(*module, PK_COMPAT_NAMES[i][0]) == 0 &&
-            strcmp(*name, PK_COMPAT_NAMES[i][1]) == 0) {
-            *module = PK_COMPAT_NAMES[i][2];
-            *name = PK_COMPAT_NAMES[i][3];
-            return;
-        }
-    for (size_t i = 0; i < PK_ARRAY_LEN(PK_COMPAT_MODULES); i++)
-        if (strcmp(*module, PK_COMPAT_MODULES[i][0]) == 0) {
-            *module = PK_COMPAT_MODULES[i][1];
-            return;
-        }
-}
-
 static pk_err_t push_global(loader_t *L, const char *module, size_t ml,
                             const char *name, size_t nl)
 {
@@ -699,7 +681,7 @@ static pk_err_t push_global(loader_t *L, const char *module, size_t ml,
     L->tmp[ml + 1 + nl] = '\0';
     const char *m = L->tmp, *nm = L->tmp + ml + 1;
     if (L->proto < 3)
-        fix_import(&m, &nm);
+        pk__fix_import(&m, &nm);
     return push(L, pk_global(L->doc, m, nm), 0);
 }
 

@@ -501,7 +501,8 @@ static void run_batch(worker_t *w, const pool__wire_hdr_t *h, zmq_msg_t *frames)
                 rotate_res_doc(w, &noob_kept) != 0) {
                 batch_rc = PK_ENOMEM;
                 snprintf(batch_msg, sizeof batch_msg, "out of memory");
-                i--; /* this item gets the error */
+                vec_ok = 0; /* the rest fail: no raw vector reply */
+                i--;        /* this item gets the error */
                 continue;
             }
             if (vec_in) {

@@ -169,7 +169,9 @@ pk_err_t pool_apply_async(pool_t *p, const char *module, const char *func,
                           const pk_value_t *args, const pk_value_t *kwargs,
                           pool_future_t **fut, pk_error_t *err);
 /* Waits up to timeout seconds (< 0: for ever).  PK_OK with *item filled
- * (valid until pool_future_free), or PK_ETIMEDOUT. */
+ * (valid until pool_future_free), PK_ETIMEDOUT, or PK_EINTR when SIGINT or
+ * SIGTERM arrived during the wait (the future stays valid: wait again or
+ * free it). */
 pk_err_t pool_future_wait(pool_future_t *f, double timeout, pool_item_t *item);
 void pool_future_free(pool_future_t **f);
 

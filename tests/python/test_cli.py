@@ -345,3 +345,13 @@ def test_inspect_never_executes(tmp_path):
     assert_refused(run("recode", src, tmp_path / "o.pkl"), tmp_path / "o.pkl")
     assert not marker.exists()
 
+
+
+def test_inspect_applies_python2_renames_like_the_decoder(tmp_path):
+    # Below protocol 3 the decoder reads exceptions.ValueError as
+    # builtins.ValueError (allowed); inspect must say the same.
+    f = tmp_path / "py2.pkl"
+    f.write_bytes(b"cexceptions\nValueError\n(S'x'\ntR.")
+    p = run("inspect", f, check=0)
+    assert "exceptions.ValueError: would call: allowed" in p.stdout
+    assert pickle.loads(f.read_bytes()).args == ("x",)
