@@ -87,6 +87,8 @@ typedef struct loader {
     int proto;
     char *tmp; /* text scratch */
     size_t tmpcap;
+    pk_value_t *empty_tuple; /* shared, as CPython's () is: a pickle of
+                                millions of them costs one value */
 } loader_t;
 
 static pk_err_t fail(loader_t *L, pk_err_t code, const char *fmt, ...)
@@ -729,6 +731,14 @@ static pk_err_t check_depth(loader_t *L, size_t d)
 }
 
 /* Items stack[x..sp) into a new container of `type`, replacing them. */
+/* The doc's one empty tuple for this load, or NULL on ENOMEM. */
+static pk_value_t *empty_tuple(loader_t *L)
+{
+    if (L->empty_tuple == NULL)
+        L->empty_tuple = pk_tuple_new(L->doc, 0);
+    return L->empty_tuple;
+}
+
 static pk_err_t build_from(loader_t *L, size_t x, pk_type_t type)
 {
     size_t n = L->sp - x, d = 0;
@@ -743,7 +753,7 @@ static pk_err_t build_from(loader_t *L, size_t x, pk_type_t type)
         return rc;
     switch (type) {
     case PK_TUPLE:
-        if ((c = pk_tuple_new(L->doc, n)) == NULL)
+        if ((c = n ? pk_tuple_new(L->doc, n) : empty_tuple(L)) == NULL)
             return nomem(L);
         for (size_t i = 0; i < n; i++)
             pk_tuple_set(c, i, it[i].v);
@@ -1023,7 +1033,7 @@ static pk_err_t run(loader_t *L, pk_value_t **out, size_t *consumed,
             CHECK(push(L, pk_set_new(L->doc, 0), 1));
             break;
         case PK_OP_EMPTY_TUPLE:
-            CHECK(push(L, pk_tuple_new(L->doc, 0), 1));
+            CHECK(push(L, empty_tuple(L), 1));
             break;
         case PK_OP_TUPLE1:
         case PK_OP_TUPLE2:
