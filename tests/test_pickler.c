@@ -23,6 +23,8 @@
 
 #include <cmocka.h>
 
+#include "lib/faultsim.h"
+
 #include "picklepool/pickle.h"
 #include "picklepool/value.h"
 
@@ -1114,35 +1116,8 @@ static void test_buffer_cb_cancel(void **state)
 
 /* ---- allocation failure -------------------------------------------------- */
 
-static long fail_at, nallocs, outstanding;
-
-static void *fail_malloc(size_t n)
-{
-    if (++nallocs == fail_at)
-        return NULL;
-    void *p = malloc(n);
-    outstanding += p != NULL;
-    return p;
-}
-
-static void *fail_realloc(void *ptr, size_t n)
-{
-    if (++nallocs == fail_at)
-        return NULL;
-    void *p = realloc(ptr, n);
-    outstanding += ptr == NULL && p != NULL;
-    return p;
-}
-
-static void fail_free(void *p)
-{
-    outstanding -= p != NULL;
-    free(p);
-}
-
 static void test_alloc_failure(void **state)
 {
-    static const pk_allocator_t hook = {fail_malloc, fail_realloc, fail_free};
     assert_int_equal(pk_doc_new(&D), PK_OK);
     pk_value_t *v = L(6, b_mixed(), b_frames(), b_globals(), b_np_kinds(),
                       b_bigbytes(), b_np_scalars());
@@ -1150,11 +1125,11 @@ static void test_alloc_failure(void **state)
         pk_buf_t ref = {0};
         assert_int_equal(dumps_proto(v, proto, &ref, NULL), PK_OK);
         int done = 0;
-        for (fail_at = 1; !done; fail_at++) {
+        for (long fail_at = 1; !done; fail_at++) {
             pk_buf_t out = {0};
             pk_error_t err;
-            nallocs = outstanding = 0;
-            pk_set_allocator(&hook);
+            faultsim_install();
+            faultsim_fail_at(fail_at);
             pk_err_t rc = dumps_proto(v, proto, &out, &err);
             if (rc == PK_OK) {
                 done = 1;
@@ -1166,8 +1141,8 @@ static void test_alloc_failure(void **state)
                 assert_int_equal(out.len, 0);
             }
             pk_buf_free(&out);
-            pk_set_allocator(NULL);
-            assert_int_equal(outstanding, 0);
+            faultsim_remove();
+            assert_int_equal(faultsim_live(), 0);
             assert_true(fail_at < 10000);
         }
         pk_buf_free(&ref);

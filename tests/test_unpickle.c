@@ -19,6 +19,8 @@
 
 #include <cmocka.h>
 
+#include "lib/faultsim.h"
+
 #include "picklepool/pickle.h"
 
 /* A pickle literal and its length (the literals below are C strings). */
@@ -1526,36 +1528,6 @@ static void test_limits(void **state)
 /* ---- allocation failure
  * -------------------------------------------------------- */
 
-static long alloc_count, alloc_live, alloc_fail_at;
-
-static void *t_malloc(size_t n)
-{
-    if (++alloc_count == alloc_fail_at)
-        return NULL;
-    void *p = malloc(n);
-    if (p)
-        alloc_live++;
-    return p;
-}
-
-static void *t_realloc(void *p, size_t n)
-{
-    if (++alloc_count == alloc_fail_at)
-        return NULL;
-    void *q = realloc(p, n);
-    if (q && !p)
-        alloc_live++;
-    return q;
-}
-
-static void t_free(void *p)
-{
-    if (p) {
-        alloc_live--;
-        free(p);
-    }
-}
-
 static void test_alloc_failure(void **state)
 {
     (void)state;
@@ -1565,7 +1537,6 @@ static void test_alloc_failure(void **state)
     pk_load_opts_init(&o);
     o.buffers = &b;
     o.nbuffers = 1;
-    const pk_allocator_t a = {t_malloc, t_realloc, t_free};
     const char *ps[] = {alloc_p5, alloc_p2, rich_p0, rich_p5};
     size_t ns[] = {sizeof(alloc_p5) - 1, sizeof(alloc_p2) - 1,
                    sizeof(rich_p0) - 1, sizeof(rich_p5) - 1};
@@ -1576,16 +1547,15 @@ static void test_alloc_failure(void **state)
             pk_doc_t *d = NULL;
             pk_value_t *v = NULL;
             pk_error_t e;
-            alloc_count = alloc_live = 0;
-            alloc_fail_at = fail;
-            pk_set_allocator(&a);
+            faultsim_install();
+            faultsim_fail_at(fail);
             pk_err_t rc = pk_doc_new(&d);
             if (rc == PK_OK) {
                 rc = pk_loads(d, ps[k], ns[k], &o, &v, NULL, &e);
                 if (rc == PK_OK) {
                     ok = 1;
                     assert_true(pk_len(v) > 0);
-                    assert_true(alloc_count < fail); /* all failures seen */
+                    assert_true(faultsim_calls() < fail); /* all seen */
                 } else {
                     assert_int_equal(rc, PK_ENOMEM);
                     assert_int_equal(e.code, PK_ENOMEM);
@@ -1595,10 +1565,10 @@ static void test_alloc_failure(void **state)
                 assert_int_equal(rc, PK_ENOMEM);
             }
             pk_doc_free(&d);
-            pk_set_allocator(NULL);
-            if (alloc_live != 0)
+            faultsim_remove();
+            if (faultsim_live() != 0)
                 fail_msg("pickle %zu, failing allocation %ld: %ld leaked", k,
-                         fail, alloc_live);
+                         fail, faultsim_live());
         }
         assert_true(ok);
     }

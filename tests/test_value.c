@@ -17,6 +17,8 @@
 
 #include <cmocka.h>
 
+#include "lib/faultsim.h"
+
 #include "picklepool/value.h"
 
 /* Declared by value.h's comment but not yet in the header. */
@@ -1032,38 +1034,6 @@ static void test_type_names(void **state)
 
 /* ---- allocation failure injection --------------------------------------- */
 
-static long fail_at;     /* fail the fail_at-th allocation (0: never) */
-static long alloc_calls; /* allocations attempted */
-static long outstanding; /* live allocations */
-
-static void *fi_malloc(size_t size)
-{
-    if (fail_at && ++alloc_calls == fail_at)
-        return NULL;
-    void *p = malloc(size);
-    if (p)
-        outstanding++;
-    return p;
-}
-
-static void *fi_realloc(void *ptr, size_t size)
-{
-    if (fail_at && ++alloc_calls == fail_at)
-        return NULL;
-    void *p = realloc(ptr, size);
-    if (p && ptr == NULL)
-        outstanding++;
-    return p;
-}
-
-static void fi_free(void *ptr)
-{
-    if (ptr)
-        outstanding--;
-    free(ptr);
-}
-
-static const pk_allocator_t fi_allocator = {fi_malloc, fi_realloc, fi_free};
 
 static void on_free_counter(void *arg)
 {
@@ -1141,11 +1111,9 @@ static void test_alloc_failures(void **state)
     (void)state;
     int ok = 0;
     long n;
-    pk_set_allocator(&fi_allocator);
+    faultsim_install();
     for (n = 1; n < 100000 && !ok; n++) {
-        fail_at = n;
-        alloc_calls = 0;
-        outstanding = 0;
+        faultsim_reset(n);
         int freed = 0;
         pk_doc_t *doc = NULL;
         pk_value_t *root = NULL;
@@ -1160,10 +1128,9 @@ static void test_alloc_failures(void **state)
         pk_doc_free(&doc);
         /* The callback ran iff it was registered. */
         assert_true(freed == 0 || freed == 1);
-        assert_int_equal(outstanding, 0);
+        assert_int_equal(faultsim_live(), 0);
     }
-    pk_set_allocator(NULL);
-    fail_at = 0;
+    faultsim_remove();
     assert_true(ok);
     assert_true(n > 20); /* many distinct failure points were exercised */
 }
@@ -1173,9 +1140,7 @@ static void test_alloc_failure_keeps_state(void **state)
 {
     (void)state;
     pk_doc_t *doc = NULL;
-    pk_set_allocator(&fi_allocator);
-    fail_at = 0;
-    outstanding = 0;
+    faultsim_install();
     assert_int_equal(pk_doc_new(&doc), PK_OK);
     pk_value_t *l = pk_list_new(doc, 0);
     pk_value_t *d = pk_dict_new(doc, 0);
@@ -1187,33 +1152,30 @@ static void test_alloc_failure_keeps_state(void **state)
     size_t cap = l->u.seq.cap;
     while (l->u.seq.len < cap)
         assert_int_equal(pk_list_append(doc, l, one), PK_OK);
-    alloc_calls = 0;
-    fail_at = 1;
+    faultsim_fail_at(1);
     assert_int_equal(pk_list_append(doc, l, one), PK_ENOMEM);
     assert_int_equal(pk_len(l), cap);
     int64_t i = 5000;
     pk_err_t rc;
     do {
-        alloc_calls = 0;
-        fail_at = 1;
+        faultsim_fail_at(1);
         rc = pk_dict_set(doc, d, pk_int(doc, i), one);
         if (rc == PK_OK)
             i++;
         else
             assert_int_equal(rc, PK_ENOMEM);
     } while (rc == PK_OK);
-    fail_at = 0;
+    faultsim_fail_at(0);
     assert_int_equal(pk_len(d), (size_t)i);
     for (int64_t k = 0; k < i; k++)
         assert_non_null(pk_dict_get(d, pk_int(doc, k)));
-    alloc_calls = 0;
-    fail_at = 1;
+    faultsim_fail_at(1);
     assert_int_equal(pk_doc_on_free(doc, on_free_counter, &cb_count),
                      PK_ENOMEM);
-    fail_at = 0;
+    faultsim_fail_at(0);
     pk_doc_free(&doc);
-    assert_int_equal(outstanding, 0);
-    pk_set_allocator(NULL);
+    assert_int_equal(faultsim_live(), 0);
+    faultsim_remove();
 }
 
 int main(void)
