@@ -699,25 +699,37 @@ static void test_kill_workers_mid_map(void **state)
     pool_destroy(&p);
 }
 
+/* Maps examples.FUNC over 0..n-1 with item `bad` set to -1 (which makes
+ * FUNC end its worker) and checks that only that item failed, with `status`
+ * and a message containing `needle`, and every other result in place. */
+static void check_lone_failure(pool_t *p, const char *func, int64_t *v,
+                               size_t n, size_t bad, pk_err_t status,
+                               const char *needle)
+{
+    pk_value_t **items;
+    for (size_t i = 0; i < n; i++)
+        v[i] = i == bad ? -1 : (int64_t)i;
+    pk_doc_t *doc = int_items(v, n, &items);
+    pool_results_t *r = map_values(p, func, items, n, NULL);
+    assert_int_equal(pool_results_failed(r), 1);
+    for (size_t i = 0; i < n; i++)
+        if (i == bad)
+            expect_fail(r, i, status, needle);
+        else
+            expect_int(r, i, v[i]);
+    print_message("%s item: %s\n", func, pool_results_item(r, bad)->error);
+    pool_results_free(&r);
+    pk_doc_free(&doc);
+    free(items);
+}
+
 static void test_poison_item(void **state)
 {
     const size_t n = 1000, bad = 617;
     pool_t *p = start_n(0);
     int64_t v[1000], out[1000];
-    pk_value_t **items;
 
-    for (size_t i = 0; i < n; i++)
-        v[i] = i == bad ? -1 : (int64_t)i;
-    pk_doc_t *doc = int_items(v, n, &items);
-    pool_results_t *r = map_values(p, "crash", items, n, NULL);
-    assert_int_equal(pool_results_failed(r), 1);
-    for (size_t i = 0; i < n; i++)
-        if (i == bad)
-            expect_fail(r, i, PK_ECRASHED, "SIGKILL");
-        else
-            expect_int(r, i, v[i]);
-    print_message("poison item: %s\n", pool_results_item(r, bad)->error);
-    pool_results_free(&r);
+    check_lone_failure(p, "crash", v, n, bad, PK_ECRASHED, "SIGKILL");
 
     /* the same through the plain-C convenience map */
     size_t nf = 0;
@@ -729,9 +741,6 @@ static void test_poison_item(void **state)
     assert_int_equal(nf, 1);
     for (size_t i = 0; i < n; i++)
         assert_int_equal(out[i], i == bad ? -7 : v[i]);
-
-    pk_doc_free(&doc);
-    free(items);
     pool_destroy(&p);
 }
 
@@ -750,26 +759,10 @@ static pk_err_t exit0_fn(pool_call_t *call, pk_value_t **result)
 
 static void test_exit0_item(void **state)
 {
-    const size_t n = 200, bad = 77;
+    int64_t v[200];
     assert_int_equal(pool_register("examples", "exit0", exit0_fn, NULL), PK_OK);
     pool_t *p = start_n(0);
-    int64_t v[200];
-    pk_value_t **items;
-
-    for (size_t i = 0; i < n; i++)
-        v[i] = i == bad ? -1 : (int64_t)i;
-    pk_doc_t *doc = int_items(v, n, &items);
-    pool_results_t *r = map_values(p, "exit0", items, n, NULL);
-    assert_int_equal(pool_results_failed(r), 1);
-    for (size_t i = 0; i < n; i++)
-        if (i == bad)
-            expect_fail(r, i, PK_ECRASHED, "status 0");
-        else
-            expect_int(r, i, v[i]);
-    print_message("exit(0) item: %s\n", pool_results_item(r, bad)->error);
-    pool_results_free(&r);
-    pk_doc_free(&doc);
-    free(items);
+    check_lone_failure(p, "exit0", v, 200, 77, PK_ECRASHED, "status 0");
     pool_destroy(&p);
 }
 
