@@ -66,7 +66,6 @@ typedef struct ctl_msg {
 
 static pthread_mutex_t fs_mu = PTHREAD_MUTEX_INITIALIZER;
 static int fs_ctl = -1; /* master end of the control channel */
-static pid_t fs_pid;    /* the fork server */
 static pid_t fs_owner;  /* the process that started it */
 static pool__topo_t *fs_topology;
 
@@ -581,7 +580,6 @@ pk_err_t pool__fs_init(pk_error_t *err)
     }
     close(sv[1]);
     fs_ctl = sv[0];
-    fs_pid = pid;
     fs_owner = master;
     pthread_mutex_unlock(&fs_mu);
     pool__registry_set_listener(on_register);

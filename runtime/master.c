@@ -112,15 +112,23 @@ void pool__batch_free(pool__batch_t *b)
     pk__free(b);
 }
 
+/* Gives back the arena pages of a RESULT's buffer table v[0..n) (entries
+ * below `held` were accepted, the rest only reserved) and frees the table. */
+static void ents_release(pool__shm_t *shm, int slot, pool__wire_shm_t *v,
+                         uint32_t n, uint32_t held)
+{
+    for (uint32_t i = 0; i < n; i++)
+        if (v[i].off != POOL_WIRE_SHM_INLINE)
+            pool__shm_res_release(shm, slot, v[i].off, (size_t)v[i].len,
+                                  i < held);
+    pk__free(v);
+}
+
 void pool__outcome_shm_release(pool__outcome_t *o)
 {
     if (o->ents == NULL)
         return;
-    for (uint32_t k = 0; k < o->nbufs; k++)
-        if (o->ents[k].off != POOL_WIRE_SHM_INLINE)
-            pool__shm_res_release(o->shm, o->slot, o->ents[k].off,
-                                  (size_t)o->ents[k].len, 1);
-    pk__free(o->ents);
+    ents_release(o->shm, o->slot, o->ents, o->nbufs, o->nbufs);
     o->ents = NULL;
 }
 
@@ -369,7 +377,6 @@ static int send_task(pool_t *p, int slot, pool__batch_t *b, uint64_t now)
         else
             send_zc(p->router, b->bufs[i].data, b->bufs[i].len, b->blob, more);
     }
-    b->sent_ns = now;
     return 0;
 }
 
@@ -402,7 +409,6 @@ static void spawn(pool_t *p, int slot, uint64_t now)
     w->unreachable = 0;
     w->kill_reason = KILL_NONE;
     w->respawn_at = 0;
-    w->term_ns = 0;
     w->spawn_ns = now;
     pool__sb_slot_t *sb = &p->sb[slot];
     POOL_SB_STORE(sb->pid, 0);
@@ -727,11 +733,7 @@ static pk_err_t shm_take(pool_t *p, int slot, const pool__wire_hdr_t *h,
         return PK_OK;
     }
     rc = pk__err(e, PK_EPROTO, "arena buffer %u overlaps one still in use", k);
-    for (uint32_t i = 0; i < h->nbufs; i++)
-        if (v[i].off != POOL_WIRE_SHM_INLINE)
-            pool__shm_res_release(p->shm, slot, v[i].off, (size_t)v[i].len,
-                                  i < k);
-    pk__free(v);
+    ents_release(p->shm, slot, v, h->nbufs, k);
     return rc;
 }
 
@@ -739,11 +741,7 @@ static void shm_drop(pool_t *p, int slot, uint32_t n, pool__wire_shm_t **ents)
 {
     if (*ents == NULL)
         return;
-    for (uint32_t i = 0; i < n; i++)
-        if ((*ents)[i].off != POOL_WIRE_SHM_INLINE)
-            pool__shm_res_release(p->shm, slot, (*ents)[i].off,
-                                  (size_t)(*ents)[i].len, 1);
-    pk__free(*ents);
+    ents_release(p->shm, slot, *ents, n, n);
     *ents = NULL;
 }
 

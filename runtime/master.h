@@ -60,7 +60,6 @@ typedef struct pool__batch {
     size_t items_len;
     const pool__oob_t *bufs;
     uint32_t nbufs;
-    uint64_t sent_ns;
 } pool__batch_t;
 
 /* Outcomes of `count` consecutive items.  Either frames of a RESULT
@@ -136,7 +135,6 @@ typedef struct pool__mworker {
     uint64_t spawn_ns;
     uint64_t respawn_at;   /* 0: none pending */
     unsigned quick_deaths; /* consecutive deaths soon after spawn */
-    uint64_t term_ns;      /* SIGTERM sent at (terminate) */
 } pool__mworker_t;
 
 typedef struct pool__slot_stats {

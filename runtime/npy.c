@@ -63,24 +63,6 @@ pk__callable_t pk__callable_lookup(const char *module, const char *name)
     return PK__CALL_NONE;
 }
 
-int pk__npy_is_numpy(const char *module)
-{
-    return strncmp(module, "numpy", 5) == 0 &&
-           (module[5] == '\0' || module[5] == '.');
-}
-
-int pk__npy_is_multiarray(const char *module)
-{
-    return strcmp(module, PK__NPY_MULTIARRAY) == 0 ||
-           strcmp(module, PK__NPY_MULTIARRAY2) == 0;
-}
-
-int pk__npy_is_numeric(const char *module)
-{
-    return strcmp(module, PK__NPY_NUMERIC) == 0 ||
-           strcmp(module, PK__NPY_NUMERIC2) == 0;
-}
-
 int pk__npy_is_ndarray(const char *module, const char *name)
 {
     return strcmp(module, "numpy") == 0 && strcmp(name, "ndarray") == 0;
@@ -170,14 +152,17 @@ static pk_err_t bytes_of(const pk_value_t *v, const uint8_t **data, size_t *len,
         *len = v->u.str.len;
         return PK_OK;
     case PK_STR: {
+        /* Latin-1 is never longer than the UTF-8 it comes from: one pass. */
         size_t n;
-        if (pk__latin1_encode(v->u.str.ptr, v->u.str.len, NULL, &n) != 0)
-            return pk__err(err, PK_EPICKLE,
-                           "%s: str data has a character above U+00FF", what);
-        *scratch = pk__malloc(n);
+        *scratch = pk__malloc(v->u.str.len ? v->u.str.len : 1);
         if (*scratch == NULL)
             return pk__err(err, PK_ENOMEM, "out of memory");
-        pk__latin1_encode(v->u.str.ptr, v->u.str.len, *scratch, &n);
+        if (pk__latin1_encode(v->u.str.ptr, v->u.str.len, *scratch, &n) != 0) {
+            pk__free(*scratch);
+            *scratch = NULL;
+            return pk__err(err, PK_EPICKLE,
+                           "%s: str data has a character above U+00FF", what);
+        }
         *data = *scratch;
         *len = n;
         return PK_OK;

@@ -73,12 +73,6 @@ void pk__fix_import(const char **module, const char **name);
  * (PK__CALL_EXCEPTION, from compat_names.h): they build a PK_OBJECT. */
 pk__callable_t pk__callable_lookup(const char *module, const char *name);
 
-/* Non-zero for "numpy" and its submodules ("numpy.core.multiarray"). */
-int pk__npy_is_numpy(const char *module);
-/* Non-zero for numpy.core.multiarray / numpy._core.multiarray. */
-int pk__npy_is_multiarray(const char *module);
-/* Non-zero for numpy.core.numeric / numpy._core.numeric. */
-int pk__npy_is_numeric(const char *module);
 /* Non-zero when module.name is numpy.ndarray (the _reconstruct class). */
 int pk__npy_is_ndarray(const char *module, const char *name);
 

@@ -848,10 +848,9 @@ static pool__batch_t *make_batch(drive_t *d, size_t chunk)
             }
             v = x;
         } else if (d->src == SRC_F32) {
-            pk_dtype_t dt;
-            pk_dtype_parse("<f4", &dt);
+            static const pk_dtype_t f4 = {'f', '<', 0, 4};
             int64_t shape = (int64_t)d->lens[d->pos];
-            v = pk_ndarray(doc, &dt, 1, &shape, (void *)d->f32[d->pos],
+            v = pk_ndarray(doc, &f4, 1, &shape, (void *)d->f32[d->pos],
                            PK_VF_BORROWED | PK_VF_READONLY);
             if (v == NULL) {
                 d->input_rc =
@@ -902,6 +901,22 @@ static pool__batch_t *make_batch(drive_t *d, size_t chunk)
     return b;
 }
 
+/* Items a streaming job may have submitted and not yet delivered: enough to
+ * keep every worker's credit full twice over, and no more (backpressure). */
+static size_t window_of(const drive_t *d, size_t chunk)
+{
+    return 2 * (size_t)d->p->nworkers * (size_t)d->p->prefetch * chunk;
+}
+
+/* The job takes no more of the master's attention (p->mu held). */
+static void job_deactivate(pool_t *p, pool__job_t *j)
+{
+    if (j->active) {
+        j->active = 0;
+        p->active_jobs--;
+    }
+}
+
 /* Submits batches while the window allows.  Called without p->mu. */
 static void feed(drive_t *d)
 {
@@ -915,8 +930,7 @@ static void feed(drive_t *d)
         if (d->eof)
             break;
         size_t chunk = pick_chunk(d);
-        size_t window = 2 * (size_t)p->nworkers * (size_t)p->prefetch * chunk;
-        if (d->submitted + nsub - d->completed + d->held >= window)
+        if (d->submitted + nsub - d->completed + d->held >= window_of(d, chunk))
             break;
         pool__batch_t *b = make_batch(d, chunk);
         if (b == NULL)
@@ -938,10 +952,8 @@ static void feed(drive_t *d)
             p->subq_head = h;
         p->subq_tail = t;
     }
-    if (d->eof && j->active) {
-        j->active = 0;
-        p->active_jobs--;
-    }
+    if (d->eof)
+        job_deactivate(p, j);
     pthread_mutex_unlock(&p->mu);
     d->submitted += nsub;
     if (h != NULL || d->eof)
@@ -959,10 +971,7 @@ static void job_cancel(drive_t *d)
         j->cancel_ns = pool__now_ns();
         p->cancel_pending = 1;
     }
-    if (j->active) {
-        j->active = 0;
-        p->active_jobs--;
-    }
+    job_deactivate(p, j);
     pool__outcome_t *o = j->done_head;
     j->done_head = j->done_tail = NULL;
     pthread_mutex_unlock(&p->mu);
@@ -991,10 +1000,7 @@ static void job_end(drive_t *d)
     if (d->completed < d->submitted || !d->eof)
         job_cancel(d);
     pthread_mutex_lock(&p->mu);
-    if (j->active) {
-        j->active = 0;
-        p->active_jobs--;
-    }
+    job_deactivate(p, j);
     if (d->borrows)
         while (j->blobs > 0)
             pthread_cond_wait(&p->cv, &p->mu);
@@ -1051,15 +1057,11 @@ static pk_err_t pump(drive_t *d, pool__outcome_t **got,
                     d->eof = 1;
                 }
                 pthread_mutex_lock(&p->mu);
-                if (j->active) {
-                    j->active = 0;
-                    p->active_jobs--;
-                }
+                job_deactivate(p, j);
                 break;
             }
-            size_t window =
-                2 * (size_t)p->nworkers * (size_t)p->prefetch * pick_chunk(d);
-            if (!d->eof && d->submitted - d->completed + d->held < window)
+            if (!d->eof && d->submitted - d->completed + d->held <
+                               window_of(d, pick_chunk(d)))
                 break; /* room to feed more */
             rc = cv_wait(p, deadline);
             if (rc != PK_OK)

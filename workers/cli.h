@@ -82,6 +82,10 @@ pk_err_t pk__cli_decompress(pk_cli_compress_t c, const void *data, size_t len,
 pk_err_t pk__cli_compress(pk_cli_compress_t c, const void *data, size_t len,
                           pk_buf_t *out, pk_error_t *err);
 
+/* Makes room for at least `want` more bytes after b->len (growing by half,
+ * overflow-checked).  Returns PK_OK or PK_ENOMEM with err filled. */
+pk_err_t pk__cli_buf_reserve(pk_buf_t *b, size_t want, pk_error_t *err);
+
 /* Reads all of `fp` and appends it to *out (caller-owned: pk_buf_free it on
  * success and failure alike), decompressed when it starts with a known
  * magic.  At most `max` bytes are accepted, before and after

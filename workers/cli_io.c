@@ -70,7 +70,7 @@ int pk__cli_usage_error(const char *fmt, ...)
 
 /* Makes room for at least `want` more bytes after b->len, growing by at least
  * half so appends stay amortised O(1). */
-static pk_err_t buf_reserve(pk_buf_t *b, size_t want, pk_error_t *err)
+pk_err_t pk__cli_buf_reserve(pk_buf_t *b, size_t want, pk_error_t *err)
 {
     size_t need, cap;
     uint8_t *p;
@@ -94,7 +94,7 @@ static pk_err_t buf_reserve(pk_buf_t *b, size_t want, pk_error_t *err)
 static pk_err_t buf_append(pk_buf_t *b, const void *data, size_t len,
                            pk_error_t *err)
 {
-    pk_err_t rc = buf_reserve(b, len, err);
+    pk_err_t rc = pk__cli_buf_reserve(b, len, err);
 
     if (rc != PK_OK)
         return rc;
@@ -383,7 +383,7 @@ static pk_err_t codec_run(pk_cli_compress_t kind, int compress,
         left = max_out - (out->len - start);
         if (want > left && left < SIZE_MAX)
             want = left + 1;
-        if ((rc = buf_reserve(out, want, err)) != PK_OK)
+        if ((rc = pk__cli_buf_reserve(out, want, err)) != PK_OK)
             break;
         o = out->data + out->len;
         /* zlib and bzip2 count in 32 bits: keep `room` what the codec saw. */
@@ -451,7 +451,7 @@ pk_err_t pk__cli_read_stream(FILE *fp, size_t max, pk_buf_t *out,
             rc = pk__err(err, PK_ELIMIT, "input is larger than %zu bytes", max);
             goto fail;
         }
-        if ((rc = buf_reserve(out, 65536, err)) != PK_OK)
+        if ((rc = pk__cli_buf_reserve(out, 65536, err)) != PK_OK)
             goto fail;
         n = fread(out->data + out->len, 1, out->cap - out->len, fp);
         out->len += n;

@@ -485,28 +485,13 @@ typedef struct stream_in {
     pk_err_t rc;
 } stream_in_t;
 
-static pk_err_t buf_grow(pk_buf_t *b, size_t need)
-{
-    if (b->cap - b->len >= need)
-        return PK_OK;
-    size_t cap = b->cap ? b->cap : 65536;
-    while (cap - b->len < need)
-        cap *= 2;
-    uint8_t *d = pk__realloc(b->data, cap);
-    if (d == NULL)
-        return PK_ENOMEM;
-    b->data = d;
-    b->cap = cap;
-    return PK_OK;
-}
-
 /* Appends up to `want` bytes from s->fp; sets eof at the end of the file. */
 static pk_err_t stream_read(stream_in_t *s, size_t want)
 {
     size_t n;
 
-    if (buf_grow(&s->buf, want) != PK_OK)
-        return pk__err(&s->err, PK_ENOMEM, "out of memory");
+    if (pk__cli_buf_reserve(&s->buf, want, &s->err) != PK_OK)
+        return s->err.code;
     n = fread(s->buf.data + s->buf.len, 1, want, s->fp);
     s->buf.len += n;
     if (n < want) {
