@@ -768,6 +768,11 @@ static void test_exit0_item(void **state)
 
 /* ---- timeouts ----------------------------------------------------------- */
 
+/* An item that only a timeout, terminate or destroy can end: if the pool
+ * fails to end it, the call never returns and the test's hard time limit
+ * fails the test.  No wall-clock bound is asserted (timing is bench/'s). */
+#define HUNG_S 3600.0
+
 static void check_hung(pool_t *p, const pool_call_opts_t *co)
 {
     const size_t n = 20, hung = 7;
@@ -776,13 +781,10 @@ static void check_hung(pool_t *p, const pool_call_opts_t *co)
 
     assert_int_equal(pk_doc_new(&doc), PK_OK);
     for (size_t i = 0; i < n; i++)
-        items[i] = pk_float(doc, i == hung ? 30.0 : 0.01);
-    double t0 = now_s();
+        items[i] = pk_float(doc, i == hung ? HUNG_S : 0.01);
+    /* Only the timeout can end the hung item: if it fails to, the map never
+     * returns and the test's hard time limit fails the test. */
     pool_results_t *r = map_values(p, "sleep", items, n, co);
-    double took = now_s() - t0;
-    if (took > 5)
-        fail_msg("a map with one hung item under a 0.5 s timeout took %.1f s",
-                 took);
     assert_int_equal(pool_results_failed(r), 1);
     for (size_t i = 0; i < n; i++) {
         if (i == hung) {
@@ -795,8 +797,7 @@ static void check_hung(pool_t *p, const pool_call_opts_t *co)
             fail_msg("item %zu: %s %s", i, pk_errname(it->status),
                      it->error ? it->error : "");
     }
-    print_message("hung item: %s (map took %.2f s)\n",
-                  pool_results_item(r, hung)->error, took);
+    print_message("hung item: %s\n", pool_results_item(r, hung)->error);
     pool_results_free(&r);
     pk_doc_free(&doc);
 }
@@ -811,7 +812,7 @@ static pk_err_t sleeps_next(void *ctx, pk_doc_t *doc, pk_value_t **item)
     *item = NULL;
     if (g->next == g->n)
         return PK_OK;
-    *item = pk_float(doc, g->next++ == g->hung ? 10.0 : 0.01);
+    *item = pk_float(doc, g->next++ == g->hung ? HUNG_S : 0.01);
     return *item ? PK_OK : PK_ENOMEM;
 }
 
@@ -839,9 +840,6 @@ static void check_hung_imap(pool_t *p, const pool_call_opts_t *co, size_t n,
     }
     assert_int_equal(rc, PK_ECANCELED);
     assert_int_equal(got, n);
-    if (now_s() - t0 > 5)
-        fail_msg("imap of %zu items with one hung took %.1f s", n,
-                 now_s() - t0);
     pool_iter_free(&it);
 }
 
@@ -1491,10 +1489,7 @@ static void test_imap_errors_and_abandon(void **state)
     CHECK_OK(pool_imap(p, "examples", "square", gen_next, &g2, NULL, &it, E_));
     for (int i = 0; i < 10; i++)
         assert_int_equal(pool_iter_next(it, &item, 30), PK_OK);
-    double t0 = now_s();
-    pool_iter_free(&it);
-    if (now_s() - t0 > 5)
-        fail_msg("pool_iter_free mid-map took %.1f s", now_s() - t0);
+    pool_iter_free(&it); /* must not wait for the rest of the input */
 
     int64_t v[5000], out[5000];
     for (int i = 0; i < 5000; i++)
@@ -1540,7 +1535,7 @@ static void test_apply_async(void **state)
     double t0 = now_s();
     assert_int_equal(pool_future_wait(f, 0.05, &item), PK_ETIMEDOUT);
     double waited = now_s() - t0;
-    if (waited < 0.04 || waited > 2)
+    if (waited < 0.04) /* not before its timeout */
         fail_msg("pool_future_wait(0.05) returned after %.3f s", waited);
     assert_int_equal(pool_future_wait(f, 0, &item), PK_ETIMEDOUT);
     CHECK_OK(pool_future_wait(f, 10, &item));
@@ -1629,15 +1624,12 @@ static void test_close_join_terminate(void **state)
 
     /* terminate: in-flight work is canceled at once */
     p = start_n(0);
-    f = apply1(p, "sleep", pk_float(doc, 30.0), doc);
+    f = apply1(p, "sleep", pk_float(doc, HUNG_S), doc);
     sleep_s(0.2);
-    t0 = now_s();
     pool_terminate(p);
-    CHECK_OK(pool_future_wait(f, 5, &item));
+    CHECK_OK(pool_future_wait(f, -1, &item)); /* only terminate ends it */
     assert_int_equal(item.status, PK_ECANCELED);
-    CHECK_OK(pool_join(p, 5));
-    if (now_s() - t0 > 3)
-        fail_msg("terminate + join took %.1f s", now_s() - t0);
+    CHECK_OK(pool_join(p, -1));
     assert_int_equal(pool_map(p, "examples", "square",
                               (const pk_value_t *const *)&one, 1, NULL, &r,
                               &err),
@@ -1645,21 +1637,15 @@ static void test_close_join_terminate(void **state)
     pool_future_free(&f);
     pool_destroy(&p);
 
-    /* join on a running pool that was neither closed nor terminated times
-     * out rather than waiting for ever */
+    /* join on a running pool that was neither closed nor terminated is
+     * refused rather than waiting for ever */
     p = start_n(1);
-    t0 = now_s();
-    assert_int_not_equal(pool_join(p, 0.2), PK_OK);
-    assert_true(now_s() - t0 < 3);
+    assert_int_equal(pool_join(p, 0.2), PK_EINVAL);
 
     /* destroy with work in flight returns promptly */
-    f = apply1(p, "sleep", pk_float(doc, 30.0), doc);
+    f = apply1(p, "sleep", pk_float(doc, HUNG_S), doc);
     pool_future_free(&f);
-    t0 = now_s();
-    pool_destroy(&p);
-    if (now_s() - t0 > 3)
-        fail_msg("pool_destroy with a 30 s task in flight took %.1f s",
-                 now_s() - t0);
+    pool_destroy(&p); /* kills the worker: never waits for the task */
     pk_doc_free(&doc);
 }
 
@@ -2038,7 +2024,7 @@ static void test_sigint_interrupts_map(void **state)
 
     assert_int_equal(pk_doc_new(&doc), PK_OK);
     for (int i = 0; i < 40; i++)
-        items[i] = pk_float(doc, 1.0);
+        items[i] = pk_float(doc, HUNG_S); /* only SIGINT can end the map */
     assert_int_equal(pthread_create(&th, NULL, sigint_later, NULL), 0);
     double t0 = now_s();
     pk_err_t rc =
@@ -2050,12 +2036,7 @@ static void test_sigint_interrupts_map(void **state)
         fail_msg("SIGINT during pool_map: %s after %.2f s", pk_errname(rc),
                  took);
     assert_null(r);
-    if (took > 5)
-        fail_msg("pool_map took %.1f s to return after SIGINT", took);
-    t0 = now_s();
-    pool_destroy(&p);
-    if (now_s() - t0 > 5)
-        fail_msg("pool_destroy after SIGINT took %.1f s", now_s() - t0);
+    pool_destroy(&p); /* kills the sleeping workers */
     pk_doc_free(&doc);
 }
 
