@@ -96,5 +96,7 @@ int main(int argc, char **argv)
         closedir(d);
     }
     printf("replayed %d inputs%s\n", files, fail ? ", some unreadable" : "");
-    return fail;
+    if (files == 0)
+        fprintf(stderr, "no corpus files found: nothing was tested\n");
+    return fail || files == 0;
 }

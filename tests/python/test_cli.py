@@ -22,6 +22,9 @@ import pytest
 BINARY = os.path.join(os.environ.get("PICKLEPOOL_BUILD", "build"), "picklepool")
 
 if not os.access(BINARY, os.X_OK):
+    # under `make test` (PICKLEPOOL_BUILD set) a missing binary is a failure
+    if os.environ.get("PICKLEPOOL_BUILD"):
+        pytest.fail(f"{BINARY} has not been built", pytrace=False)
     pytest.skip(f"{BINARY} has not been built", allow_module_level=True)
 
 OPENERS = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}
