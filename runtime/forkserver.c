@@ -30,6 +30,7 @@
 #include <unistd.h>
 
 #include "common.h"
+#include "lane.h"
 #include "registry_int.h"
 #include "scoreboard.h"
 #include "worker.h"
@@ -225,6 +226,15 @@ static void fs_child(fs_pool_t *fp, const pool__fs_msg_t *m, pid_t server)
         mmap(NULL, sbsize, PROT_READ | PROT_WRITE, MAP_SHARED, fp->memfd, 0);
     if (map != MAP_FAILED)
         sb = (pool__sb_slot_t *)map + m->slot;
+    pool__lane_t *lane = NULL;
+    if (fp->cfg.spin_ns > 0) {
+        void *lm = mmap(NULL, POOL_LANE_BYTES, PROT_READ | PROT_WRITE,
+                        MAP_SHARED, fp->memfd,
+                        (off_t)(pool__lanes_off(fp->cfg.nworkers) +
+                                POOL_LANE_BYTES * (uint64_t)m->slot));
+        if (lm != MAP_FAILED)
+            lane = lm;
+    }
     uint8_t *arena = NULL;
     const pool__shm_layout_t *lay = &fp->cfg.shm;
     if (lay->size > 0) {
@@ -263,6 +273,8 @@ static void fs_child(fs_pool_t *fp, const pool__fs_msg_t *m, pid_t server)
         .shm = arena,
         .shm_lay = arena != NULL ? lay : NULL,
         .shm_threshold = (size_t)fp->cfg.shm_threshold,
+        .lane = lane,
+        .spin_ns = fp->cfg.spin_ns,
     };
     int rc = pool__worker_main(&wc);
     fflush(NULL);

@@ -69,6 +69,7 @@ typedef struct pool__fs_pool_cfg {
     pool__shm_layout_t shm; /* the arena (size 0: none) */
     uint64_t shm_off;       /* its offset in the scoreboard memfd */
     uint64_t shm_threshold; /* result buffers this big go through it */
+    uint64_t spin_ns;       /* fast lanes' busy-poll budget (0: no lanes) */
 } pool__fs_pool_cfg_t;
 
 /* Pool-channel messages (fixed size, one per SEQPACKET datagram). */

@@ -12,7 +12,8 @@
  * has a deadline, so an idle pool sleeps and an apply wakes it at once.
  *
  * Failure invariants: a batch is in exactly one place (a caller's hands, the
- * submission list, the queue, one worker's in-flight list, or freed);
+ * submission list, the queue, one worker's in-flight list, one worker's
+ * fast lane (lane.h), or freed);
  * requeueing gives it a new wire id at its next dispatch, so a late RESULT
  * for an old dispatch finds nothing and is dropped - no item is lost or
  * delivered twice.
@@ -179,12 +180,13 @@ static void deliver(turn_t *t, pool__outcome_t *o)
     POOL__LIST_APPEND(t->out_head, t->out_tail, o);
 }
 
-static void synth(turn_t *t, pool__job_t *j, size_t first, uint32_t count,
-                  pk_err_t status, const char *msg)
+pool__outcome_t *pool__outcome_synth(pool__job_t *j, size_t first,
+                                     uint32_t count, pk_err_t status,
+                                     const char *msg)
 {
     pool__outcome_t *o = pk__calloc(1, sizeof *o);
     if (o == NULL)
-        return; /* the caller then waits for ever: only under OOM */
+        return NULL;
     o->job = j;
     pool__job_ref(j);
     o->slot = -1;
@@ -192,7 +194,15 @@ static void synth(turn_t *t, pool__job_t *j, size_t first, uint32_t count,
     o->count = count;
     o->status = status;
     o->msg = pk__strdup(msg);
-    deliver(t, o);
+    return o;
+}
+
+static void synth(turn_t *t, pool__job_t *j, size_t first, uint32_t count,
+                  pk_err_t status, const char *msg)
+{
+    pool__outcome_t *o = pool__outcome_synth(j, first, count, status, msg);
+    if (o != NULL) /* else the caller waits for ever: only under OOM */
+        deliver(t, o);
 }
 
 static void fail_batch(turn_t *t, pool__batch_t *b, pk_err_t status,
@@ -439,6 +449,155 @@ static void spawn(pool_t *p, int slot, uint64_t now)
 
 static void set_broken(pool_t *p, turn_t *t, const char *msg);
 
+/* ---- fast lanes (lane.h): the master's part ------------------------------
+ * The master takes a lane's batch back when its worker died before
+ * finishing it, when the reply went over the socket (WIRE), and when its
+ * caller gave up on a finished one; it enforces deadlines and cancel grace
+ * on lane batches as on in-flight ones. */
+
+/* Copies a job's cancel mark to the master's own (p->mu held). */
+static void lane_mark(pool__batch_t *b)
+{
+    if (b != NULL && b->job->canceled && !b->job->m_canceled) {
+        b->job->m_canceled = 1;
+        b->job->m_cancel_ns = b->job->cancel_ns;
+    }
+}
+
+/* For a worker that is gone: unless it finished (DONE, which its caller
+ * consumes as usual), the lane goes back to FREE, its caller is woken to
+ * wait on the job instead, and its batch (if registered) is returned. */
+static pool__batch_t *lane_take_unfinished(pool_t *p, int slot)
+{
+    if (p->lanes == NULL)
+        return NULL;
+    pool__lane_t *l = &p->lanes[slot];
+    pool__batch_t *b = NULL;
+    pthread_mutex_lock(&p->mu);
+    uint32_t v = atomic_load(&l->state);
+    while (POOL_LANE_ST(v) != POOL_LANE_DONE &&
+           !atomic_compare_exchange_weak(&l->state, &v,
+                                         POOL_LANE_TAG(v) | POOL_LANE_FREE))
+        ;
+    if (POOL_LANE_ST(v) != POOL_LANE_DONE) {
+        b = p->lane_recs[slot].b;
+        p->lane_recs[slot].b = NULL;
+        lane_mark(b);
+    }
+    pthread_mutex_unlock(&p->mu);
+    pool__lane_wake(l);
+    return b;
+}
+
+/* The batch whose reply came over the socket as `id` (the worker set WIRE
+ * first), or NULL. */
+static pool__batch_t *lane_take_wire(pool_t *p, int slot, uint64_t id)
+{
+    if (p->lanes == NULL)
+        return NULL;
+    pool__lane_t *l = &p->lanes[slot];
+    pthread_mutex_lock(&p->mu);
+    pool__batch_t *b = p->lane_recs[slot].b;
+    uint32_t v = atomic_load(&l->state);
+    if (b == NULL || b->id != id || POOL_LANE_ST(v) != POOL_LANE_WIRE) {
+        pthread_mutex_unlock(&p->mu);
+        return NULL;
+    }
+    p->lane_recs[slot].b = NULL;
+    lane_mark(b);
+    atomic_store(&l->state, POOL_LANE_TAG(v) | POOL_LANE_FREE);
+    pthread_mutex_unlock(&p->mu);
+    return b;
+}
+
+/* Deadlines and cancel grace of lane batches; frees finished ones nobody
+ * waits for.  Returns non-zero while some lane batch needs the tick. */
+static int lane_tick(pool_t *p, turn_t *t)
+{
+    if (p->lanes == NULL)
+        return 0;
+    int need = 0;
+    pool__batch_t *drop = NULL;
+    pthread_mutex_lock(&p->mu);
+    for (int s = 0; s < p->nworkers; s++) {
+        pool__batch_t *b = p->lane_recs[s].b;
+        if (b == NULL)
+            continue;
+        pool__mworker_t *w = &p->w[s];
+        pool__lane_t *l = &p->lanes[s];
+        int alive = w->kill_reason == KILL_NONE && w->pid > 0;
+        if (b->job->canceled) {
+            uint32_t v = atomic_load(&l->state);
+            if (POOL_LANE_ST(v) == POOL_LANE_DONE) {
+                p->lane_recs[s].b = NULL;
+                atomic_store(&l->state, POOL_LANE_TAG(v) | POOL_LANE_FREE);
+                b->next = drop;
+                drop = b;
+                continue;
+            }
+            need = 1;
+            if (alive && t->now - b->job->cancel_ns > CANCEL_GRACE_NS) {
+                w->kill_reason = KILL_CANCEL;
+                w->state = POOL_W_DRAINING;
+                kill_worker(p, s, SIGKILL);
+            }
+            continue;
+        }
+        if (b->job->timeout_ns == 0)
+            continue;
+        need = 1;
+        pool__sb_slot_t *sb = &p->sb[s];
+        if (!alive ||
+            atomic_load_explicit(&sb->state, memory_order_acquire) !=
+                POOL_SB_BUSY ||
+            POOL_SB_LOAD(sb->batch) != b->id)
+            continue;
+        uint32_t item = atomic_load_explicit(&sb->item, memory_order_acquire);
+        uint64_t start = POOL_SB_LOAD(sb->start_ns);
+        if (item < b->count && t->now > start &&
+            t->now - start > b->job->timeout_ns) {
+            w->kill_reason = KILL_TIMEOUT;
+            w->kill_batch = b->id;
+            w->kill_item = item;
+            w->state = POOL_W_DRAINING;
+            kill_worker(p, s, SIGKILL);
+        }
+    }
+    pthread_mutex_unlock(&p->mu);
+    while (drop != NULL) {
+        pool__batch_t *n = drop->next;
+        pool__batch_free(drop);
+        drop = n;
+    }
+    return need;
+}
+
+/* Does some lane carry a batch? */
+static int lane_busy(pool_t *p)
+{
+    int busy = 0;
+    if (p->lanes == NULL)
+        return 0;
+    pthread_mutex_lock(&p->mu);
+    for (int s = 0; s < p->nworkers && !busy; s++)
+        busy = p->lane_recs[s].b != NULL;
+    pthread_mutex_unlock(&p->mu);
+    return busy;
+}
+
+/* At exit, every worker gone: what lanes still hold nobody will collect. */
+static void lane_drop_all(pool_t *p, turn_t *t)
+{
+    for (int s = 0; p->lanes != NULL && s < p->nworkers; s++) {
+        pthread_mutex_lock(&p->mu);
+        pool__batch_t *b = p->lane_recs[s].b;
+        p->lane_recs[s].b = NULL;
+        pthread_mutex_unlock(&p->mu);
+        if (b != NULL)
+            fail_batch(t, b, PK_ECANCELED, "the pool was destroyed");
+    }
+}
+
 /* ---- deaths -----------------------------------------------------------------
  */
 
@@ -486,6 +645,17 @@ static void on_death(pool_t *p, turn_t *t, int slot, uint32_t gen, int pid,
                 w->state == POOL_W_DRAINING;
     char how[256];
     describe_exit(how, sizeof how, slot, pid, status);
+
+    /* A lane batch it had not finished is one more of its in-flight ones. */
+    pool__batch_t *lb = lane_take_unfinished(p, slot);
+    if (lb != NULL && p->terminating) {
+        fail_batch(t, lb, PK_ECANCELED, "the pool was terminated");
+    } else if (lb != NULL && p->broken) {
+        fail_batch(t, lb, PK_ECRASHED, p->broken_msg);
+    } else if (lb != NULL) {
+        lb->next = w->inflight;
+        w->inflight = lb;
+    }
 
     blist_t l = {0};
     pool__batch_t *b = w->inflight;
@@ -757,6 +927,28 @@ static uint16_t vec_reply_allowed(const pool__batch_t *b)
     return 0;
 }
 
+pk_err_t pool__result_check(const pool__batch_t *b, const pool__wire_hdr_t *h,
+                            size_t nf, const void *payload, size_t plen,
+                            pk_error_t *e)
+{
+    const uint16_t vec = POOL_WIRE_F_VEC_I64 | POOL_WIRE_F_VEC_F64;
+    if (h->count != b->count)
+        return pk__err(e, PK_EPROTO, "RESULT with %u items for a batch of %u",
+                       h->count, b->count);
+    if (nf != pool__wire_nframes(h))
+        return pk__err(e, PK_EPROTO, "RESULT with %zu frames, not %zu", nf,
+                       pool__wire_nframes(h));
+    if ((h->flags & vec) != 0 && (h->flags & vec) != vec_reply_allowed(b))
+        return pk__err(
+            e, PK_EPROTO,
+            "RESULT encoding (flags 0x%x) is not what the task asked",
+            (unsigned)h->flags);
+    if (h->flags & vec)
+        return pool__wire_vec_check(plen, h->count, e);
+    return pool__wire_recs_parse(payload, plen, h->count, h->nbufs, 1, NULL,
+                                 e);
+}
+
 static void on_result(pool_t *p, turn_t *t, int slot, const pool__wire_hdr_t *h,
                       zmq_msg_t *f, size_t nf)
 {
@@ -769,29 +961,15 @@ static void on_result(pool_t *p, turn_t *t, int slot, const pool__wire_hdr_t *h,
     if (shm)
         rc = shm_take(p, slot, h, f, nf, &ents, &e);
     pool__batch_t *b = take_inflight(w, h->batch);
+    if (b == NULL && (h->batch & POOL_LANE_ID_BIT))
+        b = lane_take_wire(p, slot, h->batch);
     if (b == NULL) {
         shm_drop(p, slot, h->nbufs, &ents);
         return; /* a dispatch we no longer wait for */
     }
-    if (rc != PK_OK)
-        ; /* reported below */
-    else if (h->count != b->count)
-        rc = pk__err(&e, PK_EPROTO, "RESULT with %u items for a batch of %u",
-                     h->count, b->count);
-    else if (nf != pool__wire_nframes(h))
-        rc = pk__err(&e, PK_EPROTO, "RESULT with %zu frames, not %zu", nf,
-                     pool__wire_nframes(h));
-    else if ((h->flags & (POOL_WIRE_F_VEC_I64 | POOL_WIRE_F_VEC_F64)) != 0 &&
-             (h->flags & (POOL_WIRE_F_VEC_I64 | POOL_WIRE_F_VEC_F64)) !=
-                 vec_reply_allowed(b))
-        rc = pk__err(&e, PK_EPROTO,
-                     "RESULT encoding (flags 0x%x) is not what the task asked",
-                     (unsigned)h->flags);
-    else if (h->flags & (POOL_WIRE_F_VEC_I64 | POOL_WIRE_F_VEC_F64))
-        rc = pool__wire_vec_check(zmq_msg_size(&f[1]), h->count, &e);
-    else
-        rc = pool__wire_recs_parse(zmq_msg_data(&f[1]), zmq_msg_size(&f[1]),
-                                   h->count, h->nbufs, 1, NULL, &e);
+    if (rc == PK_OK)
+        rc = pool__result_check(b, h, nf, zmq_msg_data(&f[1]),
+                                zmq_msg_size(&f[1]), &e);
     if (rc != PK_OK) {
         shm_drop(p, slot, h->nbufs, &ents);
         LOG_ONCE(p, POOL_WIRE_RESULT, slot, "malformed RESULT dropped: %s",
@@ -1064,7 +1242,7 @@ static int tick(pool_t *p, turn_t *t)
             break;
         }
     }
-    return need;
+    return need | lane_tick(p, t);
 }
 
 static void dispatch(pool_t *p, turn_t *t)
@@ -1141,7 +1319,7 @@ static int nothing_in_flight(pool_t *p)
     for (int s = 0; s < p->nworkers; s++)
         if (p->w[s].inflight != NULL)
             return 0;
-    return 1;
+    return !lane_busy(p);
 }
 
 void *pool__master_main(void *arg)
@@ -1249,6 +1427,7 @@ void *pool__master_main(void *arg)
     }
     /* Anything still queued belongs to jobs nobody waits for any more. */
     fail_all(p, &t, PK_ECANCELED, "the pool was destroyed");
+    lane_drop_all(p, &t);
     flush(p, &t);
     pk__free(fr);
     return NULL;

@@ -22,12 +22,14 @@
 #define POOL_MASTER_H
 
 #include <pthread.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <zmq.h>
 
 #include "forkserver.h"
+#include "lane.h"
 #include "picklepool/pool.h"
 #include "scoreboard.h"
 #include "shm.h"
@@ -137,11 +139,24 @@ typedef struct pool__mworker {
     unsigned quick_deaths; /* consecutive deaths soon after spawn */
 } pool__mworker_t;
 
+/* The batch a worker's fast lane carries (lane.h), under p->mu. */
+typedef struct pool__lane_rec {
+    pool__batch_t *b;
+} pool__lane_rec_t;
+
+/* What a caller keeps of a call it posted on a lane. */
+typedef struct pool__lane_ticket {
+    int slot;     /* -1: not on a lane (any more) */
+    uint32_t tag; /* the claim's tag */
+    uint64_t id;  /* the batch's lane id */
+} pool__lane_ticket_t;
+
 typedef struct pool__slot_stats {
     int32_t pid;
     unsigned restarts;
     uint64_t items_done;
     uint64_t busy_base_ns;
+    uint64_t lane_items;
 } pool__slot_stats_t;
 
 struct pool {
@@ -156,7 +171,12 @@ struct pool {
     pool__shm_t *shm; /* the arena, or NULL */
     uint64_t shm_off;
     pool__sb_slot_t *sb;
-    size_t sb_size;
+    size_t sb_size;         /* the scoreboard and the lanes */
+    pool__lane_t *lanes;    /* one per slot, in the sb mapping; NULL: none */
+    pool__lane_rec_t *lane_recs; /* under mu */
+    uint64_t spin_ns;       /* busy-poll budget of lanes (0: no lanes) */
+    _Atomic int lane_hint;  /* the slot a lane call went to last */
+    _Atomic uint64_t lane_next_id;
     char dir[256];
     char endpoint[300];
     int nworkers, prefetch, retries;
@@ -224,5 +244,30 @@ void pool__outcome_shm_release(pool__outcome_t *o);
 int pool__shm_stats(pool_t *p, size_t *task_used, size_t *res_held,
                     size_t *res_alloc);
 void pool__batch_free(pool__batch_t *b);
+
+/* An outcome giving `status` and a copy of msg to items [first, first +
+ * count) of j (holds a job reference), or NULL when out of memory. */
+pool__outcome_t *pool__outcome_synth(pool__job_t *j, size_t first,
+                                     uint32_t count, pk_err_t status,
+                                     const char *msg);
+
+/* Checks a RESULT for batch b: item count, frame count nf, that a raw vector
+ * reply is the one b asked for, and the payload.  PK_OK or PK_EPROTO. */
+pk_err_t pool__result_check(const pool__batch_t *b, const pool__wire_hdr_t *h,
+                            size_t nf, const void *payload, size_t plen,
+                            pk_error_t *e);
+
+/* The caller's side of the fast lane (lane.c).  pool__lane_post offers a
+ * single-item batch without buffers to an idle, polling worker: it returns
+ * 1 when the batch is gone (on a lane, t->slot >= 0, or already requeued by
+ * the master, t->slot < 0), 0 when no lane took it (b is untouched: submit
+ * it as usual).  pool__lane_wait polls, then sleeps, until the lane's reply
+ * is there: PK_OK with *out its outcome, or PK_OK with *out NULL when the
+ * outcome will come through the job (t->slot is then -1); PK_ETIMEDOUT at
+ * the monotonic `deadline` ns (0: none); PK_EINTR when *intr is set. */
+int pool__lane_post(pool_t *p, pool__batch_t *b, pool__lane_ticket_t *t);
+pk_err_t pool__lane_wait(pool_t *p, pool__lane_ticket_t *t, uint64_t deadline,
+                         const volatile sig_atomic_t *intr,
+                         pool__outcome_t **out);
 
 #endif /* POOL_MASTER_H */

@@ -205,6 +205,7 @@ static void pool_free(pool_t *p)
     pk__free(p->places);
     pk__free(p->stats);
     pk__free(p->w);
+    pk__free(p->lane_recs);
     pthread_cond_destroy(&p->cv);
     pthread_mutex_destroy(&p->mu);
     pk__free(p);
@@ -253,6 +254,8 @@ static pk_err_t check_opts(const pool_opts_t *o, pk_error_t *err)
                        o->retries);
     if (!(o->timeout >= 0) || o->timeout > 1e9)
         return pk__err(err, PK_EINVAL, "timeout must be >= 0 seconds");
+    if (o->spin_us > 1000000)
+        return pk__err(err, PK_EINVAL, "spin_us must be at most 1000000");
     if (o->shm_threshold > ((size_t)1 << 40))
         return pk__err(err, PK_EINVAL, "shm_threshold is too large");
     if (o->nplugins > 0 && o->plugins == NULL)
@@ -338,7 +341,20 @@ pk_err_t pool_create(pool_t **pp, const pool_opts_t *opts, pk_error_t *err)
     }
     snprintf(p->endpoint, sizeof p->endpoint, "ipc://%s/pool.sock", p->dir);
 
-    p->sb_size = sizeof(pool__sb_slot_t) * (size_t)p->nworkers;
+    /* The scoreboard, then (unless opted out) the fast lanes. */
+    if (opts->spin_us >= 0) {
+        p->spin_ns = (uint64_t)(opts->spin_us ? opts->spin_us
+                                              : POOL_LANE_DEFAULT_SPIN_US) *
+                     1000u;
+        p->sb_size = (size_t)pool__lanes_end(p->nworkers);
+        p->lane_recs = pk__calloc((size_t)p->nworkers, sizeof *p->lane_recs);
+        if (p->lane_recs == NULL) {
+            rc = pk__err(err, PK_ENOMEM, "out of memory");
+            goto fail;
+        }
+    } else {
+        p->sb_size = sizeof(pool__sb_slot_t) * (size_t)p->nworkers;
+    }
     p->memfd = memfd_create("picklepool-scoreboard", MFD_CLOEXEC);
     if (p->memfd < 0 || ftruncate(p->memfd, (off_t)p->sb_size) != 0) {
         rc = pk__err_sys(err, PK_ESYS, errno, "memfd for the scoreboard");
@@ -355,6 +371,9 @@ pk_err_t pool_create(pool_t **pp, const pool_opts_t *opts, pk_error_t *err)
         rc = pk__err_sys(err, PK_ESYS, errno, "mmap of the scoreboard");
         goto fail;
     }
+    if (p->spin_ns > 0)
+        p->lanes = (pool__lane_t *)((uint8_t *)p->sb +
+                                    pool__lanes_off(p->nworkers));
     p->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     if (p->efd < 0) {
         rc = pk__err_sys(err, PK_ESYS, errno, "eventfd");
@@ -376,6 +395,7 @@ pk_err_t pool_create(pool_t **pp, const pool_opts_t *opts, pk_error_t *err)
         cfg.shm_off = p->shm_off;
         cfg.shm_threshold = shm_threshold;
     }
+    cfg.spin_ns = p->spin_ns;
     rc = pool__fs_open_pool(&cfg, p->memfd, &p->chan, err);
     if (rc != PK_OK)
         goto fail;
@@ -673,6 +693,7 @@ typedef struct drive {
     int borrows;            /* batches borrow the caller's memory */
     pool__outcome_t *local; /* outcomes made on this side */
     size_t item_bytes;      /* encoded bytes per item of the last batch */
+    pool__lane_ticket_t lane; /* an apply posted on a fast lane */
 } drive_t;
 
 static pk_err_t job_start(drive_t *d, pool_t *p, int kind, uint16_t flags,
@@ -728,6 +749,7 @@ static pk_err_t job_start(drive_t *d, pool_t *p, int kind, uint16_t flags,
     memset(d, 0, sizeof *d);
     d->p = p;
     d->j = j;
+    d->lane.slot = -1;
     return PK_OK;
 }
 
@@ -944,6 +966,12 @@ static void feed(drive_t *d)
         if (d->src == SRC_APPLY)
             break;
     }
+    /* A single call goes straight to an idle worker's lane if one polls:
+     * the master need not even wake up (unless a close waits on it). */
+    int laned = d->src == SRC_APPLY && h != NULL &&
+                pool__lane_post(p, h, &d->lane);
+    if (laned)
+        h = t = NULL;
     pthread_mutex_lock(&p->mu);
     if (h != NULL) {
         if (p->subq_tail)
@@ -954,9 +982,10 @@ static void feed(drive_t *d)
     }
     if (d->eof)
         job_deactivate(p, j);
+    int wake = h != NULL || (d->eof && (!laned || p->closed));
     pthread_mutex_unlock(&p->mu);
     d->submitted += nsub;
-    if (h != NULL || d->eof)
+    if (wake)
         pool__master_wake(p);
 }
 
@@ -1754,11 +1783,20 @@ pk_err_t pool_future_wait(pool_future_t *f, double timeout, pool_item_t *item)
     if (f == NULL || item == NULL)
         return PK_EINVAL;
     struct timespec dl = deadline_in(timeout);
+    uint64_t dl_ns = timeout < 0 ? 0 : (uint64_t)dl.tv_sec * 1000000000u +
+                                           (uint64_t)dl.tv_nsec;
     while (!f->done) {
         pool__outcome_t *got = NULL;
         pk_error_t e;
+        pk_err_t rc = PK_OK;
         block_enter();
-        pk_err_t rc = pump(&f->d, &got, timeout < 0 ? NULL : &dl, &e);
+        if (f->d.lane.slot >= 0) {
+            rc = pool__lane_wait(f->d.p, &f->d.lane, dl_ns, &sig_flag, &got);
+            if (got != NULL)
+                f->d.completed += got->count;
+        }
+        if (rc == PK_OK && got == NULL)
+            rc = pump(&f->d, &got, timeout < 0 ? NULL : &dl, &e);
         block_leave();
         if (rc == PK_ETIMEDOUT || rc == PK_EINTR)
             return rc;
@@ -1828,6 +1866,7 @@ pk_err_t pool_stats(pool_t *p, pool_worker_stats_t *out, size_t cap, size_t *n)
                              POOL_SB_LOAD(p->sb[i].busy_ns)) /
                     1e9;
         s->restarts = p->stats[i].restarts;
+        s->lane_items = p->stats[i].lane_items;
     }
     pthread_mutex_unlock(&p->mu);
     return PK_OK;

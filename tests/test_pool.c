@@ -2040,6 +2040,273 @@ static void test_sigint_interrupts_map(void **state)
     pk_doc_free(&doc);
 }
 
+/* ---- the fast lane (runtime/lane.h) ------------------------------------- */
+
+static uint64_t lane_items(pool_t *p)
+{
+    pool_worker_stats_t st[64];
+    size_t n = stats(p, st, 64);
+    uint64_t sum = 0;
+    for (size_t i = 0; i < n && i < 64; i++)
+        sum += st[i].lane_items;
+    return sum;
+}
+
+static unsigned restarts_of(pool_t *p)
+{
+    pool_worker_stats_t st[64];
+    size_t n = stats(p, st, 64);
+    unsigned sum = 0;
+    for (size_t i = 0; i < n && i < 64; i++)
+        sum += st[i].restarts;
+    return sum;
+}
+
+/* n sequential applies of square(base + i), each checked. */
+static void square_calls(pool_t *p, pk_doc_t *doc, int64_t base, int n)
+{
+    pool_item_t item;
+    for (int i = 0; i < n; i++) {
+        pool_future_t *f = apply1(p, "square", pk_int(doc, base + i), doc);
+        CHECK_OK(pool_future_wait(f, 30, &item));
+        if (item.status != PK_OK || item.value->type != PK_INT ||
+            item.value->u.i != (base + i) * (base + i))
+            fail_msg("square(%" PRId64 "): %s %s", base + i,
+                     pk_errname(item.status), item.error ? item.error : "");
+        pool_future_free(&f);
+    }
+}
+
+static void test_lane_round_trips(void **state)
+{
+    pk_doc_t *doc = NULL;
+    assert_int_equal(pk_doc_new(&doc), PK_OK);
+    pool_t *p = start_n(2);
+    square_calls(p, doc, -100, 500);
+    uint64_t laned = lane_items(p);
+    print_message("500 sequential applies: %" PRIu64 " through the lane\n",
+                  laned);
+    /* Back-to-back calls find the last worker still polling. */
+    assert_true(laned > 0);
+    pool_destroy(&p);
+
+    /* Opted out: the same calls, all through the socket. */
+    pool_opts_t o;
+    opts_for(&o, 2);
+    o.spin_us = -1;
+    p = start(&o);
+    square_calls(p, doc, 7, 200);
+    assert_int_equal(lane_items(p), 0);
+    pool_destroy(&p);
+    pk_doc_free(&doc);
+}
+
+/* An idle worker polls its lane; kill it there, then crash one mid-call. */
+static void test_lane_worker_deaths(void **state)
+{
+    pk_doc_t *doc = NULL;
+    pool_item_t item;
+    assert_int_equal(pk_doc_new(&doc), PK_OK);
+    pool_t *p = start_n(2);
+    for (int round = 0; round < 5; round++) {
+        square_calls(p, doc, round * 10, 20);
+        pool_worker_stats_t st[2];
+        stats(p, st, 2);
+        if (st[0].pid > 0)
+            kill(st[0].pid, SIGKILL);
+        square_calls(p, doc, round * 10, 20);
+    }
+    /* A call that kills its worker (crash(x) SIGKILLs itself for x < 0)
+     * is retried, then fails alone naming the signal; the lane survives. */
+    uint64_t before = lane_items(p);
+    pool_future_t *f = apply1(p, "crash", pk_int(doc, -1), doc);
+    CHECK_OK(pool_future_wait(f, 60, &item));
+    assert_int_equal(item.status, PK_ECRASHED);
+    assert_non_null(strstr(item.error, "SIGKILL"));
+    pool_future_free(&f);
+    square_calls(p, doc, 3, 200);
+    assert_true(lane_items(p) > before);
+    assert_true(restarts_of(p) >= 5 + 3);
+    pool_destroy(&p);
+    pk_doc_free(&doc);
+}
+
+static void test_lane_timeout_and_interrupt(void **state)
+{
+    pk_doc_t *doc = NULL;
+    pool_item_t item;
+    assert_int_equal(pk_doc_new(&doc), PK_OK);
+    pool_opts_t o;
+    opts_for(&o, 2);
+    o.timeout = 0.3;
+    pool_t *p = start(&o);
+    square_calls(p, doc, 0, 50); /* the workers poll */
+    /* Only the timeout can end it (else the test's time limit fails it). */
+    pool_future_t *f = apply1(p, "sleep", pk_float(doc, HUNG_S), doc);
+    CHECK_OK(pool_future_wait(f, -1, &item));
+    assert_int_equal(item.status, PK_ETIMEDOUT);
+    assert_non_null(strstr(item.error, "timed out"));
+    pool_future_free(&f);
+    square_calls(p, doc, 0, 50);
+    assert_true(restarts_of(p) >= 1);
+    pool_destroy(&p);
+
+    /* SIGINT ends a wait on a lane call; the future stays valid. */
+    p = start_n(2);
+    square_calls(p, doc, 0, 50);
+    pthread_t th;
+    f = apply1(p, "sleep", pk_float(doc, 0.8), doc);
+    assert_int_equal(pthread_create(&th, NULL, sigint_later, NULL), 0);
+    pk_err_t rc = pool_future_wait(f, -1, &item);
+    pthread_join(th, NULL);
+    assert_int_equal(rc, PK_EINTR);
+    CHECK_OK(pool_future_wait(f, -1, &item));
+    assert_int_equal(item.status, PK_OK);
+    assert_true(item.value->u.f == 0.8);
+    pool_future_free(&f);
+    pool_destroy(&p);
+    pk_doc_free(&doc);
+}
+
+/* big(n) -> a str of n bytes 'a' + (i % 26): too big for the lane's reply
+ * area at 100 kB, so it goes back over the socket. */
+static pk_err_t big_fn(pool_call_t *call, pk_value_t **result)
+{
+    int64_t n = 0;
+    if (pk_as_int(pk_item(call->args, 0), &n) != PK_OK || n < 0)
+        return PK_ETYPE;
+    char *b = malloc((size_t)n + 1);
+    if (b == NULL)
+        return PK_ENOMEM;
+    for (int64_t i = 0; i < n; i++)
+        b[i] = (char)('a' + i % 26);
+    *result = pk_str(call->doc, b, (size_t)n);
+    free(b);
+    return *result ? PK_OK : PK_ENOMEM;
+}
+
+static void check_big(const pool_item_t *item, int64_t n)
+{
+    if (item->status != PK_OK)
+        fail_msg("big(%" PRId64 "): %s %s", n, pk_errname(item->status),
+                 item->error ? item->error : "");
+    assert_int_equal(item->value->type, PK_STR);
+    size_t len = item->value->u.str.len;
+    const char *s = item->value->u.str.ptr;
+    assert_int_equal(len, (size_t)n);
+    for (int64_t i = 0; i < n; i++)
+        if (s[i] != (char)('a' + i % 26))
+            fail_msg("big(%" PRId64 ") differs at %" PRId64, n, i);
+}
+
+static void test_lane_big_reply_and_retiring(void **state)
+{
+    pk_doc_t *doc = NULL;
+    pool_item_t item;
+    assert_int_equal(pool_register("examples", "big", big_fn, NULL), PK_OK);
+    assert_int_equal(pk_doc_new(&doc), PK_OK);
+    pool_t *p = start_n(2);
+    static const int64_t sizes[] = {0, 1000, 40000, 100000, 3000000, 10};
+    for (int rep = 0; rep < 20; rep++) {
+        for (size_t k = 0; k < sizeof sizes / sizeof *sizes; k++) {
+            pool_future_t *f = apply1(p, "big", pk_int(doc, sizes[k]), doc);
+            CHECK_OK(pool_future_wait(f, 30, &item));
+            check_big(&item, sizes[k]);
+            pool_future_free(&f);
+        }
+    }
+    print_message("120 applies of big(): %" PRIu64 " replies in the lane\n",
+                  lane_items(p));
+    assert_true(lane_items(p) > 0);
+    pool_destroy(&p);
+
+    /* A retiring worker's reply goes over the socket, so the master knows
+     * its exit is clean: no call fails, every worker retires in turn. */
+    pool_opts_t o;
+    opts_for(&o, 2);
+    o.maxtasksperchild = 1;
+    p = start(&o);
+    square_calls(p, doc, 0, 60);
+    print_message("60 applies, maxtasksperchild 1: %u restarts\n",
+                  restarts_of(p));
+    assert_true(restarts_of(p) >= 50);
+    pool_destroy(&p);
+    pk_doc_free(&doc);
+}
+
+/* Futures freed unwaited: the master reclaims their lanes. */
+static void test_lane_abandoned_calls(void **state)
+{
+    pk_doc_t *doc = NULL;
+    assert_int_equal(pk_doc_new(&doc), PK_OK);
+    pool_t *p = start_n(2);
+    for (int i = 0; i < 50; i++) {
+        square_calls(p, doc, i, 5);
+        pool_future_t *f = apply1(p, "square", pk_int(doc, i), doc);
+        pool_future_free(&f); /* finished or not, nobody collects it */
+        f = apply1(p, "sleep", pk_float(doc, 0.002), doc);
+        pool_future_free(&f);
+    }
+    /* A hung call given up on: cancel grace kills its worker. */
+    pool_future_t *f = apply1(p, "sleep", pk_float(doc, HUNG_S), doc);
+    pool_future_free(&f);
+    sleep_s(0.5);
+    uint64_t before = lane_items(p);
+    square_calls(p, doc, 0, 300);
+    assert_true(lane_items(p) > before); /* the lanes were freed */
+    pool_destroy(&p); /* must not wait on the hung call */
+    pk_doc_free(&doc);
+}
+
+typedef struct lane_thread {
+    pool_t *p;
+    int64_t base;
+    int failed;
+} lane_thread_t;
+
+static void *lane_thread(void *arg)
+{
+    lane_thread_t *t = arg;
+    pk_doc_t *doc = NULL;
+    if (pk_doc_new(&doc) != PK_OK) {
+        t->failed = 1;
+        return NULL;
+    }
+    for (int i = 0; i < 400 && !t->failed; i++) {
+        pk_value_t *args = pk_tuple_new(doc, 1);
+        pool_future_t *f = NULL;
+        pool_item_t item;
+        int64_t x = t->base + i;
+        pk_tuple_set(args, 0, pk_int(doc, x));
+        if (pool_apply_async(t->p, "examples", "square", args, NULL, &f,
+                             NULL) != PK_OK ||
+            pool_future_wait(f, 30, &item) != PK_OK ||
+            item.status != PK_OK || item.value->u.i != x * x)
+            t->failed = 1;
+        pool_future_free(&f);
+    }
+    pk_doc_free(&doc);
+    return NULL;
+}
+
+static void test_lane_threads_race(void **state)
+{
+    pool_t *p = start_n(2);
+    lane_thread_t t[6];
+    pthread_t th[6];
+    for (int i = 0; i < 6; i++) {
+        t[i] = (lane_thread_t){p, (int64_t)i * 100000, 0};
+        assert_int_equal(pthread_create(&th[i], NULL, lane_thread, &t[i]), 0);
+    }
+    for (int i = 0; i < 6; i++) {
+        pthread_join(th[i], NULL);
+        assert_int_equal(t[i].failed, 0);
+    }
+    print_message("6 threads x 400 applies: %" PRIu64 " through the lane\n",
+                  lane_items(p));
+    pool_destroy(&p);
+}
+
 /* ---- runner ------------------------------------------------------------- */
 
 typedef struct pool_test {
@@ -2073,6 +2340,12 @@ static const pool_test_t tests[] = {
     TEST(test_imap_reorders, 60),
     TEST(test_imap_bounded_behind_slow_item, 60),
     TEST(test_imap_errors_and_abandon, 60),
+    TEST(test_lane_round_trips, 60),
+    TEST(test_lane_worker_deaths, 120),
+    TEST(test_lane_timeout_and_interrupt, 60),
+    TEST(test_lane_big_reply_and_retiring, 120),
+    TEST(test_lane_abandoned_calls, 60),
+    TEST(test_lane_threads_race, 120),
     TEST(test_apply_async, 30),
     TEST(test_close_join_terminate, 60),
     TEST(test_initializer, 30),

@@ -59,6 +59,7 @@ typedef struct worker {
     pool__oob_list_t oob;
     pk_doc_t *res_doc;
     holder_t *holder;
+    int lane_task; /* the batch running came through the fast lane */
     uint64_t items_total;
     unsigned logged; /* bit per kind: malformed message already logged */
 } worker_t;
@@ -416,6 +417,36 @@ static size_t result_to_arena(worker_t *w, uint8_t *tab)
     return moved;
 }
 
+/* ---- the fast lane (lane.h): the worker's side ------------------------- */
+
+/* Stores a lane state and wakes a caller sleeping on it. */
+static void lane_set(pool__lane_t *l, uint32_t v)
+{
+    atomic_store(&l->state, v);
+    if (atomic_exchange(&l->waiting, 0))
+        pool__lane_wake(l);
+}
+
+/* Writes the RESULT rh (payload w->out, buffers w->oob, all inline) into the
+ * lane's reply area and sets DONE.  Returns -1 when it does not fit (then
+ * nothing is set: the caller sends it over the socket). */
+static int lane_reply(worker_t *w, const pool__wire_hdr_t *rh)
+{
+    pool__lane_t *l = w->cfg->lane;
+    size_t pos = POOL_WIRE_HDR_SIZE;
+    pool__wire_hdr_encode(rh, l->rep);
+    if (pool__lane_put(l->rep, POOL_LANE_REP, &pos, w->out.data, w->out.len) !=
+        0)
+        return -1;
+    for (size_t k = 0; k < w->oob.n; k++)
+        if (pool__lane_put(l->rep, POOL_LANE_REP, &pos, w->oob.v[k].data,
+                           w->oob.v[k].len) != 0)
+            return -1;
+    atomic_store_explicit(&l->rep_len, (uint32_t)pos, memory_order_relaxed);
+    lane_set(l, POOL_LANE_TAG(atomic_load(&l->state)) | POOL_LANE_DONE);
+    return 0;
+}
+
 static void run_batch(worker_t *w, const pool__wire_hdr_t *h, zmq_msg_t *frames)
 {
     uint64_t t0 = pool__now_ns();
@@ -637,7 +668,21 @@ static void run_batch(worker_t *w, const pool__wire_hdr_t *h, zmq_msg_t *frames)
                            .aux = pool__now_ns() - t0};
     if (retiring)
         rh.flags |= POOL_WIRE_F_RETIRING;
-    if (vec != NULL) {
+    int replied = 0;
+    if (w->lane_task) {
+        /* A retiring worker's reply must reach the master, so it knows the
+         * exit is clean: like a reply too big for the lane, it goes as a
+         * socket RESULT (WIRE first, so the caller waits on the master). */
+        rh.nbufs = (uint32_t)w->oob.n;
+        replied = vec == NULL && !retiring && lane_reply(w, &rh) == 0;
+        if (!replied) {
+            pool__lane_t *l = w->cfg->lane;
+            lane_set(l, POOL_LANE_TAG(atomic_load(&l->state)) | POOL_LANE_WIRE);
+        }
+    }
+    if (replied) {
+        pk__free(vec);
+    } else if (vec != NULL) {
         rh.flags |= res_i64 ? POOL_WIRE_F_VEC_I64 : POOL_WIRE_F_VEC_F64;
         send_hdr(w->sock, &rh, 1);
         send_frame(w->sock, vec, (size_t)n * 8, free_bytes, NULL, 0);
@@ -691,6 +736,104 @@ static void run_batch(worker_t *w, const pool__wire_hdr_t *h, zmq_msg_t *frames)
                               memory_order_release);
     if (retiring)
         w->items_total = UINT64_MAX; /* the loop sees it and exits */
+}
+
+/* Runs the TASK a caller posted in the lane (state v, POSTED). */
+static void lane_run(worker_t *w, uint32_t v)
+{
+    pool__lane_t *l = w->cfg->lane;
+    atomic_store(&l->state, POOL_LANE_TAG(v) | POOL_LANE_RUNNING);
+    size_t len = l->req_len;
+    pool__wire_hdr_t h;
+    pk_error_t e;
+    pk_error_clear(&e);
+    zmq_msg_t fr[3];
+    size_t pos = POOL_WIRE_HDR_SIZE;
+    int ok = len <= POOL_LANE_REQ && len >= POOL_WIRE_HDR_SIZE &&
+             pool__wire_hdr_parse(l->req, POOL_WIRE_HDR_SIZE, &h, &e) ==
+                 PK_OK &&
+             h.kind == POOL_WIRE_TASK && h.nbufs == 0 &&
+             !(h.flags & POOL_WIRE_F_SHM);
+    zmq_msg_init_data(&fr[0], l->req, POOL_WIRE_HDR_SIZE, NULL, NULL);
+    for (int i = 1; i < 3; i++) {
+        const uint8_t *d = NULL;
+        size_t n = 0;
+        if (ok && pool__lane_get(l->req, len, &pos, &d, &n) != 0)
+            ok = 0;
+        zmq_msg_init_data(&fr[i], (void *)d, n, NULL, NULL);
+    }
+    if (ok && pos == len) {
+        w->lane_task = 1;
+        run_batch(w, &h, fr);
+        w->lane_task = 0;
+    } else {
+        /* Only a corrupted mapping gets here: an empty reply makes the
+         * caller fail the call as malformed. */
+        LOG_ONCE(w, 28, "malformed lane request: %s",
+                 e.msg[0] ? e.msg : "bad frame lengths");
+        atomic_store_explicit(&l->rep_len, 0, memory_order_relaxed);
+        lane_set(l, POOL_LANE_TAG(v) | POOL_LANE_DONE);
+    }
+    for (int i = 0; i < 3; i++)
+        zmq_msg_close(&fr[i]);
+}
+
+static int sock_readable(worker_t *w)
+{
+    int ev = 0;
+    size_t sz = sizeof ev;
+    return zmq_getsockopt(w->sock, ZMQ_EVENTS, &ev, &sz) == 0 &&
+           (ev & ZMQ_POLLIN);
+}
+
+/* While idle: polls the lane and runs what callers post there, until a
+ * socket message waits, the worker retires, or spin_ns pass with nothing
+ * to do.  Returns with the lane not ARMED, so nothing posted can wait on a
+ * worker blocked in the socket. */
+static void lane_idle(worker_t *w)
+{
+    pool__lane_t *l = w->cfg->lane;
+    if (l == NULL || sock_readable(w))
+        return;
+    uint64_t end = pool__now_ns() + w->cfg->spin_ns;
+    unsigned k = 0;
+    for (;;) {
+        uint32_t v = atomic_load_explicit(&l->state, memory_order_acquire);
+        uint32_t st = POOL_LANE_ST(v);
+        if (st == POOL_LANE_FREE) {
+            atomic_compare_exchange_strong(&l->state, &v,
+                                           POOL_LANE_TAG(v) | POOL_LANE_ARMED);
+            continue;
+        }
+        if (st == POOL_LANE_POSTED) {
+            lane_run(w, v);
+            if (w->items_total == UINT64_MAX)
+                return; /* retiring (its reply went as WIRE) */
+            end = pool__now_ns() + w->cfg->spin_ns;
+            continue;
+        }
+        if ((++k & 255) == 0 &&
+            (pool__now_ns() >= end || sock_readable(w)))
+            break;
+        pool__cpu_relax();
+    }
+    for (;;) {
+        uint32_t v = atomic_load_explicit(&l->state, memory_order_acquire);
+        uint32_t st = POOL_LANE_ST(v);
+        if (st == POOL_LANE_ARMED) {
+            if (atomic_compare_exchange_strong(
+                    &l->state, &v, POOL_LANE_TAG(v) | POOL_LANE_FREE))
+                return;
+        } else if (st == POOL_LANE_CLAIMED) {
+            pool__cpu_relax(); /* a caller is writing: it posts next */
+        } else if (st == POOL_LANE_POSTED) {
+            lane_run(w, v);
+            if (w->items_total == UINT64_MAX)
+                return;
+        } else {
+            return; /* FREE, or a reply its caller or the master collects */
+        }
+    }
 }
 
 /* ---- the loop
@@ -769,6 +912,11 @@ int pool__worker_main(const pool__worker_cfg_t *cfg)
     zmq_msg_t *frames = NULL;
     size_t cap = 0, n = 0;
     for (;;) {
+        lane_idle(&w);
+        if (w.items_total == UINT64_MAX) {
+            rc = 0;
+            break;
+        }
         if (recv_msg(w.sock, &frames, &cap, &n) != 0) {
             rc = errno == ETERM ? 0 : 1;
             break;

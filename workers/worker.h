@@ -17,6 +17,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "lane.h"
 #include "scoreboard.h"
 #include "shm.h"
 
@@ -32,6 +33,8 @@ typedef struct pool__worker_cfg {
     uint8_t *shm;        /* the pool's arena (see shm.h), or NULL */
     const pool__shm_layout_t *shm_lay; /* its layout when shm != NULL */
     size_t shm_threshold; /* result buffers this big go through the arena */
+    pool__lane_t *lane;   /* this worker's fast lane (lane.h), or NULL */
+    uint64_t spin_ns;     /* how long it polls the lane when idle */
 } pool__worker_cfg_t;
 
 /* Runs the worker until it should exit; returns the process exit status

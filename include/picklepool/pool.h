@@ -78,6 +78,14 @@ typedef struct pool_opts {
      * arena at the moment fall back to the socket. */
     size_t shm_bytes;
     size_t shm_threshold;
+    /* Fast lane for single calls (pool_apply_async): a worker with nothing
+     * to do busy-polls a shared-memory mailbox for up to spin_us
+     * microseconds, and a caller waiting on a future polls for the reply as
+     * long before it sleeps, so a short apply round trip takes no blocking
+     * wake-up.  0: 200 us (default); < 0: no fast lane (every call goes
+     * through the scheduler thread and the socket).  Costs: each idle
+     * worker burns up to spin_us of CPU after its last piece of work. */
+    int spin_us;
 } pool_opts_t;
 
 /* Fills *opts with the defaults. */
@@ -164,7 +172,12 @@ pk_err_t pool_iter_next(pool_iter_t *it, pool_item_t *item, double timeout);
 void pool_iter_free(pool_iter_t **it);
 
 /* One call module.func(*args, **kwargs) (kwargs may be NULL).  On PK_OK *fut
- * owns the future. */
+ * owns the future.  When a worker is idle and polling (pool_opts_t.spin_us)
+ * and the pickled call is small (under 16 KiB), the call goes straight into
+ * that worker's shared-memory lane and pool_future_wait polls for the reply
+ * before it sleeps: a round trip of a few microseconds.  Otherwise, and for
+ * replies over ~48 KiB, it takes the scheduler and the socket; either way
+ * timeouts, crashes, retries and cancellation behave the same. */
 pk_err_t pool_apply_async(pool_t *p, const char *module, const char *func,
                           const pk_value_t *args, const pk_value_t *kwargs,
                           pool_future_t **fut, pk_error_t *err);
@@ -202,6 +215,8 @@ typedef struct pool_worker_stats {
     uint64_t items_done; /* items completed by this slot, all generations */
     double busy_s;       /* seconds spent running items */
     unsigned restarts;   /* respawns of this slot */
+    uint64_t lane_items; /* of items_done, those that came through the fast
+                            lane (see pool_opts_t.spin_us) */
 } pool_worker_stats_t;
 
 /* Fills up to cap entries; *n receives the number of workers. */
