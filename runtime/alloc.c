@@ -9,6 +9,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <string.h>
 #include <sys/mman.h>
 
@@ -99,7 +100,8 @@ void pk__advise_huge(void *p, size_t size)
 
 static struct {
     pthread_mutex_t mu;
-    size_t bytes, n;
+    size_t bytes;
+    _Atomic size_t n; /* peeked without the lock: an empty cache costs none */
     struct {
         void *p;
         size_t size;
@@ -123,7 +125,8 @@ static void cache_init(void)
 
 void *pk__cache_take(size_t min, size_t *size)
 {
-    if (!pk__alloc_is_default() || cache.n == 0)
+    if (!pk__alloc_is_default() ||
+        atomic_load_explicit(&cache.n, memory_order_relaxed) == 0)
         return NULL;
     pthread_once(&cache_once, cache_init);
     cache_lock();

@@ -788,16 +788,9 @@ static void local_outcome(drive_t *d, size_t first, size_t count,
 {
     while (count > 0) {
         uint32_t c = count > UINT32_MAX ? UINT32_MAX : (uint32_t)count;
-        pool__outcome_t *o = pk__calloc(1, sizeof *o);
+        pool__outcome_t *o = pool__outcome_synth(d->j, first, c, status, msg);
         if (o == NULL)
             return;
-        o->job = d->j;
-        pool__job_ref(d->j);
-        o->slot = -1;
-        o->first = first;
-        o->count = c;
-        o->status = status;
-        o->msg = pk__strdup(msg);
         o->next = d->local;
         d->local = o;
         d->submitted += c;
