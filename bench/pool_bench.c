@@ -16,7 +16,8 @@
  *                      serial time / (parallel time * workers)
  *   32 x 8 MiB arrays  examples.normalize via pool_map_f32_arrays: MB/s of
  *                      input, speed-up over the serial loop
- *   2,000 round trips  pool_apply_async + pool_future_wait of square: p50/p99
+ *   2,000 round trips  pool_apply_async + pool_future_wait of square: p50/p99,
+ *                      with the fast lane (default) and without (spin_us -1)
  *   start-up           pool_create until every worker is ready (median of
  *                      at least 5)
  * The peer is bench/pool_peer.py run with /usr/bin/python3 (fork context,
@@ -89,12 +90,13 @@ typedef struct bench_cfg {
     size_t n_square, n_spin, n_arrays, array_floats, n_rt;
 } bench_cfg_t;
 
-static pool_t *make_pool(const bench_cfg_t *c, double *took)
+static pool_t *make_pool(const bench_cfg_t *c, int spin_us, double *took)
 {
     pool_opts_t o;
     pool_t *p = NULL;
     pool_opts_init(&o);
     o.workers = c->workers;
+    o.spin_us = spin_us;
     o.plugins = &c->plugin;
     o.nplugins = 1;
     double t0 = now_s();
@@ -164,7 +166,8 @@ static void run_peer(const bench_cfg_t *c, int workers, peer_t *pr)
 typedef struct results {
     int workers;
     spread_t startup, sq_i64, sq_val, spin, spin_serial, norm, norm_serial;
-    double rt_p50_us, rt_p99_us;
+    double rt_p50_us, rt_p99_us;           /* fast lane on (default) */
+    double rt_sock_p50_us, rt_sock_p99_us; /* spin_us -1 */
 } results_t;
 
 static void bench_square(pool_t *p, const bench_cfg_t *c, results_t *r)
@@ -315,7 +318,8 @@ static void bench_normalize(pool_t *p, const bench_cfg_t *c, results_t *r)
     free(tser);
 }
 
-static void bench_apply(pool_t *p, const bench_cfg_t *c, results_t *r)
+static void bench_apply(pool_t *p, const bench_cfg_t *c, double *p50_us,
+                        double *p99_us)
 {
     size_t n = c->n_rt;
     double *lat = calloc(n, sizeof *lat);
@@ -337,8 +341,8 @@ static void bench_apply(pool_t *p, const bench_cfg_t *c, results_t *r)
         pool_future_free(&f);
     }
     qsort(lat, n, sizeof *lat, cmp_double);
-    r->rt_p50_us = lat[n / 2] * 1e6;
-    r->rt_p99_us = lat[n * 99 / 100 < n ? n * 99 / 100 : n - 1] * 1e6;
+    *p50_us = lat[n / 2] * 1e6;
+    *p99_us = lat[n * 99 / 100 < n ? n * 99 / 100 : n - 1] * 1e6;
     free(lat);
     pk_doc_free(&doc);
 }
@@ -348,7 +352,7 @@ static void bench_startup(const bench_cfg_t *c, results_t *r)
     int k = c->reps < 5 ? 5 : c->reps;
     double *t = calloc((size_t)k, sizeof *t);
     for (int i = 0; i < k; i++) {
-        pool_t *p = make_pool(c, &t[i]);
+        pool_t *p = make_pool(c, 0, &t[i]);
         pool_destroy(&p);
     }
     r->startup = spread_of(t, (size_t)k);
@@ -454,6 +458,9 @@ static void print_report(const bench_cfg_t *c, const results_t *r,
     snprintf(label, sizeof label, "%zu apply round trips p50/p99 us", c->n_rt);
     row(label, a, pr->rt_p50_us > 0 ? b : "-",
         pr->rt_p50_us > 0 ? pr->rt_p50_us / r->rt_p50_us : 0);
+    snprintf(a, sizeof a, "%.1f / %.1f", r->rt_sock_p50_us, r->rt_sock_p99_us);
+    row("  socket path (spin_us -1)", a, pr->rt_p50_us > 0 ? b : "-",
+        pr->rt_p50_us > 0 ? pr->rt_p50_us / r->rt_sock_p50_us : 0);
 
     snprintf(a, sizeof a, "%.1f [%.1f-%.1f]", r->startup.med * 1e3,
              r->startup.min * 1e3, r->startup.max * 1e3);
@@ -528,7 +535,7 @@ int main(int argc, char **argv)
     memset(&r, 0, sizeof r);
     fprintf(stderr, "pool_bench: start-up\n");
     bench_startup(&c, &r);
-    pool_t *p = make_pool(&c, NULL);
+    pool_t *p = make_pool(&c, 0, NULL);
     pool_worker_stats_t st[1];
     size_t nw = 0;
     pool_stats(p, st, 1, &nw);
@@ -540,7 +547,11 @@ int main(int argc, char **argv)
     fprintf(stderr, "pool_bench: normalize\n");
     bench_normalize(p, &c, &r);
     fprintf(stderr, "pool_bench: round trips\n");
-    bench_apply(p, &c, &r);
+    bench_apply(p, &c, &r.rt_p50_us, &r.rt_p99_us);
+    pool_destroy(&p);
+    fprintf(stderr, "pool_bench: round trips without the fast lane\n");
+    p = make_pool(&c, -1, NULL);
+    bench_apply(p, &c, &r.rt_sock_p50_us, &r.rt_sock_p99_us);
     pool_destroy(&p);
 
     memset(&pr, 0, sizeof pr);
