@@ -125,35 +125,42 @@ static void update_lim(pickler_t *p)
 /* Output buffers from this size on come from and go to the block cache. */
 #define CACHED_BUF (1u << 20)
 
-static pk_err_t grow(pickler_t *p, size_t need)
+/* Grows a buffer (*data, *cap holding len bytes) to at least need bytes:
+ * doubling from 256, large ones from the block cache.  0 or -1 (ENOMEM). */
+static int buf_grow(uint8_t **data, size_t *cap, size_t len, size_t need)
 {
-    if (need <= p->cap)
-        return PK_OK;
-    size_t cap = p->cap < 256 ? 256 : p->cap;
-    while (cap < need) {
-        if (cap > SIZE_MAX / 2) {
-            cap = need;
+    if (need <= *cap)
+        return 0;
+    size_t c = *cap < 256 ? 256 : *cap;
+    while (c < need) {
+        if (c > SIZE_MAX / 2) {
+            c = need;
             break;
         }
-        cap *= 2;
+        c *= 2;
     }
     size_t got;
-    uint8_t *d = cap >= CACHED_BUF ? pk__cache_take(cap, &got) : NULL;
+    uint8_t *d = c >= CACHED_BUF ? pk__cache_take(c, &got) : NULL;
     if (d != NULL) { /* already faulted in: see pk_buf_free */
-        if (p->len != 0)
-            memcpy(d, p->data, p->len);
-        if (p->data != NULL)
-            pk__cache_put(p->data, p->cap);
-        p->data = d;
-        p->cap = got;
-        return PK_OK;
+        if (len != 0)
+            memcpy(d, *data, len);
+        if (*data != NULL)
+            pk__cache_put(*data, *cap);
+        *data = d;
+        *cap = got;
+        return 0;
     }
-    d = pk__realloc(p->data, cap);
+    d = pk__realloc(*data, c);
     if (d == NULL)
-        return nomem(p);
-    p->data = d;
-    p->cap = cap;
-    return PK_OK;
+        return -1;
+    *data = d;
+    *cap = c;
+    return 0;
+}
+
+static pk_err_t grow(pickler_t *p, size_t need)
+{
+    return buf_grow(&p->data, &p->cap, p->len, need) == 0 ? PK_OK : nomem(p);
 }
 
 /* Slow path of reserve(): open a frame if one is due, make room for n. */
@@ -513,40 +520,57 @@ static pk_err_t save_bool(pickler_t *p, int b)
     return put1(p, b ? PK_OP_NEWTRUE : PK_OP_NEWFALSE);
 }
 
+/* Writes the opcode of int x at q (at most 10 bytes); returns its length.
+ * As CPython: BININT1, BININT2, BININT, else LONG1 with the minimal two's
+ * complement (at least 5 bytes here). */
+static size_t put_int_op(uint8_t *q, int64_t x)
+{
+    if ((uint64_t)x < 256) {
+        q[0] = PK_OP_BININT1;
+        q[1] = (uint8_t)x;
+        return 2;
+    }
+    if ((uint64_t)x < 65536) {
+        q[0] = PK_OP_BININT2;
+        q[1] = (uint8_t)x;
+        q[2] = (uint8_t)(x >> 8);
+        return 3;
+    }
+    if (x >= INT32_MIN && x <= INT32_MAX) {
+        q[0] = PK_OP_BININT;
+        pk__st32(q + 1, (uint32_t)x);
+        return 5;
+    }
+    unsigned n = 8;
+    while (n > 5) {
+        int64_t t = x >> (8 * (n - 1) - 1); /* top byte + next sign bit */
+        if (t != 0 && t != -1)
+            break;
+        n--;
+    }
+    q[0] = PK_OP_LONG1;
+    q[1] = (uint8_t)n;
+    pk__st64(q + 2, (uint64_t)x);
+    return 2 + n;
+}
+
+/* BINFLOAT: 9 bytes at q. */
+static size_t put_float_op(uint8_t *q, double f)
+{
+    uint64_t u;
+    memcpy(&u, &f, 8);
+    q[0] = PK_OP_BINFLOAT;
+    pk__st64(q + 1, __builtin_bswap64(u));
+    return 9;
+}
+
 static pk_err_t save_int(pickler_t *p, int64_t x)
 {
     opcode_boundary(p);
     pk_err_t rc = reserve(p, 10);
     if (unlikely(rc != PK_OK))
         return rc;
-    uint8_t *q = p->data + p->len;
-    if ((uint64_t)x < 256) {
-        q[0] = PK_OP_BININT1;
-        q[1] = (uint8_t)x;
-        p->len += 2;
-    } else if ((uint64_t)x < 65536) {
-        q[0] = PK_OP_BININT2;
-        q[1] = (uint8_t)x;
-        q[2] = (uint8_t)(x >> 8);
-        p->len += 3;
-    } else if (x >= INT32_MIN && x <= INT32_MAX) {
-        q[0] = PK_OP_BININT;
-        pk__st32(q + 1, (uint32_t)x);
-        p->len += 5;
-    } else {
-        /* LONG1 with the minimal two's complement (at least 5 bytes here). */
-        unsigned n = 8;
-        while (n > 5) {
-            int64_t t = x >> (8 * (n - 1) - 1); /* top byte + next sign bit */
-            if (t != 0 && t != -1)
-                break;
-            n--;
-        }
-        q[0] = PK_OP_LONG1;
-        q[1] = (uint8_t)n;
-        pk__st64(q + 2, (uint64_t)x);
-        p->len += 2 + n;
-    }
+    p->len += put_int_op(p->data + p->len, x);
     return PK_OK;
 }
 
@@ -590,11 +614,7 @@ static pk_err_t save_float(pickler_t *p, double f)
     pk_err_t rc = reserve(p, 9);
     if (unlikely(rc != PK_OK))
         return rc;
-    uint64_t u;
-    memcpy(&u, &f, 8);
-    p->data[p->len] = PK_OP_BINFLOAT;
-    pk__st64(p->data + p->len + 1, __builtin_bswap64(u));
-    p->len += 9;
+    p->len += put_float_op(p->data + p->len, f);
     return PK_OK;
 }
 
@@ -1582,6 +1602,57 @@ void pk_buf_free(pk_buf_t *b)
     b->cap = 0;
 }
 
+/* The whole pickle of an atom (None, bool, int64, float), without the
+ * pickler's set-up: the pool's one-item pickles are mostly these.  The same
+ * bytes as the general path: the same opcode helpers, then the framing rule
+ * of commit_frame (a FRAME only around 4 bytes or more).  Returns 1 when
+ * done (*rc set), 0 when v is not an atom. */
+static int dumps_atom(const pk_value_t *v, int proto, pk_buf_t *out,
+                      pk_error_t *err, pk_err_t *rc)
+{
+    uint8_t body[16];
+    size_t n;
+    switch ((pk_type_t)v->type) {
+    case PK_NONE:
+        body[0] = PK_OP_NONE;
+        n = 1;
+        break;
+    case PK_BOOL:
+        body[0] = v->u.b ? PK_OP_NEWTRUE : PK_OP_NEWFALSE;
+        n = 1;
+        break;
+    case PK_INT:
+        n = put_int_op(body, v->u.i);
+        break;
+    case PK_FLOAT:
+        n = put_float_op(body, v->u.f);
+        break;
+    default:
+        return 0;
+    }
+    body[n++] = PK_OP_STOP;
+    int frame = proto >= 4 && n >= FRAME_SIZE_MIN;
+    size_t need = 2 + (frame ? FRAME_HEADER_SIZE : 0) + n;
+    if (out->cap - out->len < need &&
+        buf_grow(&out->data, &out->cap, out->len, out->len + need) != 0) {
+        *rc = pk__err(err, PK_ENOMEM, "out of memory");
+        return 1;
+    }
+    uint8_t *q = out->data + out->len;
+    q[0] = PK_OP_PROTO;
+    q[1] = (uint8_t)proto;
+    q += 2;
+    if (frame) {
+        q[0] = PK_OP_FRAME;
+        pk__st64(q + 1, (uint64_t)n);
+        q += FRAME_HEADER_SIZE;
+    }
+    memcpy(q, body, n);
+    out->len += need;
+    *rc = PK_OK;
+    return 1;
+}
+
 pk_err_t pk_dumps(const pk_value_t *v, const pk_dump_opts_t *opts,
                   pk_buf_t *out, pk_error_t *err)
 {
@@ -1596,6 +1667,9 @@ pk_err_t pk_dumps(const pk_value_t *v, const pk_dump_opts_t *opts,
         return pk__err(err, PK_EINVAL,
                        "pickle protocol %d is not supported (2..%d)",
                        opts->protocol, PK_HIGHEST_PROTOCOL);
+    pk_err_t arc;
+    if (dumps_atom(v, opts->protocol, out, err, &arc))
+        return arc;
 
     pickler_t p;
     memset(&p, 0, offsetof(pickler_t, str_char)); /* small_set included */

@@ -1257,6 +1257,70 @@ out:
     return rc;
 }
 
+/* A pickle of one atom (int, float, None, bool): the pool's one-item
+ * pickles are mostly these, and decoding them needs no loader, stack or
+ * memo.  The same opcodes and constructors as run(); anything else, or
+ * anything unusual (a bad protocol, a frame that does not hold the atom
+ * and STOP, a stricter max_ops), is left to the general path, which also
+ * reports the errors.  Returns 1 with *out and *used set, else 0. */
+static int loads_atom(pk_doc_t *doc, const uint8_t *base, size_t len,
+                      const pk_load_opts_t *o, pk_value_t **out, size_t *used)
+{
+    const uint8_t *p = base, *end = base + len;
+    if (o->max_ops < 4 || o->max_stack < 1)
+        return 0;
+    if (end - p >= 2 && p[0] == PK_OP_PROTO) {
+        if (p[1] > PK_HIGHEST_PROTOCOL)
+            return 0;
+        p += 2;
+    }
+    if (end - p >= 9 && p[0] == PK_OP_FRAME) {
+        uint64_t fl = pk__ld64(p + 1);
+        p += 9;
+        if (fl > (uint64_t)(end - p))
+            return 0;
+        end = p + fl;
+    }
+    if (p >= end)
+        return 0;
+    uint8_t op = *p++;
+    size_t arg;
+    switch (op) {
+    case PK_OP_BININT1: arg = 1; break;
+    case PK_OP_BININT2: arg = 2; break;
+    case PK_OP_BININT: arg = 4; break;
+    case PK_OP_BINFLOAT: arg = 8; break;
+    case PK_OP_LONG1: arg = p < end ? 1 + (size_t)p[0] : 1; break;
+    case PK_OP_NONE:
+    case PK_OP_NEWTRUE:
+    case PK_OP_NEWFALSE: arg = 0; break;
+    default: return 0;
+    }
+    if ((size_t)(end - p) < arg + 1 || p[arg] != PK_OP_STOP)
+        return 0;
+    pk_value_t *v;
+    switch (op) {
+    case PK_OP_BININT1: v = pk_int(doc, p[0]); break;
+    case PK_OP_BININT2: v = pk_int(doc, pk__ld16(p)); break;
+    case PK_OP_BININT: v = pk_int(doc, (int32_t)pk__ld32(p)); break;
+    case PK_OP_BINFLOAT: {
+        uint64_t b = __builtin_bswap64(pk__ld64(p));
+        double d;
+        memcpy(&d, &b, 8);
+        v = pk_float(doc, d);
+        break;
+    }
+    case PK_OP_LONG1: v = pk_bigint(doc, p + 1, arg - 1); break;
+    case PK_OP_NONE: v = pk_none(); break;
+    default: v = pk_bool(op == PK_OP_NEWTRUE); break;
+    }
+    if (v == NULL)
+        return 0;
+    *out = v;
+    *used = (size_t)(p + arg + 1 - base);
+    return 1;
+}
+
 pk_err_t pk_loads(pk_doc_t *doc, const void *data, size_t len,
                   const pk_load_opts_t *opts, pk_value_t **out,
                   size_t *consumed, pk_error_t *err)
@@ -1281,6 +1345,11 @@ pk_err_t pk_loads(pk_doc_t *doc, const void *data, size_t len,
             err->opcode = *(const uint8_t *)data;
         }
         return PK_ELIMIT;
+    }
+    if (len <= 32 && loads_atom(doc, data, len, opts, out, &used)) {
+        if (consumed != NULL)
+            *consumed = used;
+        return PK_OK;
     }
     memset(&L, 0, sizeof(L));
     L.doc = doc;

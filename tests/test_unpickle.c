@@ -1019,6 +1019,53 @@ static void test_frames(void **state)
                NULL, PK_EPICKLE, "new frame", 11);
 }
 
+/* One-atom pickles take a shortcut past the loader (loads_atom); these pin
+ * that it agrees with the general path, and leaves it whatever is odd. */
+static void test_atoms(void **state)
+{
+    (void)state;
+    assert_int_value(load_ok(P("K\x07."), NULL), 7);
+    assert_int_value(load_ok(P("\x80\x02M\x01\x02."), NULL), 0x0201);
+    assert_int_value(load_ok(P("\x80\x05\x95\x06\x00\x00\x00\x00\x00\x00\x00"
+                               "J\xfe\xff\xff\xff."),
+                             NULL),
+                     -2);
+    pk_value_t *v = load_ok(P("\x80\x05\x95\x08\x00\x00\x00\x00\x00\x00\x00"
+                              "\x8a\x05\x00\x00\x00\x00\x01."),
+                            NULL);
+    assert_int_value(v, (int64_t)1 << 32);
+    v = load_ok(P("\x80\x04\x8a\x00."), NULL); /* LONG1 of no bytes: 0 */
+    assert_int_value(v, 0);
+    v = load_ok(P("\x80\x05\x95\x0a\x00\x00\x00\x00\x00\x00\x00"
+                  "G\x3f\xf8\x00\x00\x00\x00\x00\x00."),
+                NULL);
+    assert_int_equal(v->type, PK_FLOAT);
+    assert_true(v->u.f == 1.5);
+    assert_int_equal(load_ok(P("\x80\x05N."), NULL)->type, PK_NONE);
+    v = load_ok(P("\x80\x05\x88."), NULL);
+    assert_true(v->type == PK_BOOL && v->u.b == 1);
+    v = load_ok(P("\x89."), NULL);
+    assert_true(v->type == PK_BOOL && v->u.b == 0);
+    /* A frame longer than the atom: STOP ends the pickle inside it. */
+    size_t used = 0;
+    static const char fr[] = "\x80\x04\x95\x04\x00\x00\x00\x00\x00\x00\x00"
+                             "K\x05.X";
+    assert_int_equal(pk_loads(doc, fr, sizeof fr - 1, NULL, &v, &used, &err),
+                     PK_OK);
+    assert_int_value(v, 5);
+    assert_int_equal(used, sizeof fr - 2);
+    /* Left to the general path, which reports them. */
+    load_fails(P("\x80\x06K\x01."), NULL, PK_EPICKLE, "protocol", 0);
+    load_fails(P("\x80\x05K"), NULL, PK_ETRUNC, NULL, -1);
+    load_fails(P("\x80\x05J\x01\x02."), NULL, PK_ETRUNC, NULL, -1);
+    load_fails(P("\x80\x05\x8a\x09\x00."), NULL, PK_ETRUNC, NULL, -1);
+    load_fails(P("\x80\x05K\x01K\x02"), NULL, PK_ETRUNC, NULL, -1);
+    pk_load_opts_t o;
+    pk_load_opts_init(&o);
+    o.max_ops = 2;
+    load_fails(P("\x80\x05K\x01."), &o, PK_ELIMIT, "max_ops", -1);
+}
+
 static void test_py2_strings(void **state)
 {
     (void)state;
@@ -1592,6 +1639,7 @@ int main(void)
         T(test_memo_forms),
         T(test_stack_ops),
         T(test_frames),
+    T(test_atoms),
         T(test_py2_strings),
         T(test_text_opcodes),
         T(test_binary_scalars),
