@@ -2108,12 +2108,13 @@ static void test_lane_worker_deaths(void **state)
     pool_item_t item;
     assert_int_equal(pk_doc_new(&doc), PK_OK);
     pool_t *p = start_n(2);
+    unsigned kills = 0;
     for (int round = 0; round < 5; round++) {
         square_calls(p, doc, round * 10, 20);
         pool_worker_stats_t st[2];
         stats(p, st, 2);
-        if (st[0].pid > 0)
-            kill(st[0].pid, SIGKILL);
+        if (st[0].pid > 0 && kill(st[0].pid, SIGKILL) == 0)
+            kills++;
         square_calls(p, doc, round * 10, 20);
     }
     /* A call that kills its worker (crash(x) SIGKILLs itself for x < 0)
@@ -2126,7 +2127,9 @@ static void test_lane_worker_deaths(void **state)
     pool_future_free(&f);
     square_calls(p, doc, 3, 200);
     assert_true(lane_items(p) > before);
-    assert_true(restarts_of(p) >= 5 + 3);
+    /* Every death is followed by a respawn (the time limit bounds this). */
+    while (restarts_of(p) < kills + 3)
+        sleep_s(0.01);
     pool_destroy(&p);
     pk_doc_free(&doc);
 }
