@@ -115,13 +115,18 @@ int pool__lane_post(pool_t *p, pool__batch_t *b, pool__lane_ticket_t *t)
     if (!atomic_compare_exchange_strong_explicit(&l->state, &want, posted,
                                                  memory_order_release,
                                                  memory_order_relaxed)) {
-        /* The worker died under us and the master reset the lane.  If the
-         * master took the batch it requeued it; otherwise it is ours. */
+        /* The worker died under us: the master made the lane ORPHAN, so
+         * nobody else has used it.  If the master took the batch it
+         * requeued it; otherwise it is ours.  Then the lane is free. */
         pthread_mutex_lock(&p->mu);
         int ours = p->lane_recs[slot].b == b;
         if (ours)
             p->lane_recs[slot].b = NULL;
         pthread_mutex_unlock(&p->mu);
+        uint32_t orphan = POOL_LANE_TAG(claimed) | POOL_LANE_ORPHAN;
+        atomic_compare_exchange_strong(&l->state, &orphan,
+                                       POOL_LANE_TAG(claimed) |
+                                           POOL_LANE_FREE);
         if (ours) {
             b->id = 0;
             return 0;
@@ -262,10 +267,10 @@ pk_err_t pool__lane_wait(pool_t *p, pool__lane_ticket_t *t, uint64_t deadline,
         uint64_t slice = 20000000u;
         if (deadline && deadline - now < slice)
             slice = deadline - now;
-        atomic_store(&l->waiting, 1);
+        atomic_fetch_add(&l->waiting, 1);
         if (atomic_load(&l->state) == v)
             pool__lane_sleep(l, v, slice);
-        atomic_store(&l->waiting, 0);
+        atomic_fetch_sub(&l->waiting, 1);
         now = pool__now_ns();
     }
     t->slot = -1;

@@ -33,8 +33,14 @@
  *                                   is retiring): it goes as a socket RESULT
  *   DONE    --caller-->  FREE       reply consumed
  *   WIRE    --master-->  FREE       the socket RESULT arrived
- *   any but DONE --master--> FREE   the worker died (its batch is handled
- *                                   like any in-flight batch of a dead worker)
+ *   any but DONE, CLAIMED --master--> FREE   the worker died (its batch
+ *                                   is handled like any in-flight batch of a
+ *                                   dead worker)
+ *   CLAIMED --master-->  ORPHAN     the worker died while a caller wrote the
+ *                                   request: no worker arms the lane until
+ *   ORPHAN  --caller-->  FREE       its claimant, whose POSTED CAS failed,
+ *                                   has taken its batch back (or found the
+ *                                   master requeued it)
  *
  * The batch a lane carries is registered in the master's private
  * pool__lane_rec_t of that slot (under p->mu) from before POSTED until the
@@ -69,7 +75,8 @@ enum pool__lane_state {
     POOL_LANE_POSTED,
     POOL_LANE_RUNNING,
     POOL_LANE_DONE,
-    POOL_LANE_WIRE
+    POOL_LANE_WIRE,
+    POOL_LANE_ORPHAN
 };
 
 #define POOL_LANE_ST(v) ((v) & 0xffu)
@@ -78,7 +85,9 @@ enum pool__lane_state {
 
 typedef struct pool__lane {
     _Atomic uint32_t state;   /* futex word: tag | state */
-    _Atomic uint32_t waiting; /* the caller sleeps on `state` */
+    _Atomic uint32_t waiting; /* callers sleeping on `state` (a count:
+                                 one from an earlier claim may still be
+                                 leaving) */
     uint32_t req_len;         /* bytes of the request (caller, < POSTED) */
     _Atomic uint32_t rep_len; /* bytes of the reply (worker, < DONE) */
     uint8_t pad[POOL_LANE_CTL - 16];

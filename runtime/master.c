@@ -465,8 +465,9 @@ static void lane_mark(pool__batch_t *b)
 }
 
 /* For a worker that is gone: unless it finished (DONE, which its caller
- * consumes as usual), the lane goes back to FREE, its caller is woken to
- * wait on the job instead, and its batch (if registered) is returned. */
+ * consumes as usual), the lane goes back to FREE (ORPHAN while a caller
+ * holds its claim: that caller frees it), its caller is woken to wait on
+ * the job instead, and its batch (if registered) is returned. */
 static pool__batch_t *lane_take_unfinished(pool_t *p, int slot)
 {
     if (p->lanes == NULL)
@@ -475,10 +476,16 @@ static pool__batch_t *lane_take_unfinished(pool_t *p, int slot)
     pool__batch_t *b = NULL;
     pthread_mutex_lock(&p->mu);
     uint32_t v = atomic_load(&l->state);
-    while (POOL_LANE_ST(v) != POOL_LANE_DONE &&
-           !atomic_compare_exchange_weak(&l->state, &v,
-                                         POOL_LANE_TAG(v) | POOL_LANE_FREE))
-        ;
+    for (;;) {
+        uint32_t st = POOL_LANE_ST(v);
+        if (st == POOL_LANE_DONE)
+            break;
+        uint32_t to = st == POOL_LANE_CLAIMED || st == POOL_LANE_ORPHAN
+                          ? POOL_LANE_ORPHAN
+                          : POOL_LANE_FREE;
+        if (atomic_compare_exchange_weak(&l->state, &v, POOL_LANE_TAG(v) | to))
+            break;
+    }
     if (POOL_LANE_ST(v) != POOL_LANE_DONE) {
         b = p->lane_recs[slot].b;
         p->lane_recs[slot].b = NULL;
@@ -543,8 +550,9 @@ static int lane_tick(pool_t *p, turn_t *t)
             }
             continue;
         }
-        if (b->job->timeout_ns == 0)
-            continue;
+        if (b->job->timeout_ns == 0 ||
+            POOL_LANE_ST(atomic_load(&l->state)) == POOL_LANE_DONE)
+            continue; /* finished: its caller collects it when it likes */
         need = 1;
         pool__sb_slot_t *sb = &p->sb[s];
         if (!alive ||
@@ -572,7 +580,9 @@ static int lane_tick(pool_t *p, turn_t *t)
     return need;
 }
 
-/* Does some lane carry a batch? */
+/* Does some lane carry a batch a worker has still to finish?  A finished
+ * one (DONE) needs no worker: its reply is in the master's mapping, so a
+ * close need not wait for its caller to collect it. */
 static int lane_busy(pool_t *p)
 {
     int busy = 0;
@@ -580,7 +590,9 @@ static int lane_busy(pool_t *p)
         return 0;
     pthread_mutex_lock(&p->mu);
     for (int s = 0; s < p->nworkers && !busy; s++)
-        busy = p->lane_recs[s].b != NULL;
+        busy = p->lane_recs[s].b != NULL &&
+               POOL_LANE_ST(atomic_load(&p->lanes[s].state)) !=
+                   POOL_LANE_DONE;
     pthread_mutex_unlock(&p->mu);
     return busy;
 }

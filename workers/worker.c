@@ -423,7 +423,7 @@ static size_t result_to_arena(worker_t *w, uint8_t *tab)
 static void lane_set(pool__lane_t *l, uint32_t v)
 {
     atomic_store(&l->state, v);
-    if (atomic_exchange(&l->waiting, 0))
+    if (atomic_load(&l->waiting) != 0)
         pool__lane_wake(l);
 }
 
