@@ -2111,17 +2111,21 @@ static void test_lane_worker_deaths(void **state)
     unsigned kills = 0;
     for (int round = 0; round < 5; round++) {
         square_calls(p, doc, round * 10, 20);
-        /* Until the last kill's respawn is in the stats, slot 0 may still
-         * show the dead worker's pid, and a zombie takes a signal too:
-         * that kill would be counted with no death behind it. */
-        while (restarts_of(p) < kills)
-            sleep_s(0.01);
+        /* Until the last kill's respawn is counted and its pid is in the
+         * stats, slot 0 shows the dead worker's pid (a zombie takes a
+         * signal too, with no death behind it) or none at all. Both are
+         * read from one snapshot, so the pid is the respawned one. */
         pool_worker_stats_t st[2];
         stats(p, st, 2);
-        if (st[0].pid > 0 && kill(st[0].pid, SIGKILL) == 0)
+        while (st[0].restarts + st[1].restarts < kills || st[0].pid <= 0) {
+            sleep_s(0.01);
+            stats(p, st, 2);
+        }
+        if (kill(st[0].pid, SIGKILL) == 0)
             kills++;
         square_calls(p, doc, round * 10, 20);
     }
+    assert_int_equal(kills, 5); /* every round killed a polling worker */
     /* A call that kills its worker (crash(x) SIGKILLs itself for x < 0)
      * is retried, then fails alone naming the signal; the lane survives. */
     uint64_t before = lane_items(p);
