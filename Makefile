@@ -9,8 +9,10 @@
 #   make fuzz                 libFuzzer targets with clang into build/fuzz
 #   make install PREFIX=/usr/local
 #
-# Source files are found by wildcard: runtime/*.c (and workers/worker.c) is the
-# library, the other workers/*.c the CLI, plugins/*.c one .so each, tests/test_*.c one test each, bench/*.c one
+# Source files are found by wildcard: runtime/<layer>/*.c is the library (its
+# layers core <- codec <- ipc <- proc <- pool, checked by scripts/check_layers.py),
+# cli/*.c the picklepool command, workers/*.c the standalone worker,
+# plugins/*.c one .so each, tests/test_*.c one test each, bench/*.c one
 # benchmark each.
 
 PREFIX   ?= /usr/local
@@ -34,14 +36,13 @@ PKG_LIBS   := $(shell pkg-config --libs libzmq hwloc 2>/dev/null)
 WARN    := -Wall -Wextra -Werror -Wshadow -Wno-unused-parameter
 CFLAGS  ?= $(OPT) -g
 ALL_CFLAGS := -std=gnu11 $(CFLAGS) $(WARN) $(SANFLAGS) -fPIC -pthread \
-              -Iinclude -Iruntime -Iworkers $(PKG_CFLAGS) -DPK_VERSION=\"$(VERSION)\"
+              -Iinclude -Iruntime $(PKG_CFLAGS) -DPK_VERSION=\"$(VERSION)\"
 LDLIBS_LIB := $(PKG_LIBS) -ldl -lm -pthread
 ALL_LDFLAGS := $(LDFLAGS) $(SANFLAGS) -pthread
 
-# The native worker loop (workers/worker.c) is part of the library: any
-# program that creates a pool forks its workers from it.
-RUNTIME_SRC := $(wildcard runtime/*.c) workers/worker.c
-WORKER_SRC  := $(filter-out workers/worker.c,$(wildcard workers/*.c))
+LAYERS      := core codec ipc proc pool
+RUNTIME_SRC := $(foreach l,$(LAYERS),$(wildcard runtime/$(l)/*.c))
+CLI_SRC     := $(wildcard cli/*.c)
 PLUGIN_SRC  := $(wildcard plugins/*.c)
 TEST_SRC    := $(wildcard tests/test_*.c)
 TESTLIB_SRC := $(wildcard tests/lib/*.c)
@@ -49,7 +50,7 @@ BENCH_SRC   := $(wildcard bench/*.c)
 FUZZ_SRC    := $(wildcard tests/fuzz/fuzz_*.c)
 
 LIB_OBJ    := $(RUNTIME_SRC:%.c=$(BUILD)/obj/%.o)
-WORKER_OBJ := $(WORKER_SRC:%.c=$(BUILD)/obj/%.o)
+CLI_OBJ    := $(CLI_SRC:%.c=$(BUILD)/obj/%.o)
 TESTLIB_OBJ := $(TESTLIB_SRC:%.c=$(BUILD)/obj/%.o)
 LIB_A      := $(BUILD)/libpicklepool.a
 LIB_SO     := $(BUILD)/libpicklepool.so
@@ -79,17 +80,17 @@ $(LIB_A): $(LIB_OBJ)
 $(LIB_SO): $(LIB_OBJ)
 	$(CC) -shared -Wl,-soname,libpicklepool.so.0 $(ALL_LDFLAGS) -o $@ $^ $(LDLIBS_LIB)
 
-$(CLI): $(WORKER_OBJ) $(LIB_A)
-	$(CC) $(ALL_LDFLAGS) -rdynamic -o $@ $(WORKER_OBJ) $(WHOLE_LIB) $(LDLIBS_LIB) -lz -lbz2 -llzma
+$(CLI): $(CLI_OBJ) $(LIB_A)
+	$(CC) $(ALL_LDFLAGS) -rdynamic -o $@ $(CLI_OBJ) $(WHOLE_LIB) $(LDLIBS_LIB) -lz -lbz2 -llzma
 
 $(BUILD)/plugins/%.so: plugins/%.c $(LIB_A)
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) -shared $(ALL_LDFLAGS) -o $@ $<
 
-$(BUILD)/tests/%: tests/%.c $(TESTLIB_OBJ) $(LIB_A) $(WORKER_OBJ)
+$(BUILD)/tests/%: tests/%.c $(TESTLIB_OBJ) $(LIB_A) $(CLI_OBJ)
 	@mkdir -p $(dir $@)
-	$(CC) $(ALL_CFLAGS) -Itests $(ALL_LDFLAGS) -rdynamic -o $@ $< $(TESTLIB_OBJ) \
-	    $(filter-out $(BUILD)/obj/workers/main.o,$(WORKER_OBJ)) $(WHOLE_LIB) \
+	$(CC) $(ALL_CFLAGS) -I. -Itests $(ALL_LDFLAGS) -rdynamic -o $@ $< $(TESTLIB_OBJ) \
+	    $(filter-out $(BUILD)/obj/cli/main.o,$(CLI_OBJ)) $(WHOLE_LIB) \
 	    $(LDLIBS_LIB) -lcmocka -lz -lbz2 -llzma
 
 $(BUILD)/tests/%_replay: tests/fuzz/%.c tests/fuzz/replay_main.c $(LIB_A)
@@ -111,6 +112,7 @@ test: deps
 # Each C test program (and each fuzz corpus replay) counts as one test in the
 # closing line; the programs print their own cmocka detail above it.
 test-c: all
+	@$(PYTHON) scripts/check_layers.py
 	@pass=0; fail=0; failed=""; for t in $(TESTS); do \
 	    echo "== $$t"; \
 	    if PICKLEPOOL_BUILD=$(BUILD) timeout 600 $$t; then pass=$$((pass+1)); \
@@ -145,7 +147,7 @@ fuzz:
 	@sh scripts/deps.sh --extra
 	@mkdir -p build/fuzz
 	for f in $(FUZZ_SRC); do \
-	    clang -std=gnu11 -g -O1 -fsanitize=fuzzer,address,undefined -Iinclude -Iruntime -Iworkers \
+	    clang -std=gnu11 -g -O1 -fsanitize=fuzzer,address,undefined -Iinclude -Iruntime \
 	        $(PKG_CFLAGS) -o build/fuzz/$$(basename $$f .c) $$f $(RUNTIME_SRC) $(LDLIBS_LIB) || exit 1; \
 	done
 	@echo "fuzzers in build/fuzz; run e.g. build/fuzz/fuzz_unpickle tests/fuzz/corpus/unpickle"
@@ -165,7 +167,7 @@ install: $(LIB_A) $(LIB_SO) $(CLI) $(PLUGINS)
 	    > $(DESTDIR)$(PREFIX)/lib/pkgconfig/picklepool.pc
 
 format:
-	clang-format -i include/*.h include/picklepool/*.h runtime/*.[ch] workers/*.[ch] \
+	clang-format -i include/*.h include/picklepool/*.h runtime/*/*.[ch] cli/*.[ch] \
 	    plugins/*.c tests/*.c bench/*.c
 
 clean:

@@ -8,6 +8,7 @@
  *   picklepool/value.h     the C value model (documents, values)
  *   picklepool/pickle.h    the safe CPython-compatible pickle codec
  *   picklepool/registry.h  native functions callable by workers, plugins
+ *   picklepool/placement.h how workers are pinned to cores
  *   picklepool/pool.h      the worker pool: pool_map and friends
  */
 #ifndef PICKLEPOOL_H
@@ -17,6 +18,7 @@
 #include "picklepool/value.h"
 #include "picklepool/pickle.h"
 #include "picklepool/registry.h"
+#include "picklepool/placement.h"
 #include "picklepool/pool.h"
 
 #endif /* PICKLEPOOL_H */

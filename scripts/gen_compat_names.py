@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Writes runtime/compat_names.h: CPython's global-name facts for the codec.
+"""Writes runtime/codec/compat_names.h: CPython's global-name facts for the codec.
 
 From the running CPython (run it with /usr/bin/python3, CPython 3.11, and
 commit the output):
@@ -10,7 +10,7 @@ commit the output):
     of builtins, which decides the memo sharing of STACK_GLOBAL's module
     argument (protocol 4+).
 
-    /usr/bin/python3 scripts/gen_compat_names.py > runtime/compat_names.h
+    /usr/bin/python3 scripts/gen_compat_names.py > runtime/codec/compat_names.h
 """
 import _compat_pickle as cp
 import builtins

@@ -24,8 +24,8 @@
 
 #include <cmocka.h>
 
-#include "cli.h"
-#include "common.h"
+#include "cli/cli.h"
+#include "core/common.h"
 #include "picklepool/pickle.h"
 
 static char tmpdir[64];

@@ -14,7 +14,7 @@
 
 #include <cmocka.h>
 
-#include "common.h"
+#include "core/common.h"
 #include "picklepool/error.h"
 
 static const pk_err_t all_codes[] = {

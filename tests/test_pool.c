@@ -1836,7 +1836,7 @@ static void test_map_arrays(void **state)
 
 /* ---- the shared-memory arena ------------------------------------------- */
 
-/* Internal (runtime/master.h): arena bytes in use. */
+/* Internal (runtime/pool/master.h): arena bytes in use. */
 int pool__shm_stats(pool_t *p, size_t *task_used, size_t *res_held,
                     size_t *res_alloc);
 
@@ -2040,7 +2040,7 @@ static void test_sigint_interrupts_map(void **state)
     pk_doc_free(&doc);
 }
 
-/* ---- the fast lane (runtime/lane.h) ------------------------------------- */
+/* ---- the fast lane (runtime/ipc/lane.h) ------------------------------------- */
 
 static uint64_t lane_items(pool_t *p)
 {

@@ -25,7 +25,7 @@
 #include <cmocka.h>
 
 #include "picklepool/registry.h"
-#include "registry_int.h"
+#include "proc/registry_int.h"
 
 /* ---- helpers ------------------------------------------------------------- */
 

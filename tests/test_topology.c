@@ -20,7 +20,7 @@
 
 #include <cmocka.h>
 
-#include "topology.h"
+#include "proc/topology.h"
 
 static pool__topo_t *load(const char *synthetic)
 {

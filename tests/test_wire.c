@@ -1,5 +1,5 @@
 /*
- * test_wire.c - the wire protocol's pure parts (runtime/wire.h): header
+ * test_wire.c - the wire protocol's pure parts (runtime/ipc/wire.h): header
  * round trips for every kind, every malformed header / record / id form
  * refused with PK_EPROTO and a message saying what was wrong, and the fuzz
  * corpus seeds (tests/fuzz/corpus/wire) still parsing as they were made to.
@@ -18,7 +18,7 @@
 #include <cmocka.h>
 
 #include "picklepool/pickle.h"
-#include "wire.h"
+#include "ipc/wire.h"
 
 /* The fuzz target itself, so the seeds run through exactly its code. */
 #include "fuzz/fuzz_wire.c"

@@ -32,6 +32,7 @@
 #include <stdint.h>
 
 #include "error.h"
+#include "placement.h"
 #include "value.h"
 
 #ifdef __cplusplus
@@ -42,12 +43,6 @@ typedef struct pool pool_t;
 typedef struct pool_results pool_results_t;
 typedef struct pool_iter pool_iter_t;
 typedef struct pool_future pool_future_t;
-
-typedef enum pool_placement {
-    POOL_PLACE_COMPACT = 0, /* consecutive cores (OpenMP "close") */
-    POOL_PLACE_SPREAD,      /* spread over packages / NUMA nodes */
-    POOL_PLACE_NONE         /* no binding */
-} pool_placement_t;
 
 /* Most workers one pool may have. */
 #define POOL_MAX_WORKERS 256

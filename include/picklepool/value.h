@@ -33,6 +33,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "alloc.h"
 #include "error.h"
 
 #ifdef __cplusplus
@@ -294,19 +295,6 @@ pk_err_t pk_hash(const pk_value_t *v, uint64_t *out);
 /* Writes a Python-like repr of v into buf (truncated with "..." past size);
  * for diagnostics and tests.  Returns buf. */
 const char *pk_repr(const pk_value_t *v, char *buf, size_t size);
-
-/* ---- allocator (failure injection and embedding) --------------------- */
-
-typedef struct pk_allocator {
-    void *(*malloc)(size_t size);
-    void *(*realloc)(void *ptr, size_t size);
-    void (*free)(void *ptr);
-} pk_allocator_t;
-
-/* Replaces the allocator used by every picklepool allocation (NULL restores
- * malloc/realloc/free).  Not thread-safe: call it while no other picklepool
- * call is running, and free what was allocated with the old allocator first. */
-void pk_set_allocator(const pk_allocator_t *a);
 
 #ifdef __cplusplus
 }

@@ -23,7 +23,7 @@
 #include <string.h>
 
 #include "picklepool/pickle.h"
-#include "wire.h"
+#include "ipc/wire.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

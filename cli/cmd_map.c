@@ -1,0 +1,1244 @@
+/*
+ * cmd_map.c - `picklepool map` and `picklepool demo`.
+ *
+ *   picklepool map [--workers N] [--placement compact|spread|none]
+ *                  [--chunksize C] [--timeout S] [--plugin PATH]... [--stream]
+ *                  MODULE.FUNC IN OUT
+ *
+ * Maps a registered native function over a pickled list (IN) and writes the
+ * pickled list of results (OUT) in input order.  With --stream, IN is a
+ * sequence of concatenated pickles, one item each (what repeated pickle.dump
+ * writes), pulled lazily through pool_imap, and OUT receives one pickle per
+ * result in input order: memory stays bounded however long the input is
+ * (except for compressed input, which is decompressed whole first: cli_io has
+ * no incremental decompressor yet).  Compression of IN is found by magic
+ * bytes and of OUT by suffix, as everywhere in the CLI; a compressed streamed
+ * OUT is a sequence of compressed members, which gzip, bzip2 and xz readers
+ * take as one stream.  "-" is standard input / output.
+ *
+ * A failed item keeps its place in OUT as a builtins exception instance
+ * (RuntimeError for crashes and function errors, TimeoutError, LookupError
+ * for unknown functions) whose message is "picklepool: item N: <why>", so a
+ * Python reader tells it apart with isinstance(x, BaseException).  Exit
+ * status: 0 when every item succeeded, 3 when some failed, 1 when the map
+ * could not run (I/O, pool start-up), 2 for bad arguments.
+ *
+ * Without --plugin, the plugin <directory of the executable>/plugins/MODULE.so
+ * is loaded when it exists (build/plugins/examples.so for examples.*).
+ *
+ *   picklepool demo [--arrays N] [--mib M] [--workers N] [--plugin PATH]
+ *
+ * The README's main job: examples.normalize over N synthetic float32 arrays of
+ * M MiB on pinned workers, first on one worker then on all of them; prints the
+ * placement, the throughput and the speed-up, and checks every result
+ * independently.  Exit status 0 only when every result is correct.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "cli.h"
+#include "core/common.h"
+#include "picklepool/pickle.h"
+#include "picklepool/pool.h"
+#include "picklepool/registry.h"
+#include "picklepool/value.h"
+
+#define PK_EXIT_ITEMS 3 /* the map ran; some items failed */
+#define MAP_MAX_PLUGINS 64
+#define MAP_MAX_INPUT ((size_t)1 << 40)
+#define STREAM_READ_MIN                                                        \
+    ((size_t)1 << 20)                  /* bytes per read of a streamed IN      \
+                                        */
+#define STREAM_FLUSH ((size_t)1 << 20) /* buffered output before a write */
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+/* ---- arguments ---------------------------------------------------------- */
+
+/* Value of option `name` at argv[*i] as "--name value" or "--name=value"
+ * (advancing *i past a separate value); NULL when argv[*i] is another
+ * option.  A missing value sets *missing. */
+static const char *take_opt(int argc, char **argv, int *i, const char *name,
+                            int *missing)
+{
+    size_t n = strlen(name);
+    const char *a = argv[*i];
+
+    if (strncmp(a, name, n) != 0 || (a[n] != '\0' && a[n] != '='))
+        return NULL;
+    if (a[n] == '=')
+        return a + n + 1;
+    if (*i + 1 >= argc) {
+        *missing = 1;
+        return NULL;
+    }
+    return argv[++*i];
+}
+
+static int parse_long(const char *s, long lo, long hi, long *out)
+{
+    char *end;
+    long v;
+
+    errno = 0;
+    v = strtol(s, &end, 10);
+    if (errno || end == s || *end || v < lo || v > hi)
+        return -1;
+    *out = v;
+    return 0;
+}
+
+static int parse_double(const char *s, double lo, double *out)
+{
+    char *end;
+    double v;
+
+    errno = 0;
+    v = strtod(s, &end);
+    if (errno || end == s || *end || !(v >= lo) || isinf(v))
+        return -1;
+    *out = v;
+    return 0;
+}
+
+static int parse_placement(const char *s, pool_placement_t *out)
+{
+    if (strcmp(s, "compact") == 0)
+        *out = POOL_PLACE_COMPACT;
+    else if (strcmp(s, "spread") == 0)
+        *out = POOL_PLACE_SPREAD;
+    else if (strcmp(s, "none") == 0)
+        *out = POOL_PLACE_NONE;
+    else
+        return -1;
+    return 0;
+}
+
+/* The directory of this executable, or "." when /proc is unavailable. */
+static void exe_dir(char *buf, size_t size)
+{
+    ssize_t n = readlink("/proc/self/exe", buf, size - 1);
+    char *slash;
+
+    if (n <= 0) {
+        snprintf(buf, size, ".");
+        return;
+    }
+    buf[n] = '\0';
+    slash = strrchr(buf, '/');
+    if (slash == NULL)
+        snprintf(buf, size, ".");
+    else if (slash == buf)
+        buf[1] = '\0';
+    else
+        *slash = '\0';
+}
+
+/* The default plugin for `module`: <exe dir>/plugins/<module>.so when it
+ * exists.  Returns 1 and fills buf, or 0. */
+static int default_plugin(const char *module, char *buf, size_t size)
+{
+    char dir[PATH_MAX];
+
+    if (strchr(module, '/') != NULL)
+        return 0;
+    exe_dir(dir, sizeof dir);
+    if (snprintf(buf, size, "%s/plugins/%s.so", dir, module) >= (int)size)
+        return 0;
+    return access(buf, R_OK) == 0;
+}
+
+typedef struct map_args {
+    pool_opts_t opts;
+    pool_call_opts_t copts;
+    const char *plugins[MAP_MAX_PLUGINS];
+    char default_plugin[PATH_MAX];
+    int stream;
+    char module[256];
+    const char *func;
+    const char *in, *out;
+} map_args_t;
+
+static int parse_map_args(int argc, char **argv, map_args_t *a)
+{
+    const char *pos[3];
+    int npos = 0;
+
+    memset(a, 0, sizeof *a);
+    pool_opts_init(&a->opts);
+    for (int i = 1; i < argc; i++) {
+        const char *arg = argv[i], *v;
+        int missing = 0;
+        long l;
+        double d;
+
+        if (npos < 3 && (arg[0] != '-' || arg[1] == '\0')) { /* "-": stdio */
+            pos[npos++] = arg;
+        } else if (strcmp(arg, "--") == 0) {
+            while (++i < argc && npos < 3)
+                pos[npos++] = argv[i];
+            if (i < argc)
+                return pk__cli_usage_error("map: unexpected argument '%s'",
+                                           argv[i]);
+        } else if ((v = take_opt(argc, argv, &i, "--workers", &missing))) {
+            if (parse_long(v, 1, 4096, &l) < 0)
+                return pk__cli_usage_error(
+                    "map: --workers wants a number from 1 to 4096, not '%s'",
+                    v);
+            a->opts.workers = (int)l;
+        } else if ((v = take_opt(argc, argv, &i, "--placement", &missing))) {
+            if (parse_placement(v, &a->opts.placement) < 0)
+                return pk__cli_usage_error(
+                    "map: --placement wants compact, spread or none, not '%s'",
+                    v);
+        } else if ((v = take_opt(argc, argv, &i, "--chunksize", &missing))) {
+            if (parse_long(v, 1, LONG_MAX, &l) < 0)
+                return pk__cli_usage_error(
+                    "map: --chunksize wants a positive number, not '%s'", v);
+            a->copts.chunksize = (size_t)l;
+        } else if ((v = take_opt(argc, argv, &i, "--timeout", &missing))) {
+            if (parse_double(v, 0, &d) < 0 || d == 0)
+                return pk__cli_usage_error(
+                    "map: --timeout wants a positive number of seconds, not "
+                    "'%s'",
+                    v);
+            a->copts.timeout = d;
+            a->opts.timeout = d;
+        } else if ((v = take_opt(argc, argv, &i, "--plugin", &missing))) {
+            if (a->opts.nplugins == MAP_MAX_PLUGINS)
+                return pk__cli_usage_error("map: more than %d --plugin options",
+                                           MAP_MAX_PLUGINS);
+            a->plugins[a->opts.nplugins++] = v;
+        } else if (strcmp(arg, "--stream") == 0) {
+            a->stream = 1;
+        } else if (missing) {
+            return pk__cli_usage_error("map: %s needs a value", arg);
+        } else if (arg[0] == '-') {
+            return pk__cli_usage_error("map: unknown option '%s'", arg);
+        } else {
+            return pk__cli_usage_error("map: unexpected argument '%s'", arg);
+        }
+        if (missing)
+            return pk__cli_usage_error("map: %s needs a value", arg);
+    }
+    if (npos < 3)
+        return pk__cli_usage_error("map: needs MODULE.FUNC IN OUT");
+
+    const char *dot = strrchr(pos[0], '.');
+    if (dot == NULL || dot == pos[0] || dot[1] == '\0' ||
+        (size_t)(dot - pos[0]) >= sizeof a->module)
+        return pk__cli_usage_error(
+            "map: '%s' is not MODULE.FUNC (e.g. examples.square)", pos[0]);
+    memcpy(a->module, pos[0], (size_t)(dot - pos[0]));
+    a->module[dot - pos[0]] = '\0';
+    a->func = dot + 1;
+    a->in = pos[1];
+    a->out = pos[2];
+
+    if (a->opts.nplugins == 0 &&
+        default_plugin(a->module, a->default_plugin, sizeof a->default_plugin))
+        a->plugins[a->opts.nplugins++] = a->default_plugin;
+    a->opts.plugins = a->plugins;
+    return PK_EXIT_OK;
+}
+
+/* ---- results into the output doc ---------------------------------------- */
+
+/* Pointer-keyed memo of copied containers, so that shared references stay
+ * shared and cycles terminate. */
+typedef struct copy_memo {
+    const pk_value_t **from;
+    pk_value_t **to;
+    size_t cap, len; /* cap is 0 or a power of two */
+} copy_memo_t;
+
+static size_t memo_slot(const copy_memo_t *m, const pk_value_t *v)
+{
+    size_t h = ((uintptr_t)v >> 4) * (size_t)0x9E3779B97F4A7C15ull;
+    size_t i = h & (m->cap - 1);
+
+    while (m->from[i] != NULL && m->from[i] != v)
+        i = (i + 1) & (m->cap - 1);
+    return i;
+}
+
+static pk_value_t *memo_get(const copy_memo_t *m, const pk_value_t *v)
+{
+    if (m->cap == 0)
+        return NULL;
+    return m->to[memo_slot(m, v)];
+}
+
+static int memo_put(copy_memo_t *m, const pk_value_t *v, pk_value_t *copy)
+{
+    if ((m->len + 1) * 2 > m->cap) {
+        copy_memo_t g = {0};
+        g.cap = m->cap ? m->cap * 2 : 64;
+        g.from = pk__calloc(g.cap, sizeof *g.from);
+        g.to = pk__calloc(g.cap, sizeof *g.to);
+        if (g.from == NULL || g.to == NULL) {
+            pk__free(g.from);
+            pk__free(g.to);
+            return -1;
+        }
+        for (size_t i = 0; i < m->cap; i++)
+            if (m->from[i] != NULL) {
+                size_t s = memo_slot(&g, m->from[i]);
+                g.from[s] = m->from[i];
+                g.to[s] = m->to[i];
+            }
+        g.len = m->len;
+        pk__free(m->from);
+        pk__free(m->to);
+        *m = g;
+    }
+    size_t s = memo_slot(m, v);
+    m->from[s] = v;
+    m->to[s] = copy;
+    m->len++;
+    return 0;
+}
+
+static void memo_reset(copy_memo_t *m)
+{
+    pk__free(m->from);
+    pk__free(m->to);
+    memset(m, 0, sizeof *m);
+}
+
+/* Deep copy of v into doc (a result outlives the iterator step that returned
+ * it only as a copy).  NULL when memory runs out. */
+static pk_value_t *copy_value(pk_doc_t *doc, const pk_value_t *v,
+                              copy_memo_t *memo)
+{
+    pk_value_t *c = NULL;
+    size_t n;
+
+    switch ((pk_type_t)v->type) {
+    case PK_NONE:
+    case PK_BOOL:
+        return (pk_value_t *)v; /* static singletons */
+    case PK_INT:
+        return pk_int(doc, v->u.i);
+    case PK_BIGINT:
+        return pk_bigint(doc, v->u.big.bytes, v->u.big.len);
+    case PK_FLOAT:
+        return pk_float(doc, v->u.f);
+    case PK_COMPLEX:
+        return pk_complex(doc, v->u.c.re, v->u.c.im);
+    case PK_STR:
+        return pk_str(doc, v->u.str.ptr, v->u.str.len);
+    case PK_BYTES:
+        return pk_bytes(doc, v->u.str.ptr, v->u.str.len);
+    case PK_BYTEARRAY:
+        return pk_bytearray(doc, v->u.str.ptr, v->u.str.len);
+    case PK_PICKLEBUFFER:
+        return pk_picklebuffer(doc, v->u.str.ptr, v->u.str.len,
+                               v->flags & PK_VF_READONLY);
+    case PK_GLOBAL:
+        return pk_global(doc, v->u.global.module, v->u.global.name);
+    case PK_DTYPE:
+        return pk_dtype_value(doc, v->u.dtype);
+    case PK_NDARRAY: {
+        const pk_ndarray_t *nd = v->u.nd;
+        c = pk_ndarray(doc, &nd->dtype, nd->ndim, nd->shape, nd->data,
+                       v->flags & PK_VF_FORTRAN);
+        if (c != NULL)
+            c->flags |= v->flags & (PK_VF_NPSCALAR | PK_VF_READONLY);
+        return c;
+    }
+    case PK_TUPLE:
+    case PK_LIST:
+    case PK_SET:
+    case PK_FROZENSET:
+    case PK_DICT:
+    case PK_OBJECT:
+        break;
+    default:
+        return NULL;
+    }
+
+    if ((c = memo_get(memo, v)) != NULL)
+        return c;
+    if (v->type == PK_OBJECT) { /* acyclic through its args tuple */
+        pk_value_t *f = copy_value(doc, v->u.obj.callable, memo);
+        pk_value_t *args = copy_value(doc, v->u.obj.args, memo);
+        pk_value_t *st =
+            v->u.obj.state ? copy_value(doc, v->u.obj.state, memo) : NULL;
+        if (f == NULL || args == NULL || (v->u.obj.state && st == NULL))
+            return NULL;
+        if ((c = pk_object(doc, f, args, st)) == NULL ||
+            memo_put(memo, v, c) < 0)
+            return NULL;
+        return c;
+    }
+    n = pk_len(v);
+    switch ((pk_type_t)v->type) {
+    case PK_TUPLE:
+        c = pk_tuple_new(doc, n);
+        break;
+    case PK_LIST:
+        c = pk_list_new(doc, n);
+        break;
+    case PK_SET:
+        c = pk_set_new(doc, n);
+        break;
+    case PK_FROZENSET:
+        c = pk_frozenset_new(doc, n);
+        break;
+    default:
+        c = pk_dict_new(doc, n);
+        break;
+    }
+    if (c == NULL || memo_put(memo, v, c) < 0)
+        return NULL;
+    for (size_t i = 0; i < n; i++) {
+        pk_value_t *k, *x;
+        pk_err_t rc = PK_OK;
+        if (v->type == PK_DICT) {
+            k = copy_value(doc, v->u.dict.entries[i].key, memo);
+            x = copy_value(doc, v->u.dict.entries[i].value, memo);
+            if (k == NULL || x == NULL)
+                return NULL;
+            rc = pk_dict_set(doc, c, k, x);
+        } else {
+            if ((x = copy_value(doc, v->u.seq.items[i], memo)) == NULL)
+                return NULL;
+            if (v->type == PK_TUPLE)
+                pk_tuple_set(c, i, x);
+            else if (v->type == PK_LIST)
+                rc = pk_list_append(doc, c, x);
+            else
+                rc = pk_set_add(doc, c, x);
+        }
+        if (rc != PK_OK)
+            return NULL;
+    }
+    return c;
+}
+
+/* The value that stands for a failed item in OUT: an instance of a builtins
+ * exception class, builtins.<kind>("picklepool: item N: <why>"), which
+ * CPython's pickle loads without importing anything, so a Python reader
+ * tells failures apart with isinstance(x, BaseException).  RuntimeError for
+ * crashes, function errors and the rest, TimeoutError for timeouts,
+ * LookupError for unknown functions.  This is the only place that decides
+ * the marker's shape. */
+static pk_value_t *failure_marker(pk_doc_t *doc, size_t index, pk_err_t status,
+                                  const char *why)
+{
+    const char *kind;
+    char msg[512];
+    pk_value_t *cls, *args, *text;
+
+    switch (status) {
+    case PK_ETIMEDOUT:
+        kind = "TimeoutError";
+        break;
+    case PK_ENOFUNC:
+        kind = "LookupError";
+        break;
+    default:
+        kind = "RuntimeError";
+        break; /* crashes, function errors... */
+    }
+    snprintf(msg, sizeof msg, "picklepool: item %zu: %s", index,
+             why && *why ? why : pk_strerror(status));
+    cls = pk_global(doc, "builtins", kind);
+    args = pk_tuple_new(doc, 1);
+    text = pk_cstr(doc, msg);
+    if (cls == NULL || args == NULL || text == NULL)
+        return NULL;
+    pk_tuple_set(args, 0, text);
+    return pk_object(doc, cls, args, NULL);
+}
+
+/* ---- streamed input ----------------------------------------------------- */
+
+/* Reads concatenated pickles from a file, refilling a buffer as it goes:
+ * pk_loads reports PK_ETRUNC for a pickle cut by the end of the buffer, and
+ * the read size doubles with the buffered length so that a large item costs
+ * a logarithmic number of retries. */
+typedef struct stream_in {
+    const char *path;
+    FILE *fp;
+    pk_buf_t buf;
+    size_t pos;     /* next unread byte in buf */
+    int eof;        /* nothing more to read into buf */
+    size_t items;   /* items returned so far */
+    pk_error_t err; /* why the input stopped early */
+    pk_err_t rc;
+} stream_in_t;
+
+/* Appends up to `want` bytes from s->fp; sets eof at the end of the file. */
+static pk_err_t stream_read(stream_in_t *s, size_t want)
+{
+    size_t n;
+
+    if (pk__cli_buf_reserve(&s->buf, want, &s->err) != PK_OK)
+        return s->err.code;
+    n = fread(s->buf.data + s->buf.len, 1, want, s->fp);
+    s->buf.len += n;
+    if (n < want) {
+        if (ferror(s->fp))
+            return pk__err_sys(&s->err, PK_ESYS, errno, "read");
+        s->eof = 1;
+    }
+    return PK_OK;
+}
+
+static pk_err_t stream_open(stream_in_t *s, const char *path)
+{
+    pk_cli_compress_t kind;
+    pk_err_t rc;
+
+    memset(s, 0, sizeof *s);
+    pk_error_clear(&s->err);
+    s->path = path;
+    if (strcmp(path, "-") == 0) {
+        s->fp = stdin;
+    } else if ((s->fp = fopen(path, "rb")) == NULL) {
+        return pk__err_sys(&s->err, PK_ESYS, errno, "cannot open");
+    }
+    if ((rc = stream_read(s, STREAM_READ_MIN)) != PK_OK)
+        return rc;
+    kind = pk__cli_sniff(s->buf.data, s->buf.len);
+    if (kind == PK_COMPRESS_NONE)
+        return PK_OK;
+    /* Compressed: cli_io decodes whole buffers only, so read it all. */
+    while (!s->eof)
+        if ((rc = stream_read(s, s->buf.len)) != PK_OK)
+            return rc;
+    pk_buf_t plain = {0};
+    rc = pk__cli_decompress(kind, s->buf.data, s->buf.len, MAP_MAX_INPUT,
+                            &plain, &s->err);
+    pk_buf_free(&s->buf);
+    s->buf = plain;
+    return rc;
+}
+
+static void stream_close(stream_in_t *s)
+{
+    if (s->fp != NULL && s->fp != stdin)
+        fclose(s->fp);
+    s->fp = NULL;
+    pk_buf_free(&s->buf);
+}
+
+/* pool_next_fn over a stream_in_t. */
+static pk_err_t stream_next(void *ctx, pk_doc_t *doc, pk_value_t **item)
+{
+    stream_in_t *s = ctx;
+    pk_err_t rc;
+
+    for (;;) {
+        if (s->pos < s->buf.len) {
+            size_t used = 0;
+            pk_error_t e;
+            rc = pk_loads(doc, s->buf.data + s->pos, s->buf.len - s->pos, NULL,
+                          item, &used, &e);
+            if (rc == PK_OK) {
+                s->pos += used;
+                s->items++;
+                return PK_OK;
+            }
+            if (rc != PK_ETRUNC || s->eof) {
+                s->err = e;
+                s->rc = rc;
+                return rc;
+            }
+        } else if (s->eof) {
+            *item = NULL;
+            return PK_OK;
+        }
+        /* Drop what was consumed, then read at least as much as is held. */
+        if (s->pos > 0) {
+            memmove(s->buf.data, s->buf.data + s->pos, s->buf.len - s->pos);
+            s->buf.len -= s->pos;
+            s->pos = 0;
+        }
+        size_t want =
+            s->buf.len > STREAM_READ_MIN ? s->buf.len : STREAM_READ_MIN;
+        if ((rc = stream_read(s, want)) != PK_OK) {
+            s->rc = rc;
+            return rc;
+        }
+    }
+}
+
+/* pool_next_fn over the items of a decoded list or tuple. */
+typedef struct list_in {
+    const pk_value_t *list;
+    size_t next;
+} list_in_t;
+
+static pk_err_t list_next(void *ctx, pk_doc_t *doc, pk_value_t **item)
+{
+    list_in_t *l = ctx;
+
+    (void)doc; /* the items live in the input doc, which outlives the map */
+    *item = l->next < pk_len(l->list) ? pk_item(l->list, l->next++) : NULL;
+    return PK_OK;
+}
+
+/* ---- streamed output ---------------------------------------------------- */
+
+/* Pickles written one after another, compressed by OUT's suffix one member
+ * per flush, into a temporary file renamed over OUT at the end. */
+typedef struct stream_out {
+    const char *path;
+    char tmp[PATH_MAX];
+    int fd;
+    pk_cli_compress_t kind;
+    pk_buf_t buf;
+    pk_buf_t z;
+} stream_out_t;
+
+static pk_err_t out_open(stream_out_t *o, const char *path, pk_error_t *err)
+{
+    mode_t um;
+
+    memset(o, 0, sizeof *o);
+    o->path = path;
+    o->fd = -1;
+    if (strcmp(path, "-") == 0) {
+        o->fd = STDOUT_FILENO;
+        return PK_OK;
+    }
+    o->kind = pk__cli_compress_for_path(path);
+    if (snprintf(o->tmp, sizeof o->tmp, "%s.tmpXXXXXX", path) >=
+        (int)sizeof o->tmp)
+        return pk__err(err, PK_EINVAL, "path too long");
+    if ((o->fd = mkostemp(o->tmp, O_CLOEXEC)) < 0) {
+        o->tmp[0] = '\0';
+        return pk__err_sys(err, PK_ESYS, errno, "cannot create");
+    }
+    um = umask(0);
+    umask(um);
+    if (fchmod(o->fd, 0666 & ~um) < 0)
+        return pk__err_sys(err, PK_ESYS, errno, "chmod");
+    return PK_OK;
+}
+
+static pk_err_t out_flush(stream_out_t *o, pk_error_t *err)
+{
+    pk_err_t rc;
+
+    if (o->buf.len == 0)
+        return PK_OK;
+    if (o->kind == PK_COMPRESS_NONE) {
+        rc = pk__cli_write_all(o->fd, o->buf.data, o->buf.len, err);
+    } else {
+        o->z.len = 0;
+        rc = pk__cli_compress(o->kind, o->buf.data, o->buf.len, &o->z, err);
+        if (rc == PK_OK)
+            rc = pk__cli_write_all(o->fd, o->z.data, o->z.len, err);
+    }
+    o->buf.len = 0;
+    return rc;
+}
+
+static pk_err_t out_put(stream_out_t *o, const pk_value_t *v, pk_error_t *err)
+{
+    pk_err_t rc = pk_dumps(v, NULL, &o->buf, err);
+
+    if (rc == PK_OK && o->buf.len >= STREAM_FLUSH)
+        rc = out_flush(o, err);
+    return rc;
+}
+
+/* Finishes OUT (rc == PK_OK: flush, sync, rename) or throws it away. */
+static pk_err_t out_close(stream_out_t *o, pk_err_t rc, pk_error_t *err)
+{
+    if (rc == PK_OK)
+        rc = out_flush(o, err);
+    if (o->fd >= 0 && o->fd != STDOUT_FILENO) {
+        if (rc == PK_OK && fsync(o->fd) < 0)
+            rc = pk__err_sys(err, PK_ESYS, errno, "fsync");
+        if (close(o->fd) < 0 && rc == PK_OK)
+            rc = pk__err_sys(err, PK_ESYS, errno, "close");
+        if (rc == PK_OK && rename(o->tmp, o->path) < 0)
+            rc = pk__err_sys(err, PK_ESYS, errno, "rename");
+        if (rc != PK_OK)
+            unlink(o->tmp);
+    } else if (o->fd < 0 && o->tmp[0]) {
+        unlink(o->tmp);
+    }
+    o->fd = -1;
+    pk_buf_free(&o->buf);
+    pk_buf_free(&o->z);
+    return rc;
+}
+
+/* ---- progress ----------------------------------------------------------- */
+
+typedef struct progress {
+    int on; /* stderr is a terminal */
+    double t0, last;
+    size_t total; /* 0: unknown */
+} progress_t;
+
+static void progress_show(progress_t *p, size_t done, int final)
+{
+    double t = now_s();
+
+    if (!p->on || (!final && t - p->last < 0.2))
+        return;
+    p->last = t;
+    double rate = t > p->t0 ? (double)done / (t - p->t0) : 0;
+    if (p->total)
+        fprintf(stderr, "\rpicklepool: map: %zu/%zu items, %.0f items/s   ",
+                done, p->total, rate);
+    else
+        fprintf(stderr, "\rpicklepool: map: %zu items, %.0f items/s   ", done,
+                rate);
+    if (final)
+        fputc('\n', stderr);
+}
+
+/* ---- map ---------------------------------------------------------------- */
+
+typedef struct map_tally {
+    size_t done, failed;
+    size_t first_index;
+    char first_msg[300];
+} map_tally_t;
+
+static void tally_item(map_tally_t *t, const pool_item_t *it)
+{
+    t->done++;
+    if (it->status == PK_OK)
+        return;
+    if (t->failed++ == 0) {
+        t->first_index = it->index;
+        snprintf(t->first_msg, sizeof t->first_msg, "%s",
+                 it->error ? it->error : pk_strerror(it->status));
+    }
+}
+
+/* Drains `it`, handing each outcome to emit(); returns the map's error, if
+ * any, with *err filled. */
+typedef pk_err_t (*emit_fn)(void *ctx, const pool_item_t *item,
+                            pk_error_t *err);
+
+static pk_err_t drain(pool_iter_t *it, progress_t *prog, map_tally_t *tally,
+                      emit_fn emit, void *ctx, pk_error_t *err)
+{
+    pool_item_t item;
+    pk_err_t rc;
+
+    for (;;) {
+        rc = pool_iter_next(it, &item, prog->on ? 0.2 : -1);
+        if (rc == PK_ETIMEDOUT) {
+            progress_show(prog, tally->done, 0);
+            continue;
+        }
+        if (rc == PK_ECANCELED)
+            return PK_OK; /* end of the map */
+        if (rc != PK_OK)
+            return pk__err(err, rc, "%s", pk_strerror(rc));
+        tally_item(tally, &item);
+        if ((rc = emit(ctx, &item, err)) != PK_OK)
+            return rc;
+        progress_show(prog, tally->done, 0);
+    }
+}
+
+typedef struct list_out {
+    pk_doc_t *doc;
+    pk_value_t *list;
+    copy_memo_t memo;
+} list_out_t;
+
+static pk_err_t emit_list(void *ctx, const pool_item_t *item, pk_error_t *err)
+{
+    list_out_t *o = ctx;
+    pk_value_t *v;
+
+    if (item->status == PK_OK) {
+        v = copy_value(o->doc, item->value, &o->memo);
+        memo_reset(&o->memo);
+    } else {
+        v = failure_marker(o->doc, item->index, item->status, item->error);
+    }
+    if (v == NULL || pk_list_append(o->doc, o->list, v) != PK_OK)
+        return pk__err(err, PK_ENOMEM, "out of memory");
+    return PK_OK;
+}
+
+typedef struct pickles_out {
+    stream_out_t out;
+    pk_doc_t *scratch; /* for failure markers */
+} pickles_out_t;
+
+static pk_err_t emit_stream(void *ctx, const pool_item_t *item, pk_error_t *err)
+{
+    pickles_out_t *o = ctx;
+    pk_err_t rc;
+
+    if (item->status == PK_OK)
+        return out_put(&o->out, item->value, err);
+    pk_value_t *v =
+        failure_marker(o->scratch, item->index, item->status, item->error);
+    rc =
+        v ? out_put(&o->out, v, err) : pk__err(err, PK_ENOMEM, "out of memory");
+    pk_doc_free(&o->scratch); /* markers are rare: a fresh doc each */
+    if (pk_doc_new(&o->scratch) != PK_OK && rc == PK_OK)
+        rc = pk__err(err, PK_ENOMEM, "out of memory");
+    return rc;
+}
+
+/* Exit status after a map that ran; reports failed items in one line. */
+static int map_status(const map_tally_t *t)
+{
+    if (t->failed == 0)
+        return PK_EXIT_OK;
+    fprintf(stderr,
+            "picklepool: map: %zu of %zu items failed (first: item %zu: %s)\n",
+            t->failed, t->done, t->first_index, t->first_msg);
+    return PK_EXIT_ITEMS;
+}
+
+static int start_pool(const map_args_t *a, pool_t **pp)
+{
+    pk_error_t err;
+
+    pk_error_clear(&err);
+    if (pool_create(pp, &a->opts, &err) != PK_OK) {
+        pk__cli_report("map: cannot start the pool", &err);
+        return PK_EXIT_FAIL;
+    }
+    return PK_EXIT_OK;
+}
+
+static int map_list(const map_args_t *a)
+{
+    pk_buf_t in = {0};
+    pk_doc_t *idoc = NULL;
+    pk_value_t *root = NULL;
+    pool_t *p = NULL;
+    pool_iter_t *it = NULL;
+    list_out_t lo = {0};
+    map_tally_t tally = {0};
+    progress_t prog = {0};
+    pk_buf_t out = {0};
+    pk_error_t err;
+    size_t used = 0;
+    int status = PK_EXIT_FAIL;
+
+    pk_error_clear(&err);
+    if (pk__cli_read_file(a->in, MAP_MAX_INPUT, &in, &err) != PK_OK) {
+        pk__cli_report(a->in, &err);
+        goto done;
+    }
+    if (pk_doc_new(&idoc) != PK_OK || pk_doc_new(&lo.doc) != PK_OK) {
+        pk__err(&err, PK_ENOMEM, "out of memory");
+        pk__cli_report("map", &err);
+        goto done;
+    }
+    if (pk_loads(idoc, in.data, in.len, NULL, &root, &used, &err) != PK_OK) {
+        pk__cli_report(a->in, &err);
+        goto done;
+    }
+    if (root->type != PK_LIST && root->type != PK_TUPLE) {
+        fprintf(stderr,
+                "picklepool: %s: expected a pickled list of arguments, got %s "
+                "(use --stream for one pickle per item)\n",
+                a->in, pk_type_name((pk_type_t)root->type));
+        goto done;
+    }
+    if (used < in.len) {
+        fprintf(stderr,
+                "picklepool: %s: more than one pickle (%zu trailing bytes); "
+                "use --stream for one pickle per item\n",
+                a->in, in.len - used);
+        goto done;
+    }
+    if ((lo.list = pk_list_new(lo.doc, pk_len(root))) == NULL) {
+        pk__err(&err, PK_ENOMEM, "out of memory");
+        pk__cli_report("map", &err);
+        goto done;
+    }
+    if (start_pool(a, &p) != PK_EXIT_OK)
+        goto done;
+
+    list_in_t li = {root, 0};
+    prog.on = isatty(STDERR_FILENO);
+    prog.t0 = now_s();
+    prog.total = pk_len(root);
+    if (pool_imap(p, a->module, a->func, list_next, &li, &a->copts, &it,
+                  &err) != PK_OK ||
+        drain(it, &prog, &tally, emit_list, &lo, &err) != PK_OK) {
+        pk__cli_report("map", &err);
+        goto done;
+    }
+    progress_show(&prog, tally.done, 1);
+    pool_iter_free(&it);
+    pool_destroy(&p); /* workers gone before the (possibly slow) write */
+    if (pk_dumps(lo.list, NULL, &out, &err) != PK_OK) {
+        pk__cli_report("map: cannot pickle the results", &err);
+        goto done;
+    }
+    if (pk__cli_write_file(a->out, out.data, out.len, &err) != PK_OK) {
+        pk__cli_report(a->out, &err);
+        goto done;
+    }
+    status = map_status(&tally);
+done:
+    pool_iter_free(&it);
+    pool_destroy(&p);
+    memo_reset(&lo.memo);
+    pk_buf_free(&out);
+    pk_buf_free(&in);
+    pk_doc_free(&idoc);
+    pk_doc_free(&lo.doc);
+    return status;
+}
+
+static int map_stream(const map_args_t *a)
+{
+    stream_in_t in;
+    pickles_out_t po;
+    pool_t *p = NULL;
+    pool_iter_t *it = NULL;
+    map_tally_t tally = {0};
+    progress_t prog = {0};
+    pk_error_t err;
+    pk_err_t rc;
+    int status = PK_EXIT_FAIL;
+
+    pk_error_clear(&err);
+    memset(&po, 0, sizeof po);
+    po.out.fd = -1;
+    if (stream_open(&in, a->in) != PK_OK) {
+        pk__cli_report(a->in, &in.err);
+        stream_close(&in);
+        return PK_EXIT_FAIL;
+    }
+    if (pk_doc_new(&po.scratch) != PK_OK) {
+        pk__err(&err, PK_ENOMEM, "out of memory");
+        pk__cli_report("map", &err);
+        goto done;
+    }
+    if (out_open(&po.out, a->out, &err) != PK_OK) {
+        pk__cli_report(a->out, &err);
+        out_close(&po.out, PK_EIO, &err);
+        goto done;
+    }
+    if (start_pool(a, &p) != PK_EXIT_OK) {
+        out_close(&po.out, PK_EIO, &err);
+        goto done;
+    }
+    prog.on = isatty(STDERR_FILENO);
+    prog.t0 = now_s();
+    rc = pool_imap(p, a->module, a->func, stream_next, &in, &a->copts, &it,
+                   &err);
+    if (rc == PK_OK)
+        rc = drain(it, &prog, &tally, emit_stream, &po, &err);
+    if (rc != PK_OK) {
+        if (in.rc != PK_OK) { /* the input stopped the map */
+            char what[PATH_MAX + 32];
+            snprintf(what, sizeof what, "%s: item %zu", a->in, in.items);
+            pk__cli_report(what, &in.err);
+        } else {
+            pk__cli_report("map", &err);
+        }
+        out_close(&po.out, rc, &err);
+        goto done;
+    }
+    progress_show(&prog, tally.done, 1);
+    if (out_close(&po.out, PK_OK, &err) != PK_OK) {
+        pk__cli_report(a->out, &err);
+        goto done;
+    }
+    status = map_status(&tally);
+done:
+    pool_iter_free(&it);
+    pool_destroy(&p);
+    pk_doc_free(&po.scratch);
+    stream_close(&in);
+    return status;
+}
+
+int pk__cmd_map(int argc, char **argv)
+{
+    map_args_t a;
+    int rc = parse_map_args(argc, argv, &a);
+
+    if (rc != PK_EXIT_OK)
+        return rc;
+    return a.stream ? map_stream(&a) : map_list(&a);
+}
+
+/* ---- demo --------------------------------------------------------------- */
+
+/* Array i holds uniform noise scaled by s_i around o_i, except for four
+ * marker elements: x[0] = o_i, x[1] = o_i + (i + 1) s_i, x[2] = o_i,
+ * x[3] = o_i + s_i.  Normalisation is affine, so in any correct result
+ * (y[1] - y[0]) / (y[3] - y[2]) = i + 1: the index survives and tells
+ * whether results came back in input order. */
+static uint64_t splitmix(uint64_t *s)
+{
+    uint64_t z = (*s += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+
+static void demo_fill(float *x, size_t n, size_t i)
+{
+    uint64_t s = 0x5eed0000ull + i;
+    float o = (float)((int)(i % 17) - 8), sc = (float)(1 + i % 5);
+
+    for (size_t j = 0; j < n; j++) {
+        double u = (double)(splitmix(&s) >> 11) * 0x1.0p-53; /* [0, 1) */
+        x[j] = o + sc * (float)(2 * u - 1);
+    }
+    x[0] = o;
+    x[1] = o + (float)(i + 1) * sc;
+    x[2] = o;
+    x[3] = o + sc;
+}
+
+/* Checks result y of input x (array i): mean ~ 0, std ~ 1, equal to an
+ * independent double-precision normalisation, index marker i + 1.  Returns
+ * 0 or -1 with why filled. */
+static int demo_check(const float *x, const float *y, size_t n, size_t i,
+                      char *why, size_t size)
+{
+    double sx = 0, sxx = 0, sy = 0, syy = 0, maxdiff = 0;
+
+    for (size_t j = 0; j < n; j++)
+        sx += x[j];
+    double mx = sx / (double)n;
+    for (size_t j = 0; j < n; j++)
+        sxx += (x[j] - mx) * (x[j] - mx);
+    double sdx = sqrt(sxx / (double)n);
+    for (size_t j = 0; j < n; j++) {
+        double want = (x[j] - mx) / sdx, d = fabs(y[j] - want);
+        if (!(d <= maxdiff)) /* also NaN */
+            maxdiff = isnan(d) ? INFINITY : d;
+        sy += y[j];
+    }
+    double my = sy / (double)n;
+    for (size_t j = 0; j < n; j++)
+        syy += (y[j] - my) * (y[j] - my);
+    double sdy = sqrt(syy / (double)n);
+    double mark = (y[1] - y[0]) / (y[3] - y[2]);
+
+    if (!(fabs(my) < 1e-4 && fabs(sdy - 1) < 1e-4)) {
+        snprintf(why, size, "array %zu: mean %.3g std %.6f", i, my, sdy);
+        return -1;
+    }
+    if (!(maxdiff < 1e-3)) {
+        snprintf(why, size, "array %zu: differs from the reference by %.3g", i,
+                 maxdiff);
+        return -1;
+    }
+    if (!(fabs(mark - (double)(i + 1)) < 0.01)) {
+        snprintf(why, size,
+                 "array %zu: carries the index marker of array %.2f (out of "
+                 "order)",
+                 i, mark - 1);
+        return -1;
+    }
+    return 0;
+}
+
+typedef struct demo_run {
+    double seconds;
+    size_t failed;
+    size_t nworkers;
+    pool_worker_stats_t stats[64];
+} demo_run_t;
+
+/* One timed map of normalize over the arrays on a fresh pool of `workers`
+ * (0: one per core); the pool's start-up and a small warm-up map are not
+ * timed. */
+static int demo_map(const char *plugin, int workers, float **in, float **out,
+                    const size_t *lens, size_t n, demo_run_t *run)
+{
+    pool_opts_t opts;
+    pool_t *p = NULL;
+    pk_error_t err;
+    size_t nf = 0;
+    int status = PK_EXIT_FAIL;
+
+    pool_opts_init(&opts);
+    opts.workers = workers;
+    opts.plugins = &plugin;
+    opts.nplugins = 1;
+    pk_error_clear(&err);
+    if (pool_create(&p, &opts, &err) != PK_OK) {
+        pk__cli_report("demo: cannot start the pool", &err);
+        return PK_EXIT_FAIL;
+    }
+    size_t warm = n < 4 ? n : 4;
+    if (pool_map_f32_arrays(p, "examples", "normalize",
+                            (const float *const *)in, out, lens, warm, &nf,
+                            &err) != PK_OK) {
+        pk__cli_report("demo: normalize", &err);
+        goto done;
+    }
+    double t0 = now_s();
+    pk_err_t rc =
+        pool_map_f32_arrays(p, "examples", "normalize",
+                            (const float *const *)in, out, lens, n, &nf, &err);
+    run->seconds = now_s() - t0;
+    run->failed = nf;
+    if (rc != PK_OK) {
+        pk__cli_report("demo: normalize", &err);
+        goto done;
+    }
+    if (pool_stats(p, run->stats, 64, &run->nworkers) != PK_OK) {
+        fprintf(stderr, "picklepool: demo: pool_stats failed\n");
+        goto done;
+    }
+    status = PK_EXIT_OK;
+done:
+    pool_destroy(&p);
+    return status;
+}
+
+static int demo_verify(float **in, float **out, const size_t *lens, size_t n,
+                       const char *label)
+{
+    char why[200];
+
+    for (size_t i = 0; i < n; i++)
+        if (demo_check(in[i], out[i], lens[i], i, why, sizeof why) < 0) {
+            fprintf(stderr, "picklepool: demo: %s: wrong result: %s\n", label,
+                    why);
+            return -1;
+        }
+    return 0;
+}
+
+int pk__cmd_demo(int argc, char **argv)
+{
+    long narrays = 256, mib = 1, workers = 0;
+    const char *plugin = NULL;
+    char defplugin[PATH_MAX];
+    int status = PK_EXIT_FAIL;
+
+    for (int i = 1; i < argc; i++) {
+        const char *v;
+        int missing = 0;
+        if ((v = take_opt(argc, argv, &i, "--arrays", &missing))) {
+            if (parse_long(v, 1, 1 << 20, &narrays) < 0)
+                return pk__cli_usage_error("demo: bad --arrays '%s'", v);
+        } else if ((v = take_opt(argc, argv, &i, "--mib", &missing))) {
+            if (parse_long(v, 1, 1024, &mib) < 0)
+                return pk__cli_usage_error("demo: bad --mib '%s'", v);
+        } else if ((v = take_opt(argc, argv, &i, "--workers", &missing))) {
+            if (parse_long(v, 1, 64, &workers) < 0)
+                return pk__cli_usage_error("demo: bad --workers '%s'", v);
+        } else if ((v = take_opt(argc, argv, &i, "--plugin", &missing))) {
+            plugin = v;
+        } else if (missing) {
+            return pk__cli_usage_error("demo: %s needs a value", argv[i]);
+        } else {
+            return pk__cli_usage_error("demo: unexpected argument '%s'",
+                                       argv[i]);
+        }
+    }
+    if (plugin == NULL) {
+        if (!default_plugin("examples", defplugin, sizeof defplugin)) {
+            fprintf(stderr,
+                    "picklepool: demo: cannot find %s (build it with `make`, "
+                    "or pass --plugin PATH)\n",
+                    defplugin);
+            return PK_EXIT_FAIL;
+        }
+        plugin = defplugin;
+    }
+
+    size_t n = (size_t)narrays, len = (size_t)mib * (1u << 20) / sizeof(float);
+    float **in = calloc(n, sizeof *in), **out = calloc(n, sizeof *out);
+    size_t *lens = calloc(n, sizeof *lens);
+    demo_run_t *one = calloc(1, sizeof *one), *all = calloc(1, sizeof *all);
+    if (!in || !out || !lens || !one || !all)
+        goto oom;
+    for (size_t i = 0; i < n; i++) {
+        in[i] = malloc(len * sizeof(float));
+        out[i] = malloc(len * sizeof(float));
+        if (!in[i] || !out[i])
+            goto oom;
+        lens[i] = len;
+        demo_fill(in[i], len, i);
+        memset(out[i], 0, len * sizeof(float)); /* fault it in: untimed */
+    }
+    double mb = (double)n * (double)len * sizeof(float) / 1e6;
+
+    printf("picklepool demo: examples.normalize over %zu float32 arrays of "
+           "%ld MiB (%.0f MB)\n",
+           n, mib, mb);
+    if (demo_map(plugin, 1, in, out, lens, n, one) != PK_EXIT_OK)
+        goto done;
+    if (one->failed || demo_verify(in, out, lens, n, "1 worker") < 0) {
+        if (one->failed)
+            fprintf(stderr, "picklepool: demo: %zu arrays failed\n",
+                    one->failed);
+        goto done;
+    }
+    for (size_t i = 0; i < n; i++)
+        memset(out[i], 0, len * sizeof(float));
+    if (demo_map(plugin, (int)workers, in, out, lens, n, all) != PK_EXIT_OK)
+        goto done;
+    if (all->failed || demo_verify(in, out, lens, n, "all workers") < 0) {
+        if (all->failed)
+            fprintf(stderr, "picklepool: demo: %zu arrays failed\n",
+                    all->failed);
+        goto done;
+    }
+
+    printf("\nplacement (%zu workers, compact):\n", all->nworkers);
+    printf("  %-6s %-8s %-5s %-8s %8s %8s\n", "worker", "pid", "core", "cpus",
+           "arrays", "busy s");
+    for (size_t k = 0; k < all->nworkers && k < 64; k++) {
+        const pool_worker_stats_t *w = &all->stats[k];
+        printf("  %-6d %-8d %-5d %-8s %8llu %8.3f\n", w->slot, w->pid, w->core,
+               w->cpus, (unsigned long long)w->items_done, w->busy_s);
+    }
+    printf("\n  %-12s %10s %12s %10s\n", "workers", "seconds", "MB/s",
+           "arrays/s");
+    printf("  %-12d %10.3f %12.0f %10.0f\n", 1, one->seconds, mb / one->seconds,
+           (double)n / one->seconds);
+    printf("  %-12zu %10.3f %12.0f %10.0f\n", all->nworkers, all->seconds,
+           mb / all->seconds, (double)n / all->seconds);
+    printf("\nspeed-up over one worker: %.2fx on %zu workers\n",
+           one->seconds / all->seconds, all->nworkers);
+    printf("check: %zu results with mean 0 and std 1, equal to an independent "
+           "normalisation, in input order: OK\n",
+           n);
+    status = PK_EXIT_OK;
+    goto done;
+oom:
+    fprintf(stderr, "picklepool: demo: out of memory\n");
+done:
+    for (size_t i = 0; in && out && i < n; i++) {
+        free(in[i]);
+        free(out[i]);
+    }
+    free(in);
+    free(out);
+    free(lens);
+    free(one);
+    free(all);
+    return status;
+}

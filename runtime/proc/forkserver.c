@@ -1,0 +1,702 @@
+/*
+ * forkserver.c - the fork server (see forkserver.h for the discipline and the
+ * channels) and the master-side calls that talk to it.
+ *
+ * The server is one poll loop over the control channel, a signalfd for
+ * SIGCHLD and one channel per pool.  It keeps, per pool, the pid and
+ * generation of each slot's live worker, so a KILL can only ever reach one of
+ * that pool's own children (a pid is not reused before the server reaps it).
+ * Worker exits are reported on the owning pool's channel as soon as waitpid
+ * returns them.
+ */
+#define _GNU_SOURCE
+#include "proc/forkserver.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/prctl.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "core/common.h"
+#include "ipc/lane.h"
+#include "proc/registry_int.h"
+#include "ipc/scoreboard.h"
+#include "proc/worker.h"
+
+/* ---- control-channel messages ------------------------------------------ */
+
+enum ctl_type {
+    CTL_NEWPOOL = 1, /* + SCM_RIGHTS {channel, memfd}; acked */
+    CTL_PLUGIN,      /* path; acked when `ack` */
+    CTL_REGISTER,    /* module, name, fn, udata */
+    CTL_ACK
+};
+
+typedef struct ctl_msg {
+    uint32_t type;
+    int32_t code; /* ACK: pk_err_t */
+    int32_t ack;  /* PLUGIN: reply wanted */
+    int32_t pad;
+    union {
+        pool__fs_pool_cfg_t pool;
+        char path[4096];
+        struct {
+            char module[256];
+            char name[256];
+            pool_fn_t fn;
+            void *udata;
+        } reg;
+        char msg[256]; /* ACK */
+    } u;
+} ctl_msg_t;
+
+/* ---- master side state ----------------------------------------------------
+ */
+
+static pthread_mutex_t fs_mu = PTHREAD_MUTEX_INITIALIZER;
+static int fs_ctl = -1; /* master end of the control channel */
+static pid_t fs_owner;  /* the process that started it */
+static pool__topo_t *fs_topology;
+
+/* ---- fork-server side state ------------------------------------------- */
+
+typedef struct fs_worker {
+    pid_t pid; /* 0: none */
+    uint32_t gen;
+} fs_worker_t;
+
+typedef struct fs_pool {
+    int chan;
+    int memfd;
+    pool__fs_pool_cfg_t cfg;
+    fs_worker_t *w; /* cfg.nworkers */
+} fs_pool_t;
+
+#define FS_MAX_POOLS 256
+static fs_pool_t *fs_pools[FS_MAX_POOLS];
+static int fs_ctl_srv = -1;
+static int fs_sigfd = -1;
+
+/* ---- helpers --------------------------------------------------------------
+ */
+
+static ssize_t send_fds(int sock, const void *buf, size_t len, const int *fds,
+                        int nfds)
+{
+    struct iovec iov = {.iov_base = (void *)buf, .iov_len = len};
+    struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1};
+    union {
+        char buf[CMSG_SPACE(sizeof(int) * 2)];
+        struct cmsghdr align;
+    } cm;
+    if (nfds > 0) {
+        memset(&cm, 0, sizeof cm);
+        mh.msg_control = cm.buf;
+        mh.msg_controllen = CMSG_SPACE(sizeof(int) * (size_t)nfds);
+        struct cmsghdr *c = CMSG_FIRSTHDR(&mh);
+        c->cmsg_level = SOL_SOCKET;
+        c->cmsg_type = SCM_RIGHTS;
+        c->cmsg_len = CMSG_LEN(sizeof(int) * (size_t)nfds);
+        memcpy(CMSG_DATA(c), fds, sizeof(int) * (size_t)nfds);
+    }
+    ssize_t r;
+    do
+        r = sendmsg(sock, &mh, MSG_NOSIGNAL);
+    while (r < 0 && errno == EINTR);
+    return r;
+}
+
+/* Receives one datagram and up to 2 fds (set to -1 when absent). */
+static ssize_t recv_fds(int sock, void *buf, size_t len, int *fds)
+{
+    struct iovec iov = {.iov_base = buf, .iov_len = len};
+    union {
+        char buf[CMSG_SPACE(sizeof(int) * 2)];
+        struct cmsghdr align;
+    } cm;
+    struct msghdr mh = {.msg_iov = &iov,
+                        .msg_iovlen = 1,
+                        .msg_control = cm.buf,
+                        .msg_controllen = sizeof cm.buf};
+    fds[0] = fds[1] = -1;
+    ssize_t r;
+    do
+        r = recvmsg(sock, &mh, MSG_CMSG_CLOEXEC);
+    while (r < 0 && errno == EINTR);
+    if (r < 0)
+        return r;
+    for (struct cmsghdr *c = CMSG_FIRSTHDR(&mh); c; c = CMSG_NXTHDR(&mh, c)) {
+        if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS)
+            continue;
+        size_t n = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+        int got[8];
+        if (n > 8)
+            n = 8;
+        memcpy(got, CMSG_DATA(c), n * sizeof(int));
+        for (size_t i = 0; i < n; i++) {
+            if (i < 2 && fds[i] < 0)
+                fds[i] = got[i];
+            else
+                close(got[i]);
+        }
+    }
+    if (mh.msg_flags & (MSG_TRUNC | MSG_CTRUNC)) {
+        for (int i = 0; i < 2; i++)
+            if (fds[i] >= 0)
+                close(fds[i]), fds[i] = -1;
+        errno = EMSGSIZE;
+        return -1;
+    }
+    return r;
+}
+
+pk_err_t pool__fs_send(int chan, const pool__fs_msg_t *m)
+{
+    if (send_fds(chan, m, sizeof *m, NULL, 0) != (ssize_t)sizeof *m)
+        return PK_ESYS;
+    return PK_OK;
+}
+
+int pool__fs_recv(int chan, pool__fs_msg_t *m)
+{
+    ssize_t r;
+    do
+        r = recv(chan, m, sizeof *m, MSG_DONTWAIT | MSG_TRUNC);
+    while (r < 0 && errno == EINTR);
+    if (r == 0)
+        return 0;
+    if (r < 0)
+        return (errno == EAGAIN || errno == EWOULDBLOCK) ? -1 : -2;
+    if (r != (ssize_t)sizeof *m)
+        return -1;
+    return 1;
+}
+
+/* Removes every entry of dir (one level: the pool only creates sockets) and
+ * the directory itself. */
+static void remove_dir(const char *dir)
+{
+    if (dir[0] == '\0')
+        return;
+    DIR *d = opendir(dir);
+    if (d != NULL) {
+        struct dirent *e;
+        while ((e = readdir(d)) != NULL) {
+            if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
+                continue;
+            unlinkat(dirfd(d), e->d_name, 0);
+        }
+        closedir(d);
+    }
+    rmdir(dir);
+}
+
+/* ---- the fork server ---------------------------------------------------- */
+
+static void fs_child(fs_pool_t *fp, const pool__fs_msg_t *m, pid_t server)
+{
+    /* In the order forkserver.h gives, and why: die with the server; start
+     * from clean signal state; keep only the scoreboard mapping; bind before
+     * any thread exists; run the user's initializer; then ZeroMQ. */
+    if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 || getppid() != server)
+        _exit(127);
+    sigset_t all;
+    sigemptyset(&all);
+    sigprocmask(SIG_SETMASK, &all, NULL);
+    for (int s = 1; s < NSIG; s++) {
+        if (s == SIGKILL || s == SIGSTOP)
+            continue;
+        signal(s, SIG_DFL);
+    }
+    size_t sbsize = sizeof(pool__sb_slot_t) * (size_t)fp->cfg.nworkers;
+    pool__sb_slot_t *sb = NULL;
+    void *map =
+        mmap(NULL, sbsize, PROT_READ | PROT_WRITE, MAP_SHARED, fp->memfd, 0);
+    if (map != MAP_FAILED)
+        sb = (pool__sb_slot_t *)map + m->slot;
+    pool__lane_t *lane = NULL;
+    if (fp->cfg.spin_ns > 0) {
+        void *lm = mmap(NULL, POOL_LANE_BYTES, PROT_READ | PROT_WRITE,
+                        MAP_SHARED, fp->memfd,
+                        (off_t)(pool__lanes_off(fp->cfg.nworkers) +
+                                POOL_LANE_BYTES * (uint64_t)m->slot));
+        if (lm != MAP_FAILED)
+            lane = lm;
+    }
+    uint8_t *arena = NULL;
+    const pool__shm_layout_t *lay = &fp->cfg.shm;
+    if (lay->size > 0) {
+        void *a = mmap(NULL, lay->size, PROT_READ, MAP_SHARED, fp->memfd,
+                       (off_t)fp->cfg.shm_off);
+        uint64_t own = lay->res_off + (uint64_t)m->slot * lay->res_size;
+        if (a != MAP_FAILED &&
+            (mprotect((uint8_t *)a + (uint64_t)m->slot * lay->bm_bytes,
+                      lay->bm_bytes, PROT_READ | PROT_WRITE) != 0 ||
+             mprotect((uint8_t *)a + own, lay->res_size,
+                      PROT_READ | PROT_WRITE) != 0)) {
+            munmap(a, lay->size);
+            a = MAP_FAILED;
+        }
+        if (a != MAP_FAILED)
+            arena = a;
+    }
+    if (syscall(SYS_close_range, 3u, ~0u, 0u) != 0) {
+        for (int fd = 3; fd < 1024; fd++)
+            close(fd);
+    }
+    if (m->bind && fs_topology != NULL)
+        (void)pool__topo_bind_self(fs_topology, &m->cpus, NULL);
+    if (sb != NULL)
+        POOL_SB_STORE(sb->pid, (int32_t)getpid());
+    if (fp->cfg.initializer != NULL)
+        fp->cfg.initializer(fp->cfg.initarg);
+    pool__worker_cfg_t wc = {
+        .endpoint = fp->cfg.endpoint,
+        .slot = m->slot,
+        .gen = m->gen,
+        .prefetch = fp->cfg.prefetch,
+        .maxtasks = fp->cfg.maxtasks,
+        .max_rss = fp->cfg.max_rss,
+        .sb = sb,
+        .shm = arena,
+        .shm_lay = arena != NULL ? lay : NULL,
+        .shm_threshold = (size_t)fp->cfg.shm_threshold,
+        .lane = lane,
+        .spin_ns = fp->cfg.spin_ns,
+    };
+    int rc = pool__worker_main(&wc);
+    fflush(NULL);
+    _exit(rc);
+}
+
+static void fs_spawn(fs_pool_t *fp, const pool__fs_msg_t *m)
+{
+    pool__fs_msg_t r = {.slot = m->slot, .gen = m->gen};
+    if (m->slot < 0 || m->slot >= fp->cfg.nworkers || fp->w[m->slot].pid != 0) {
+        r.type = POOL_FS_SPAWN_FAILED;
+        r.arg = EINVAL;
+        pool__fs_send(fp->chan, &r);
+        return;
+    }
+    pid_t server = getpid();
+    pid_t pid = fork();
+    if (pid == 0)
+        fs_child(fp, m, server);
+    if (pid < 0) {
+        r.type = POOL_FS_SPAWN_FAILED;
+        r.arg = errno;
+    } else {
+        fp->w[m->slot].pid = pid;
+        fp->w[m->slot].gen = m->gen;
+        r.type = POOL_FS_SPAWNED;
+        r.pid = pid;
+    }
+    pool__fs_send(fp->chan, &r);
+}
+
+static void fs_pool_close(int i)
+{
+    fs_pool_t *fp = fs_pools[i];
+    for (int s = 0; s < fp->cfg.nworkers; s++)
+        if (fp->w[s].pid > 0)
+            kill(fp->w[s].pid, SIGKILL);
+    for (int s = 0; s < fp->cfg.nworkers; s++) {
+        if (fp->w[s].pid > 0) {
+            while (waitpid(fp->w[s].pid, NULL, 0) < 0 && errno == EINTR)
+                ;
+            fp->w[s].pid = 0;
+        }
+    }
+    remove_dir(fp->cfg.dir);
+    close(fp->chan);
+    close(fp->memfd);
+    free(fp->w);
+    free(fp);
+    fs_pools[i] = NULL;
+}
+
+static void fs_pool_msg(int i)
+{
+    fs_pool_t *fp = fs_pools[i];
+    pool__fs_msg_t m;
+    int r = pool__fs_recv(fp->chan, &m);
+    if (r == 0 || r == -2) {
+        fs_pool_close(i);
+        return;
+    }
+    if (r < 0)
+        return;
+    switch (m.type) {
+    case POOL_FS_SPAWN:
+        fs_spawn(fp, &m);
+        break;
+    case POOL_FS_KILL:
+        if (m.slot >= 0 && m.slot < fp->cfg.nworkers && m.pid > 0 &&
+            fp->w[m.slot].pid == m.pid && m.arg > 0 && m.arg < NSIG)
+            kill(m.pid, m.arg);
+        break;
+    default:
+        break;
+    }
+}
+
+static void fs_close_all_and_exit(void)
+{
+    for (int i = 0; i < FS_MAX_POOLS; i++)
+        if (fs_pools[i] != NULL)
+            fs_pool_close(i);
+    _exit(0);
+}
+
+static void fs_reap(void)
+{
+    struct signalfd_siginfo si;
+    while (read(fs_sigfd, &si, sizeof si) == (ssize_t)sizeof si)
+        if (si.ssi_signo == SIGTERM)
+            fs_close_all_and_exit(); /* the master died (PDEATHSIG) */
+    for (;;) {
+        int st;
+        pid_t pid = waitpid(-1, &st, WNOHANG);
+        if (pid <= 0)
+            break;
+        for (int i = 0; i < FS_MAX_POOLS; i++) {
+            fs_pool_t *fp = fs_pools[i];
+            if (fp == NULL)
+                continue;
+            for (int s = 0; s < fp->cfg.nworkers; s++) {
+                if (fp->w[s].pid != pid)
+                    continue;
+                pool__fs_msg_t m = {.type = POOL_FS_DIED,
+                                    .slot = s,
+                                    .gen = fp->w[s].gen,
+                                    .pid = pid,
+                                    .arg = st};
+                fp->w[s].pid = 0;
+                pool__fs_send(fp->chan, &m);
+            }
+        }
+    }
+}
+
+static void fs_ack(pk_err_t code, const char *msg)
+{
+    ctl_msg_t *a = calloc(1, sizeof *a);
+    if (a == NULL)
+        return;
+    a->type = CTL_ACK;
+    a->code = code;
+    snprintf(a->u.msg, sizeof a->u.msg, "%s", msg ? msg : "");
+    send_fds(fs_ctl_srv, a, sizeof *a, NULL, 0);
+    free(a);
+}
+
+static void fs_ctl_msg(ctl_msg_t *m)
+{
+    int fds[2];
+    ssize_t r = recv_fds(fs_ctl_srv, m, sizeof *m, fds);
+    if (r == 0 || (r < 0 && errno != EAGAIN && errno != EMSGSIZE))
+        fs_close_all_and_exit();
+    if (r != (ssize_t)sizeof *m) {
+        for (int i = 0; i < 2; i++)
+            if (fds[i] >= 0)
+                close(fds[i]);
+        return;
+    }
+    switch (m->type) {
+    case CTL_NEWPOOL: {
+        int slot = -1;
+        for (int i = 0; i < FS_MAX_POOLS && slot < 0; i++)
+            if (fs_pools[i] == NULL)
+                slot = i;
+        fs_pool_t *fp = NULL;
+        if (fds[0] < 0 || fds[1] < 0 || slot < 0 || m->u.pool.nworkers < 1 ||
+            m->u.pool.nworkers > 65535 ||
+            (fp = calloc(1, sizeof *fp)) == NULL ||
+            (fp->w = calloc((size_t)m->u.pool.nworkers, sizeof *fp->w)) ==
+                NULL) {
+            if (fp != NULL)
+                free(fp);
+            for (int i = 0; i < 2; i++)
+                if (fds[i] >= 0)
+                    close(fds[i]);
+            fs_ack(PK_ESYS, "fork server cannot take another pool");
+            return;
+        }
+        fp->chan = fds[0];
+        fp->memfd = fds[1];
+        fp->cfg = m->u.pool;
+        fp->cfg.dir[sizeof fp->cfg.dir - 1] = '\0';
+        fp->cfg.endpoint[sizeof fp->cfg.endpoint - 1] = '\0';
+        fcntl(fp->chan, F_SETFL, O_NONBLOCK);
+        fs_pools[slot] = fp;
+        fs_ack(PK_OK, NULL);
+        break;
+    }
+    case CTL_PLUGIN: {
+        pk_error_t e;
+        pk_error_clear(&e);
+        m->u.path[sizeof m->u.path - 1] = '\0';
+        pk_err_t rc = pool_plugin_load(m->u.path, &e);
+        if (m->ack)
+            fs_ack(rc, e.msg);
+        break;
+    }
+    case CTL_REGISTER:
+        m->u.reg.module[sizeof m->u.reg.module - 1] = '\0';
+        m->u.reg.name[sizeof m->u.reg.name - 1] = '\0';
+        pool_register(m->u.reg.module, m->u.reg.name, m->u.reg.fn,
+                      m->u.reg.udata);
+        break;
+    default:
+        break;
+    }
+    for (int i = 0; i < 2; i++)
+        if (fds[i] >= 0 && m->type != CTL_NEWPOOL)
+            close(fds[i]);
+}
+
+static void fs_main(int ctl, pid_t master, int pdeath)
+{
+    setpgid(0, 0);
+    /* Hold nothing of the master's but stdio and the control channel: a
+     * socket or pipe end kept open here would outlive the master's use. */
+    if (ctl > 3)
+        syscall(SYS_close_range, 3u, (unsigned)ctl - 1, 0u);
+    syscall(SYS_close_range, (unsigned)ctl + 1, ~0u, 0u);
+    /* Terminal signals are the master's business.  SIGCHLD and SIGTERM come
+     * through the signalfd: SIGTERM is the parent-death signal, so that a
+     * SIGKILLed master still gets its workers killed and its ipc
+     * directories removed here (a death signal of SIGKILL would kill the
+     * fork server before it could clean up). */
+    signal(SIGINT, SIG_IGN);
+    signal(SIGHUP, SIG_IGN);
+    signal(SIGPIPE, SIG_IGN);
+    /* Forked with fs_mu held, maybe from a process whose registry already
+     * forwards registrations: here they are final, not forwarded. */
+    pthread_mutex_init(&fs_mu, NULL);
+    pool__registry_set_listener(NULL);
+    sigset_t ss;
+    sigemptyset(&ss);
+    sigaddset(&ss, SIGCHLD);
+    sigaddset(&ss, SIGTERM);
+    sigprocmask(SIG_BLOCK, &ss, NULL);
+    fs_sigfd = signalfd(-1, &ss, SFD_NONBLOCK | SFD_CLOEXEC);
+    if (fs_sigfd < 0)
+        _exit(1);
+    if (pdeath &&
+        (prctl(PR_SET_PDEATHSIG, SIGTERM) != 0 || getppid() != master))
+        fs_close_all_and_exit();
+    fs_ctl_srv = ctl;
+    ctl_msg_t *m = malloc(sizeof *m);
+    if (m == NULL)
+        _exit(1);
+    struct pollfd pfd[FS_MAX_POOLS + 2];
+    int idx[FS_MAX_POOLS + 2];
+    for (;;) {
+        int n = 0;
+        pfd[n].fd = fs_ctl_srv, pfd[n].events = POLLIN, idx[n++] = -1;
+        pfd[n].fd = fs_sigfd, pfd[n].events = POLLIN, idx[n++] = -2;
+        for (int i = 0; i < FS_MAX_POOLS; i++) {
+            if (fs_pools[i] == NULL)
+                continue;
+            pfd[n].fd = fs_pools[i]->chan;
+            pfd[n].events = POLLIN;
+            idx[n++] = i;
+        }
+        int r = poll(pfd, (nfds_t)n, -1);
+        if (r < 0) {
+            if (errno == EINTR)
+                continue;
+            _exit(1);
+        }
+        /* Deaths first, so a DIED never trails a later message. */
+        if (pfd[1].revents)
+            fs_reap();
+        for (int k = 2; k < n; k++)
+            if (pfd[k].revents && fs_pools[idx[k]] != NULL)
+                fs_pool_msg(idx[k]);
+        if (pfd[0].revents)
+            fs_ctl_msg(m);
+    }
+}
+
+/* ---- master side -----------------------------------------------------------
+ */
+
+static void on_register(const char *module, const char *name, pool_fn_t fn,
+                        void *udata, const char *plugin_path)
+{
+    if (plugin_path != NULL) {
+        ctl_msg_t *m = pk__calloc(1, sizeof *m);
+        if (m == NULL)
+            return;
+        m->type = CTL_PLUGIN;
+        snprintf(m->u.path, sizeof m->u.path, "%s", plugin_path);
+        pthread_mutex_lock(&fs_mu);
+        if (fs_ctl >= 0 && fs_owner == getpid())
+            send_fds(fs_ctl, m, sizeof *m, NULL, 0);
+        pthread_mutex_unlock(&fs_mu);
+        pk__free(m);
+        return;
+    }
+    pool__fs_register(module, name, fn, udata);
+}
+
+pk_err_t pool__fs_init(pk_error_t *err)
+{
+    pk_err_t rc = PK_OK;
+    pthread_mutex_lock(&fs_mu);
+    if (fs_ctl >= 0 && fs_owner == getpid())
+        goto out;
+    if (fs_ctl >= 0) {
+        /* A child of the process that started it: that one is not ours. */
+        close(fs_ctl);
+        fs_ctl = -1;
+    }
+    if (fs_topology == NULL) {
+        rc = pool__topo_load(&fs_topology, NULL, err);
+        if (rc != PK_OK)
+            goto out;
+    }
+    int sv[2];
+    if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) != 0) {
+        rc = pk__err_sys(err, PK_ESYS, errno, "socketpair");
+        goto out;
+    }
+    fflush(NULL);
+    pid_t master = getpid();
+    int pdeath = (pid_t)syscall(SYS_gettid) == master;
+    pid_t pid = fork();
+    if (pid < 0) {
+        rc = pk__err_sys(err, PK_ESYS, errno, "fork of the fork server");
+        close(sv[0]);
+        close(sv[1]);
+        goto out;
+    }
+    if (pid == 0) {
+        close(sv[0]);
+        fs_main(sv[1], master, pdeath);
+        _exit(0);
+    }
+    close(sv[1]);
+    fs_ctl = sv[0];
+    fs_owner = master;
+    pthread_mutex_unlock(&fs_mu);
+    pool__registry_set_listener(on_register);
+    return PK_OK;
+out:
+    pthread_mutex_unlock(&fs_mu);
+    return rc;
+}
+
+const pool__topo_t *pool__fs_topo(void)
+{
+    return fs_topology;
+}
+
+/* Sends m and, when want_ack, waits for the ACK.  Called with fs_mu held. */
+static pk_err_t ctl_call(ctl_msg_t *m, const int *fds, int nfds, int want_ack,
+                         pk_error_t *err)
+{
+    if (fs_ctl < 0 || fs_owner != getpid())
+        return pk__err(err, PK_EIO, "the fork server is not running");
+    if (send_fds(fs_ctl, m, sizeof *m, fds, nfds) != (ssize_t)sizeof *m)
+        return pk__err_sys(err, PK_EIO, errno,
+                           "cannot talk to the fork server");
+    if (!want_ack)
+        return PK_OK;
+    for (;;) {
+        int got[2];
+        ssize_t r = recv_fds(fs_ctl, m, sizeof *m, got);
+        for (int i = 0; i < 2; i++)
+            if (got[i] >= 0)
+                close(got[i]);
+        if (r == 0 || r < 0)
+            return pk__err(err, PK_EIO, "the fork server is gone");
+        if (r == (ssize_t)sizeof *m && m->type == CTL_ACK)
+            break;
+    }
+    if (m->code != PK_OK)
+        return pk__err(err, (pk_err_t)m->code, "%s", m->u.msg);
+    return PK_OK;
+}
+
+pk_err_t pool__fs_open_pool(const pool__fs_pool_cfg_t *cfg, int memfd,
+                            int *chan, pk_error_t *err)
+{
+    int sv[2];
+    if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) != 0)
+        return pk__err_sys(err, PK_ESYS, errno, "socketpair");
+    ctl_msg_t *m = pk__calloc(1, sizeof *m);
+    if (m == NULL) {
+        close(sv[0]);
+        close(sv[1]);
+        return pk__err(err, PK_ENOMEM, "out of memory");
+    }
+    m->type = CTL_NEWPOOL;
+    m->u.pool = *cfg;
+    int fds[2] = {sv[1], memfd};
+    pthread_mutex_lock(&fs_mu);
+    pk_err_t rc = ctl_call(m, fds, 2, 1, err);
+    pthread_mutex_unlock(&fs_mu);
+    pk__free(m);
+    close(sv[1]);
+    if (rc != PK_OK) {
+        close(sv[0]);
+        return rc;
+    }
+    *chan = sv[0];
+    return PK_OK;
+}
+
+pk_err_t pool__fs_plugin(const char *path, pk_error_t *err)
+{
+    ctl_msg_t *m = pk__calloc(1, sizeof *m);
+    if (m == NULL)
+        return pk__err(err, PK_ENOMEM, "out of memory");
+    if (strlen(path) >= sizeof m->u.path) {
+        pk__free(m);
+        return pk__err(err, PK_EINVAL, "plugin path too long");
+    }
+    m->type = CTL_PLUGIN;
+    m->ack = 1;
+    strcpy(m->u.path, path);
+    pthread_mutex_lock(&fs_mu);
+    pk_err_t rc = ctl_call(m, NULL, 0, 1, err);
+    pthread_mutex_unlock(&fs_mu);
+    pk__free(m);
+    return rc;
+}
+
+void pool__fs_register(const char *module, const char *name, pool_fn_t fn,
+                       void *udata)
+{
+    ctl_msg_t *m = pk__calloc(1, sizeof *m);
+    if (m == NULL)
+        return;
+    if (strlen(module) < sizeof m->u.reg.module &&
+        strlen(name) < sizeof m->u.reg.name) {
+        m->type = CTL_REGISTER;
+        strcpy(m->u.reg.module, module);
+        strcpy(m->u.reg.name, name);
+        m->u.reg.fn = fn;
+        m->u.reg.udata = udata;
+        pthread_mutex_lock(&fs_mu);
+        if (fs_ctl >= 0 && fs_owner == getpid())
+            (void)ctl_call(m, NULL, 0, 0, NULL);
+        pthread_mutex_unlock(&fs_mu);
+    }
+    pk__free(m);
+}
