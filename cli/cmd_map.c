@@ -181,6 +181,7 @@ static int parse_map_args(int argc, char **argv, map_args_t *a)
 
     memset(a, 0, sizeof *a);
     pool_opts_init(&a->opts);
+    pool_call_opts_init(&a->copts);
     for (int i = 1; i < argc; i++) {
         const char *arg = argv[i], *v;
         int missing = 0;
@@ -748,7 +749,7 @@ static pk_err_t drain(pool_iter_t *it, progress_t *prog, map_tally_t *tally,
             progress_show(prog, tally->done, 0);
             continue;
         }
-        if (rc == PK_ECANCELED)
+        if (rc == PK_EOF)
             return PK_OK; /* end of the map */
         if (rc != PK_OK)
             return pk__err(err, rc, "%s", pk_strerror(rc));
@@ -1090,15 +1091,16 @@ static int demo_map(const char *plugin, int workers, float **in, float **out,
     }
     size_t warm = n < 4 ? n : 4;
     if (pool_map_f32_arrays(p, "examples", "normalize",
-                            (const float *const *)in, out, lens, warm, &nf,
-                            &err) != PK_OK) {
+                            (const float *const *)in, out, lens, warm, NULL, NULL,
+                            &nf, &err) != PK_OK) {
         pk__cli_report("demo: normalize", &err);
         goto done;
     }
     double t0 = now_s();
     pk_err_t rc =
         pool_map_f32_arrays(p, "examples", "normalize",
-                            (const float *const *)in, out, lens, n, &nf, &err);
+                            (const float *const *)in, out, lens, n, NULL, NULL, &nf,
+                            &err);
     run->seconds = now_s() - t0;
     run->failed = nf;
     if (rc != PK_OK) {

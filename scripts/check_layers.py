@@ -11,7 +11,10 @@ never one after it.  Private headers are named by their folder
 layer that implements them.  The standalone worker (workers/) links only the
 layers below pool, so it may include nothing of pool.  Files outside these
 (cli/, tests/, bench/, plugins/) may include any layer but must not form
-cycles either.  Run by `make test`; exits 1 with one line per violation.
+cycles either.  One convention rides along, because it is as easy to forget:
+the library never reports PK_ESYS without its errno (`pk__err(err, PK_ESYS,
+...)` is refused; `pk__err_sys` keeps the errno).  Run by `make test`; exits
+1 with one line per violation.
 
     scripts/check_layers.py [ROOT]
 """
@@ -39,6 +42,7 @@ PUBLIC = {
 CEILING = {"workers": "proc"}
 
 INCLUDE_RE = re.compile(r'^\s*#\s*include\s+"([^"]+)"', re.M)
+ESYS_RE = re.compile(r'pk__err\(\s*[^,()]+,\s*PK_ESYS\b')
 
 
 def layer_of(path):
@@ -78,6 +82,10 @@ def main():
     for f in sorted(files):
         with open(os.path.join(root, f), encoding="utf-8") as fp:
             text = fp.read()
+        for m in ESYS_RE.finditer(text):
+            line = text.count("\n", 0, m.start()) + 1
+            bad.append(f"{f}:{line}: PK_ESYS without its errno (use "
+                       "pk__err_sys)")
         own = layer_of(f)
         ceiling = CEILING.get(f.split("/")[0])
         graph[f] = []

@@ -82,13 +82,19 @@ static void opts_for(pool_opts_t *o, int workers)
 #define CHECK_OK(call)                                                         \
     do {                                                                       \
         pk_error_t e_;                                                         \
+        size_t nf_ = 0;                                                        \
         pk_error_clear(&e_);                                                   \
         pk_err_t rc_ = (call);                                                 \
         if (rc_ != PK_OK)                                                      \
             fail_msg("%s -> %s: %s", #call, pk_errname(rc_), e_.msg);          \
+        if (nf_ != 0)                                                          \
+            fail_msg("%s: %zu item(s) failed: %s", #call, nf_, e_.msg);        \
     } while (0)
-/* E_ is the error argument of the call checked by CHECK_OK. */
+/* E_ is the error argument of the call checked by CHECK_OK; VEC_ the
+ * trailing arguments of a vector map there (no copts, no statuses, and a
+ * failed item fails the check). */
 #define E_ (&e_)
+#define VEC_ NULL, NULL, &nf_, E_
 
 static pool_t *start(const pool_opts_t *o)
 {
@@ -567,7 +573,7 @@ static void test_map_1m_in_order(void **state)
         in[i] = (int64_t)i - 500000;
         out[i] = INT64_MIN;
     }
-    CHECK_OK(pool_map_i64(p, "examples", "square", in, out, n, &nf, E_));
+    CHECK_OK(pool_map_i64(p, "examples", "square", in, out, n, NULL, NULL, &nf, E_));
     assert_int_equal(nf, 0);
     for (size_t i = 0; i < n; i++)
         if (out[i] != in[i] * in[i])
@@ -733,14 +739,23 @@ static void test_poison_item(void **state)
 
     /* the same through the plain-C convenience map */
     size_t nf = 0;
+    pk_err_t *st = malloc(n * sizeof *st);
+    pk_error_t e;
+    assert_non_null(st);
     for (size_t i = 0; i < n; i++)
         out[i] = -7;
-    pk_err_t rc = pool_map_i64(p, "examples", "crash", v, out, n, &nf, NULL);
-    if (rc != PK_ECRASHED && rc != PK_EFUNC)
+    pk_err_t rc =
+        pool_map_i64(p, "examples", "crash", v, out, n, NULL, st, &nf, &e);
+    if (rc != PK_OK)
         fail_msg("pool_map_i64 with a poison item: %s", pk_errname(rc));
     assert_int_equal(nf, 1);
-    for (size_t i = 0; i < n; i++)
+    assert_int_equal(e.code, PK_ECRASHED);
+    assert_non_null(strstr(e.msg, "item 617"));
+    for (size_t i = 0; i < n; i++) {
         assert_int_equal(out[i], i == bad ? -7 : v[i]);
+        assert_int_equal(st[i], i == bad ? PK_ECRASHED : PK_OK);
+    }
+    free(st);
     pool_destroy(&p);
 }
 
@@ -838,21 +853,21 @@ static void check_hung_imap(pool_t *p, const pool_call_opts_t *co, size_t n,
         if (item.index != g.hung && item.status != PK_OK)
             fail_msg("imap: item %zu: %s", item.index, pk_errname(item.status));
     }
-    assert_int_equal(rc, PK_ECANCELED);
+    assert_int_equal(rc, PK_EOF);
     assert_int_equal(got, n);
     pool_iter_free(&it);
 }
 
 static void test_hung_item_times_out(void **state)
 {
-    pool_call_opts_t co = {0, 0.5};
+    pool_call_opts_t co = {sizeof co, 0, 0.5};
     pool_t *p = start_n(0);
 
     check_hung(p, &co); /* per-call timeout */
     check_hung_imap(p, &co, 20, 7);
     check_hung_imap(p, &co, 3, 1);
     int64_t v[3] = {1, 2, 3}, out[3];
-    CHECK_OK(pool_map_i64(p, "examples", "square", v, out, 3, NULL, E_));
+    CHECK_OK(pool_map_i64(p, "examples", "square", v, out, 3, VEC_));
     assert_int_equal(out[2], 9);
     pool_destroy(&p);
 
@@ -893,8 +908,9 @@ static void test_unknown_function(void **state)
     pool_results_free(&r);
 
     size_t nf = 0;
-    pk_err_t rc = pool_map_i64(p, "examples", "nope", v, out, n, &nf, NULL);
-    if (rc != PK_ENOFUNC && rc != PK_EFUNC)
+    pk_err_t rc =
+        pool_map_i64(p, "examples", "nope", v, out, n, NULL, NULL, &nf, NULL);
+    if (rc != PK_OK)
         fail_msg("pool_map_i64 of an unknown function: %s", pk_errname(rc));
     assert_int_equal(nf, n);
 
@@ -1045,7 +1061,7 @@ static void test_more_workers_than_cores(void **state)
     check_compact(p, 5); /* wraps round: cores 0, 1, 0, 1, 0 on 2 cores */
     for (size_t i = 0; i < n; i++)
         in[i] = (int64_t)i * 3 - 7;
-    CHECK_OK(pool_map_i64(p, "examples", "square", in, out, n, NULL, E_));
+    CHECK_OK(pool_map_i64(p, "examples", "square", in, out, n, VEC_));
     for (size_t i = 0; i < n; i++)
         if (out[i] != in[i] * in[i])
             fail_msg("item %zu wrong", i);
@@ -1081,7 +1097,7 @@ static void test_placement_synthetic(void **state)
         assert_string_equal(st[k].cpus, compact[k]);
     }
     int64_t v[3] = {1, 2, 3}, out[3];
-    CHECK_OK(pool_map_i64(p, "examples", "square", v, out, 3, NULL, E_));
+    CHECK_OK(pool_map_i64(p, "examples", "square", v, out, 3, VEC_));
     assert_int_equal(out[2], 9);
     pool_destroy(&p);
 
@@ -1124,7 +1140,7 @@ static void test_placement_honours_affinity(void **state)
         fail_msg("worker may run on %s, the process was limited to CPU %d",
                  cpuset_fmt(&got), last);
     int64_t v[2] = {5, 6}, out[2];
-    CHECK_OK(pool_map_i64(p, "examples", "square", v, out, 2, NULL, E_));
+    CHECK_OK(pool_map_i64(p, "examples", "square", v, out, 2, VEC_));
     assert_int_equal(out[1], 36);
     pool_destroy(&p);
 }
@@ -1157,7 +1173,7 @@ static void test_destroy_leaves_nothing(void **state)
         int64_t v[1000], out[1000];
         for (int i = 0; i < 1000; i++)
             v[i] = i;
-        CHECK_OK(pool_map_i64(p, "examples", "square", v, out, 1000, NULL, E_));
+        CHECK_OK(pool_map_i64(p, "examples", "square", v, out, 1000, VEC_));
 
         size_t n = stats(p, st, 64);
         for (size_t k = 0; k < n && npids < 256; k++)
@@ -1293,7 +1309,7 @@ static void test_destroy_with_open_iterator_aborts(void **state)
 static void check_imap(pool_t *p, int ordered)
 {
     const size_t n = 100000, bound = 10000;
-    pool_call_opts_t co = {100, 0};
+    pool_call_opts_t co = {sizeof co, 100, 0};
     gen_t g = {.n = n, .fail_at = SIZE_MAX, .caller = pthread_self()};
     pool_iter_t *it = NULL;
     pool_item_t item;
@@ -1321,10 +1337,10 @@ static void check_imap(pool_t *p, int ordered)
         if (item.index >= g.pulled)
             fail_msg("index %zu delivered before being pulled", item.index);
     }
-    if (rc != PK_ECANCELED)
+    if (rc != PK_EOF)
         fail_msg("pool_iter_next at the end: %s", pk_errname(rc));
     assert_int_equal(g.delivered, n);
-    assert_int_equal(pool_iter_next(it, &item, 0), PK_ECANCELED);
+    assert_int_equal(pool_iter_next(it, &item, 0), PK_EOF);
     pool_iter_free(&it);
     assert_null(it);
     if (g.foreign_thread)
@@ -1371,7 +1387,7 @@ static pk_err_t spins_next(void *ctx, pk_doc_t *doc, pk_value_t **item)
 static void test_imap_reorders(void **state)
 {
     const size_t n = 2000;
-    pool_call_opts_t co = {1, 0};
+    pool_call_opts_t co = {sizeof co, 1, 0};
     pool_t *p = start_n(0);
     unsigned char *seen = calloc(n, 1);
 
@@ -1399,7 +1415,7 @@ static void test_imap_reorders(void **state)
             last = item.index;
             got++;
         }
-        assert_int_equal(rc, PK_ECANCELED);
+        assert_int_equal(rc, PK_EOF);
         assert_int_equal(got, n);
         pool_iter_free(&it);
         if (!ordered)
@@ -1436,7 +1452,7 @@ static pk_err_t slow_first_next(void *ctx, pk_doc_t *doc, pk_value_t **item)
 static void test_imap_bounded_behind_slow_item(void **state)
 {
     const size_t bound = 10000;
-    pool_call_opts_t co = {100, 0};
+    pool_call_opts_t co = {sizeof co, 100, 0};
     slow_first_t g = {.n = 100000};
     pool_t *p = start_n(0);
     pool_iter_t *it = NULL;
@@ -1451,7 +1467,7 @@ static void test_imap_bounded_behind_slow_item(void **state)
                      pk_errname(item.status), g.delivered);
         g.delivered++;
     }
-    assert_int_equal(rc, PK_ECANCELED);
+    assert_int_equal(rc, PK_EOF);
     assert_int_equal(g.delivered, g.n);
     pool_iter_free(&it);
     if (g.max_gap > bound)
@@ -1494,7 +1510,7 @@ static void test_imap_errors_and_abandon(void **state)
     int64_t v[5000], out[5000];
     for (int i = 0; i < 5000; i++)
         v[i] = 5000 - i;
-    CHECK_OK(pool_map_i64(p, "examples", "square", v, out, 5000, NULL, E_));
+    CHECK_OK(pool_map_i64(p, "examples", "square", v, out, 5000, VEC_));
     for (int i = 0; i < 5000; i++)
         if (out[i] != v[i] * v[i])
             fail_msg("after an abandoned imap, item %d is %" PRId64, i, out[i]);
@@ -1701,7 +1717,7 @@ static void test_maxtasksperchild(void **state)
     const size_t n = 2000;
     pool_opts_t o;
     pool_worker_stats_t st0[64], st[64];
-    pool_call_opts_t co = {10, 0};
+    pool_call_opts_t co = {sizeof co, 10, 0};
     int64_t v[2000];
     pk_value_t **items;
 
@@ -1784,7 +1800,7 @@ static void test_map_arrays(void **state)
         }
     }
     CHECK_OK(pool_map_f32_arrays(p, "examples", "normalize",
-                                 (const float *const *)in, out, lens, n, &nf,
+                                 (const float *const *)in, out, lens, n, NULL, NULL, &nf,
                                  E_));
     assert_int_equal(nf, 0);
     for (size_t i = 0; i < n; i++)
@@ -1823,7 +1839,7 @@ static void test_map_arrays(void **state)
         din[i] = i * 0.75;
         dout[i] = -1;
     }
-    CHECK_OK(pool_map_f64(p, "examples", "spin", din, dout, 64, NULL, E_));
+    CHECK_OK(pool_map_f64(p, "examples", "spin", din, dout, 64, VEC_));
     for (int i = 0; i < 64; i++)
         assert_true(dout[i] == din[i]);
 
@@ -1892,7 +1908,7 @@ static void test_map_arrays_shm(void **state)
     o.shm_bytes = SIZE_MAX;
     pool_t *p = start(&o);
     CHECK_OK(pool_map_f32_arrays(p, "examples", "normalize",
-                                 (const float *const *)in, out, lens, N, &nf,
+                                 (const float *const *)in, out, lens, N, NULL, NULL, &nf,
                                  E_));
     assert_int_equal(nf, 0);
     expect_arena_idle(p, 0);
@@ -1917,7 +1933,7 @@ static void test_map_arrays_shm(void **state)
                 memset(out[i], 0, lens[i] * sizeof(float));
             CHECK_OK(pool_map_f32_arrays(p, "examples", "normalize",
                                          (const float *const *)in, out, lens, N,
-                                         &nf, E_));
+                                         NULL, NULL, &nf, E_));
             assert_int_equal(nf, 0);
             for (size_t i = 0; i < N; i++)
                 if (memcmp(out[i], ref[i], lens[i] * sizeof(float)) != 0)
@@ -1978,7 +1994,7 @@ static void test_kill_workers_holding_arena(void **state)
         size_t nf = 99;
         CHECK_OK(pool_map_f32_arrays(p, "examples", "normalize",
                                      (const float *const *)in, out, lens, N,
-                                     &nf, E_));
+                                     NULL, NULL, &nf, E_));
         assert_int_equal(nf, 0);
         for (size_t i = 0; i < N; i++)
             expect_normalized(in[i], out[i], lens[i], i);
@@ -1996,7 +2012,7 @@ static void test_kill_workers_holding_arena(void **state)
     /* and the respawned workers' regions serve again */
     size_t nf = 99;
     CHECK_OK(pool_map_f32_arrays(p, "examples", "normalize",
-                                 (const float *const *)in, out, lens, N, &nf,
+                                 (const float *const *)in, out, lens, N, NULL, NULL, &nf,
                                  E_));
     assert_int_equal(nf, 0);
     expect_arena_idle(p, 1);
@@ -2412,6 +2428,116 @@ typedef struct pool_test {
     unsigned timeout; /* seconds */
 } pool_test_t;
 
+/* ---- the API's rules ------------------------------------------------------ */
+
+/* The parent of a worker is the fork server. */
+static pid_t fork_server_of(pool_t *p)
+{
+    pool_worker_stats_t st[1];
+    stats(p, st, 1);
+    char path[64], buf[512];
+    snprintf(path, sizeof path, "/proc/%d/stat", st[0].pid);
+    FILE *f = fopen(path, "r");
+    assert_non_null(f);
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    const char *rp = strrchr(buf, ')'); /* "pid (comm) state ppid ..." */
+    assert_non_null(rp);
+    char state;
+    int ppid = 0;
+    assert_int_equal(sscanf(rp + 1, " %c %d", &state, &ppid), 2);
+    assert_true(ppid > 1 && ppid != getpid());
+    return (pid_t)ppid;
+}
+
+static void test_api_rules(void **state)
+{
+    pk_error_t err;
+    pool_t *p = NULL;
+    pool_opts_t o;
+
+    /* options not filled by pool_opts_init are refused, naming it */
+    opts_for(&o, 1);
+    o.size = 0;
+    assert_int_equal(pool_create(&p, &o, &err), PK_EINVAL);
+    assert_non_null(strstr(err.msg, "pool_opts_init"));
+    o.size = sizeof o + 8; /* a newer header than this library */
+    assert_int_equal(pool_create(&p, &o, &err), PK_EINVAL);
+    assert_null(p);
+
+    p = start_n(1);
+    int64_t v[3] = {1, 2, 3}, out[3];
+    pk_err_t st[3] = {PK_EIO, PK_EIO, PK_EIO};
+    size_t nf = 99;
+    pool_call_opts_t co = {0, 0, 0}; /* size 0: not from pool_call_opts_init */
+    assert_int_equal(pool_map_i64(p, "examples", "square", v, out, 3, &co, st,
+                                  &nf, &err),
+                     PK_EINVAL);
+    assert_non_null(strstr(err.msg, "pool_call_opts_init"));
+    pool_call_opts_init(&co);
+    co.chunksize = 1;
+    assert_int_equal(pool_map_i64(p, "examples", "square", v, out, 3, &co, st,
+                                  &nf, &err),
+                     PK_OK);
+    assert_int_equal(nf, 0);
+    for (int i = 0; i < 3; i++) {
+        assert_int_equal(st[i], PK_OK);
+        assert_int_equal(out[i], v[i] * v[i]);
+    }
+
+    /* the iterator's end is its own code, and stays */
+    pk_value_t **items = NULL;
+    pk_doc_t *doc = int_items(v, 3, &items);
+    gen_t g = {.n = 3, .fail_at = SIZE_MAX, .caller = pthread_self()};
+    pool_iter_t *it = NULL;
+    pool_item_t item;
+    CHECK_OK(pool_imap(p, "examples", "square", gen_next, &g, NULL, &it, E_));
+    size_t got = 0;
+    pk_err_t rc;
+    while ((rc = pool_iter_next(it, &item, 30)) == PK_OK)
+        got++;
+    assert_int_equal(rc, PK_EOF);
+    assert_int_equal(got, 3);
+    assert_int_equal(pool_iter_next(it, &item, 0), PK_EOF);
+    pool_iter_free(&it);
+
+    /* pool_global_fini refuses while a pool exists */
+    assert_int_equal(pool_global_fini(&err), PK_EINVAL);
+    assert_non_null(strstr(err.msg, "still exist"));
+    CHECK_OK(pool_map_i64(p, "examples", "square", v, out, 3, VEC_));
+    pool_destroy(&p);
+    CHECK_OK(pool_global_fini(E_));
+    CHECK_OK(pool_global_fini(E_)); /* idempotent */
+    p = start_n(1); /* a new fork server */
+    CHECK_OK(pool_map_i64(p, "examples", "square", v, out, 3, VEC_));
+    assert_int_equal(out[2], 9);
+
+    /* a killed fork server: the pool says so, and a new pool works */
+    pid_t fs = fork_server_of(p);
+    assert_int_equal(kill(fs, SIGKILL), 0);
+    pool_results_t *r = NULL;
+    for (int tries = 0; tries < 200; tries++) {
+        rc = pool_map(p, "examples", "square", (const pk_value_t *const *)items,
+                      3, NULL, &r, &err);
+        pool_results_free(&r);
+        if (rc != PK_OK)
+            break;
+        sleep_s(0.05);
+    }
+    assert_int_equal(rc, PK_ECRASHED);
+    assert_non_null(strstr(err.msg, "fork server"));
+    pool_destroy(&p);
+    p = start_n(1);
+    assert_int_not_equal(fork_server_of(p), fs);
+    CHECK_OK(pool_map_i64(p, "examples", "square", v, out, 3, VEC_));
+    assert_int_equal(out[1], 4);
+    pool_destroy(&p);
+    CHECK_OK(pool_global_fini(E_));
+    pk_doc_free(&doc);
+    free(items);
+}
+
 #define TEST(fn, secs)                                                         \
     {                                                                          \
 #fn, fn, secs                                                          \
@@ -2419,6 +2545,7 @@ typedef struct pool_test {
 
 static const pool_test_t tests[] = {
     TEST(test_create_refusals, 30),
+    TEST(test_api_rules, 60),
     TEST(test_map_1m_in_order, 120),
     TEST(test_kill_workers_mid_map, 120),
     TEST(test_poison_item, 60),

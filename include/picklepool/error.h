@@ -5,7 +5,8 @@
  * small closed enum.  Calls that can say more also fill a caller-supplied
  * pk_error_t with a human-readable message and, for the pickle decoder, the byte
  * offset and opcode where decoding stopped.  Operating-system failures are
- * PK_ESYS with the errno kept in pk_error_t.sys_errno.
+ * PK_ESYS, always with the errno kept in pk_error_t.sys_errno; PK_EIO may
+ * carry one too (0 when the failure had no errno, such as dlopen's).
  *
  * Thread-safety: everything here is pure and reentrant.  Fork-safe.
  */
@@ -39,7 +40,8 @@ extern "C" {
     X(EINTR, 16, "interrupted")                                                \
     X(EPROTO, 17, "wire protocol error")                                       \
     X(EIO, 18, "input/output error")                                           \
-    X(ECANCELED, 19, "canceled")
+    X(ECANCELED, 19, "canceled")                                            \
+    X(EOF, 20, "end of iteration")
 
 typedef enum pk_err {
 #define PK__ERR_ENUM(name, code, msg) PK_##name = code,

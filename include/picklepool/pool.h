@@ -47,7 +47,13 @@ typedef struct pool_future pool_future_t;
 /* Most workers one pool may have. */
 #define POOL_MAX_WORKERS 256
 
+/* Options of a pool.  The struct may grow in later versions, at its end
+ * only: `size` says which version the caller was built with.  Always fill
+ * it with pool_opts_init() and then set fields; pool_create refuses a size
+ * it does not know (PK_EINVAL), and gives fields past a smaller (older)
+ * size their defaults. */
 typedef struct pool_opts {
+    size_t size;                /* sizeof(pool_opts_t), set by pool_opts_init */
     int workers;                /* 0: one per core the process may use (at
                                    most POOL_MAX_WORKERS) */
     pool_placement_t placement; /* default compact */
@@ -83,16 +89,26 @@ typedef struct pool_opts {
     int spin_us;
 } pool_opts_t;
 
-/* Fills *opts with the defaults. */
+/* Fills *opts with the defaults, size included.  Thread- and fork-safe. */
 void pool_opts_init(pool_opts_t *opts);
 
 /* Starts the fork server early (see above).  Idempotent; pool_create calls it.
- * Returns PK_OK or PK_ESYS. */
+ * Returns PK_OK or PK_ESYS.  Call it while the process is single-threaded. */
 pk_err_t pool_global_init(pk_error_t *err);
 
-/* Creates a pool and returns when every worker is ready.  On success *pp owns
- * the pool (free with pool_destroy).  Returns PK_OK, PK_EINVAL (bad options),
- * PK_EIO (a plugin failed to load), PK_ESYS or PK_ENOMEM. */
+/* Undoes pool_global_init: stops the fork server, waits for it to exit and
+ * frees the topology, so that nothing of picklepool is left running (for
+ * programs that unload the library or check for leaks).  A later
+ * pool_global_init or pool_create starts a new fork server.  Idempotent.
+ * Returns PK_OK, or PK_EINVAL (nothing done) while a pool still exists. */
+pk_err_t pool_global_fini(pk_error_t *err);
+
+/* Creates a pool and returns when every worker is ready (opts NULL: the
+ * defaults).  On success *pp owns the pool (free with pool_destroy); on
+ * failure *pp is untouched.  Returns PK_OK, PK_EINVAL (bad options, or a
+ * size pool_opts_init did not set), PK_EIO (a plugin failed to load, or the
+ * fork server is gone), PK_ECRASHED (workers died before they were ready),
+ * PK_ETIMEDOUT (workers not ready within 60 s), PK_ESYS or PK_ENOMEM. */
 pk_err_t pool_create(pool_t **pp, const pool_opts_t *opts, pk_error_t *err);
 
 /* Terminates the workers if still running, reaps them, removes the ipc
@@ -110,11 +126,16 @@ pk_err_t pool_close(pool_t *p);
 pk_err_t pool_join(pool_t *p, double timeout);
 void pool_terminate(pool_t *p);
 
-/* Per-call options; NULL means the pool's. */
+/* Per-call options; a NULL pointer means the pool's.  Like pool_opts_t the
+ * struct may grow at its end: fill it with pool_call_opts_init(). */
 typedef struct pool_call_opts {
+    size_t size;      /* sizeof(pool_call_opts_t), set by pool_call_opts_init */
     size_t chunksize; /* 0: the pool's */
     double timeout;   /* per-item seconds; 0: the pool's, < 0: none */
 } pool_call_opts_t;
+
+/* Fills *copts with "the pool's" for every field, size included. */
+void pool_call_opts_init(pool_call_opts_t *copts);
 
 /* One item's outcome.  `value` and `error` are owned by whoever returned the
  * item (the results object, the iterator until its next call, the future). */
@@ -126,12 +147,18 @@ typedef struct pool_item {
     const char *error;      /* message when status != PK_OK, else NULL */
 } pool_item_t;
 
+/* Partial failure, one rule for every map call: a map returns PK_OK when it
+ * ran, whatever happened to single items, and reports a status per item.
+ * It returns an error only when it could not run as a whole (PK_EINVAL,
+ * PK_ECLOSED, PK_EINTR on SIGINT/SIGTERM, PK_ENOMEM, PK_ECRASHED when the
+ * pool broke, an input function's error), and then no item result is
+ * returned. */
+
 /* Maps module.func over items[0..n) (values of any docs; they are pickled
  * before this returns control to the scheduler, so the caller may free them
  * after the call).  Blocks until every item has an outcome.  On PK_OK *out
- * owns the results (free with pool_results_free) even when some items failed;
- * the call itself fails only when the pool cannot run it (PK_ECLOSED,
- * PK_EINTR on SIGINT/SIGTERM, PK_ENOMEM, ...). */
+ * owns the results (free with pool_results_free) even when some items
+ * failed (pool_results_failed). */
 pk_err_t pool_map(pool_t *p, const char *module, const char *func,
                   const pk_value_t *const *items, size_t n,
                   const pool_call_opts_t *copts, pool_results_t **out,
@@ -161,8 +188,9 @@ pk_err_t pool_imap_unordered(pool_t *p, const char *module, const char *func,
                              pk_error_t *err);
 /* Waits up to timeout seconds (< 0: for ever) for the next outcome.  Returns
  * PK_OK with *item filled (valid until the next call or pool_iter_free),
- * PK_ECANCELED at the end of the map, PK_ETIMEDOUT, or the error that stopped
- * the map. */
+ * PK_EOF at the end of the map (and on every later call), PK_ETIMEDOUT (call
+ * again), or the error that stopped the map (PK_EINTR, PK_ECRASHED, the
+ * input function's error; later calls return it again). */
 pk_err_t pool_iter_next(pool_iter_t *it, pool_item_t *item, double timeout);
 void pool_iter_free(pool_iter_t **it);
 
@@ -184,22 +212,29 @@ pk_err_t pool_future_wait(pool_future_t *f, double timeout, pool_item_t *item);
 void pool_future_free(pool_future_t **f);
 
 /* Convenience maps over plain C data, for module.func taking one number and
- * returning one.  out has n entries; failed items leave out[i] unchanged and
- * make the call return PK_EFUNC (or the first item's error code) after all
- * items ran, with *nfailed (may be NULL) set. */
+ * returning one; workers read the numbers straight from `in`, without a
+ * pickle per item.  out has n entries.  The rule above holds: PK_OK when the
+ * map ran; then status[i] (status may be NULL) is PK_OK or item i's error,
+ * a failed item leaves out[i] unchanged, *nfailed (may be NULL) counts the
+ * failures, and when some failed, err (may be NULL) describes the failure
+ * of the lowest index (err->code its status) although the call returned
+ * PK_OK.  copts may be NULL. */
 pk_err_t pool_map_i64(pool_t *p, const char *module, const char *func,
                       const int64_t *in, int64_t *out, size_t n,
+                      const pool_call_opts_t *copts, pk_err_t *status,
                       size_t *nfailed, pk_error_t *err);
 pk_err_t pool_map_f64(pool_t *p, const char *module, const char *func,
                       const double *in, double *out, size_t n,
+                      const pool_call_opts_t *copts, pk_err_t *status,
                       size_t *nfailed, pk_error_t *err);
 /* Maps over n float32 arrays (in[i] has lens[i] floats) with a function
  * taking and returning a float32 ndarray; results are written to out[i]
- * (lens[i] floats each). */
+ * (lens[i] floats each).  Statuses as for pool_map_i64. */
 pk_err_t pool_map_f32_arrays(pool_t *p, const char *module, const char *func,
                              const float *const *in, float *const *out,
-                             const size_t *lens, size_t n, size_t *nfailed,
-                             pk_error_t *err);
+                             const size_t *lens, size_t n,
+                             const pool_call_opts_t *copts, pk_err_t *status,
+                             size_t *nfailed, pk_error_t *err);
 
 /* Per-worker statistics. */
 typedef struct pool_worker_stats {

@@ -13,7 +13,20 @@
  * bytes its type uses (an int takes 16, not sizeof(pk_value_t)).
  * Ownership rule for every constructor: the returned value belongs to `doc` and
  * lives until pk_doc_free(doc).  A container may hold values of the same doc
- * only.  Constructors return NULL only when memory runs out.
+ * only.
+ *
+ * The NULL contract, one rule for the whole header:
+ *   - A NULL doc or value pointer where the declaration asks for one is a
+ *     programming error, as it is for libc's string functions: it is not
+ *     checked and crashes.  (pk_doc_free and pk_repr accept NULL, as they say.)
+ *   - A constructor returns NULL when memory runs out.  The few that check
+ *     their arguments' contents (pk_str_checked, pk_object, pk_ndarray) also
+ *     return NULL for invalid contents, as each one's comment says;
+ *     pk_str_checked tells the two apart in *err.
+ *   - Calls returning pk_err_t report a value of the wrong type as PK_ETYPE
+ *     and out of memory as PK_ENOMEM; lookups (pk_item, pk_dict_get) return
+ *     NULL when there is no such item, the value is not a container of that
+ *     kind, or the key is unhashable.
  *
  * Strings are UTF-8.  Lone surrogates (which CPython writes with the
  * "surrogatepass" error handler) are kept as their 3-byte encodings so that a
@@ -293,7 +306,7 @@ int pk_equal(const pk_value_t *a, const pk_value_t *b);
 pk_err_t pk_hash(const pk_value_t *v, uint64_t *out);
 
 /* Writes a Python-like repr of v into buf (truncated with "..." past size);
- * for diagnostics and tests.  Returns buf. */
+ * for diagnostics and tests; a NULL v prints "<NULL>".  Returns buf. */
 const char *pk_repr(const pk_value_t *v, char *buf, size_t size);
 
 #ifdef __cplusplus

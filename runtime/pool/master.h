@@ -185,6 +185,7 @@ struct pool {
     pool__topo_t *own_topo; /* synthetic topology, or NULL */
     pool__place_t *places;
     int bind;
+    int counted; /* counted in the live pools (pool_global_fini) */
 
     /* under mu */
     pool__batch_t *subq_head, *subq_tail;

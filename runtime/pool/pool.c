@@ -165,14 +165,35 @@ static pk_err_t cv_wait(pool_t *p, const struct timespec *deadline)
 void pool_opts_init(pool_opts_t *opts)
 {
     memset(opts, 0, sizeof *opts);
+    opts->size = sizeof *opts;
     opts->placement = POOL_PLACE_COMPACT;
     opts->prefetch = 2;
     opts->retries = 2;
 }
 
+void pool_call_opts_init(pool_call_opts_t *copts)
+{
+    memset(copts, 0, sizeof *copts);
+    copts->size = sizeof *copts;
+}
+
+/* Pools alive in this process (pool_global_fini refuses while any is). */
+static atomic_int live_pools;
+
 pk_err_t pool_global_init(pk_error_t *err)
 {
     return pool__fs_init(err);
+}
+
+pk_err_t pool_global_fini(pk_error_t *err)
+{
+    if (atomic_load(&live_pools) != 0)
+        return pk__err(err, PK_EINVAL,
+                       "pool_global_fini: %d pool(s) still exist; destroy "
+                       "them first",
+                       atomic_load(&live_pools));
+    pool__fs_fini();
+    return PK_OK;
 }
 
 static void pool_free(pool_t *p)
@@ -266,13 +287,25 @@ static pk_err_t check_opts(const pool_opts_t *o, pk_error_t *err)
     return PK_OK;
 }
 
-pk_err_t pool_create(pool_t **pp, const pool_opts_t *opts, pk_error_t *err)
+pk_err_t pool_create(pool_t **pp, const pool_opts_t *user, pk_error_t *err)
 {
-    pool_opts_t defaults;
-    if (opts == NULL) {
-        pool_opts_init(&defaults);
-        opts = &defaults;
+    if (pp == NULL)
+        return pk__err(err, PK_EINVAL, "pool_create: NULL pool pointer");
+    /* Fields past the caller's size (built against an older header) keep
+     * their defaults. */
+    pool_opts_t o;
+    pool_opts_init(&o);
+    if (user != NULL) {
+        if (user->size < offsetof(pool_opts_t, workers) + sizeof user->workers ||
+            user->size > sizeof o)
+            return pk__err(err, PK_EINVAL,
+                           "pool_opts_t.size is %zu, not %zu: fill the options "
+                           "with pool_opts_init()",
+                           user->size, sizeof o);
+        memcpy(&o, user, user->size);
+        o.size = sizeof o;
     }
+    const pool_opts_t *opts = &o;
     pk_err_t rc = check_opts(opts, err);
     if (rc != PK_OK)
         return rc;
@@ -418,12 +451,12 @@ pk_err_t pool_create(pool_t **pp, const pool_opts_t *opts, pk_error_t *err)
     zmq_setsockopt(p->router, ZMQ_RCVHWM, &zero, sizeof zero);
     zmq_setsockopt(p->router, ZMQ_ROUTER_MANDATORY, &one, sizeof one);
     if (zmq_bind(p->router, p->endpoint) != 0) {
-        rc = pk__err(err, PK_ESYS, "cannot bind %s: %s", p->endpoint,
-                     zmq_strerror(errno));
+        rc = pk__err_sys(err, PK_ESYS, errno, "cannot bind %s", p->endpoint);
         goto fail;
     }
-    if (pthread_create(&p->thread, NULL, pool__master_main, p) != 0) {
-        rc = pk__err(err, PK_ESYS, "cannot start the master thread");
+    int terr = pthread_create(&p->thread, NULL, pool__master_main, p);
+    if (terr != 0) {
+        rc = pk__err_sys(err, PK_ESYS, terr, "cannot start the master thread");
         goto fail;
     }
     p->thread_started = 1;
@@ -437,14 +470,17 @@ pk_err_t pool_create(pool_t **pp, const pool_opts_t *opts, pk_error_t *err)
     if (p->broken != PK_OK)
         rc = pk__err(err, p->broken, "%s", p->broken_msg);
     else if (p->nready < p->nworkers)
-        rc = pk__err(err, PK_ESYS, "workers did not start within %g s",
-                     CREATE_TIMEOUT_S);
+        rc = pk__err(err, PK_ETIMEDOUT,
+                     "%d of %d workers were ready after %g s", p->nready,
+                     p->nworkers, CREATE_TIMEOUT_S);
     pthread_mutex_unlock(&p->mu);
     if (rc != PK_OK) {
         pool_destroy(&p);
         return rc;
     }
+    p->counted = 1;
     *pp = p;
+    atomic_fetch_add(&live_pools, 1);
     return PK_OK;
 fail:
     pool_free(p);
@@ -522,7 +558,10 @@ void pool_destroy(pool_t **pp)
         pool__master_wake(p);
         pthread_join(p->thread, NULL);
     }
+    int counted = p->counted;
     pool_free(p);
+    if (counted)
+        atomic_fetch_sub(&live_pools, 1);
 }
 
 /* ---- encoding batches ------------------------------------------------------
@@ -713,6 +752,15 @@ static pk_err_t job_start(drive_t *d, pool_t *p, int kind, uint16_t flags,
     j->total = total;
     double to = p->timeout;
     j->chunksize = p->chunksize;
+    if (copts != NULL && (copts->size < offsetof(pool_call_opts_t, timeout) +
+                                            sizeof copts->timeout ||
+                          copts->size > sizeof *copts)) {
+        pk__free(j);
+        return pk__err(err, PK_EINVAL,
+                       "pool_call_opts_t.size is %zu, not %zu: fill the "
+                       "options with pool_call_opts_init()",
+                       copts->size, sizeof *copts);
+    }
     if (copts != NULL) {
         if (copts->chunksize)
             j->chunksize = copts->chunksize;
@@ -1391,6 +1439,7 @@ typedef struct vec_sink {
     void *out;
     float *const *f32_out;
     const size_t *lens;
+    pk_err_t *status; /* per item, or NULL */
     size_t nfailed;
     size_t first_fail; /* lowest failed index */
     pk_err_t first_rc;
@@ -1402,6 +1451,8 @@ static void vec_fail(vec_sink_t *s, size_t idx, pk_err_t rc, const char *msg,
                      size_t len)
 {
     s->nfailed++;
+    if (s->status != NULL)
+        s->status[idx] = rc;
     if (s->first_rc == PK_OK || idx < s->first_fail) {
         s->first_fail = idx;
         s->first_rc = rc;
@@ -1489,8 +1540,9 @@ static void vec_sink(void *ctx, pool__outcome_t *o)
 static pk_err_t vec_map(pool_t *p, const char *module, const char *func,
                         int kind, const void *in, void *out,
                         const float *const *f32_in, float *const *f32_out,
-                        const size_t *lens, size_t n, size_t *nfailed,
-                        pk_error_t *err)
+                        const size_t *lens, size_t n,
+                        const pool_call_opts_t *copts, pk_err_t *status,
+                        size_t *nfailed, pk_error_t *err)
 {
     if (nfailed != NULL)
         *nfailed = 0;
@@ -1504,10 +1556,13 @@ static pk_err_t vec_map(pool_t *p, const char *module, const char *func,
                          ? POOL_WIRE_F_VEC_F64 | POOL_WIRE_F_RES_F64
                          : 0;
     drive_t d;
-    pk_err_t rc =
-        job_start(&d, p, POOL_JOB_MAP, flags, module, func, NULL, NULL, n, err);
+    pk_err_t rc = job_start(&d, p, POOL_JOB_MAP, flags, module, func, NULL,
+                            copts, n, err);
     if (rc != PK_OK)
         return rc;
+    if (status != NULL)
+        for (size_t i = 0; i < n; i++)
+            status[i] = PK_OK;
     d.src = kind;
     d.vec = in;
     d.f32 = f32_in;
@@ -1521,41 +1576,45 @@ static pk_err_t vec_map(pool_t *p, const char *module, const char *func,
     s.out = out;
     s.f32_out = f32_out;
     s.lens = lens;
+    s.status = status;
     rc = run_all(&d, vec_sink, &s, err);
     if (rc != PK_OK)
         return rc;
     if (nfailed != NULL)
         *nfailed = s.nfailed;
     if (s.nfailed > 0)
-        return pk__err(err, s.first_rc ? s.first_rc : PK_EFUNC,
-                       "%zu item%s failed; item %zu: %s", s.nfailed,
-                       s.nfailed == 1 ? "" : "s", s.first_fail, s.first_msg);
+        pk__err(err, s.first_rc, "%zu item%s failed; item %zu: %s",
+                s.nfailed, s.nfailed == 1 ? "" : "s", s.first_fail,
+                s.first_msg);
     return PK_OK;
 }
 
 pk_err_t pool_map_i64(pool_t *p, const char *module, const char *func,
                       const int64_t *in, int64_t *out, size_t n,
+                      const pool_call_opts_t *copts, pk_err_t *status,
                       size_t *nfailed, pk_error_t *err)
 {
     return vec_map(p, module, func, SRC_I64, in, out, NULL, NULL, NULL, n,
-                   nfailed, err);
+                   copts, status, nfailed, err);
 }
 
 pk_err_t pool_map_f64(pool_t *p, const char *module, const char *func,
-                      const double *in, double *out, size_t n, size_t *nfailed,
-                      pk_error_t *err)
+                      const double *in, double *out, size_t n,
+                      const pool_call_opts_t *copts, pk_err_t *status,
+                      size_t *nfailed, pk_error_t *err)
 {
     return vec_map(p, module, func, SRC_F64, in, out, NULL, NULL, NULL, n,
-                   nfailed, err);
+                   copts, status, nfailed, err);
 }
 
 pk_err_t pool_map_f32_arrays(pool_t *p, const char *module, const char *func,
                              const float *const *in, float *const *out,
-                             const size_t *lens, size_t n, size_t *nfailed,
-                             pk_error_t *err)
+                             const size_t *lens, size_t n,
+                             const pool_call_opts_t *copts, pk_err_t *status,
+                             size_t *nfailed, pk_error_t *err)
 {
     return vec_map(p, module, func, SRC_F32, NULL, NULL, in, out, lens, n,
-                   nfailed, err);
+                   copts, status, nfailed, err);
 }
 
 /* ---- iterators
@@ -1699,7 +1758,7 @@ pk_err_t pool_iter_next(pool_iter_t *it, pool_item_t *item, double timeout)
             if (it->d.input_rc != PK_OK)
                 continue;
             it->ended = 1;
-            it->final = PK_ECANCELED;
+            it->final = PK_EOF;
             job_end(&it->d);
             continue;
         }

@@ -68,6 +68,7 @@ typedef struct ctl_msg {
 static pthread_mutex_t fs_mu = PTHREAD_MUTEX_INITIALIZER;
 static int fs_ctl = -1; /* master end of the control channel */
 static pid_t fs_owner;  /* the process that started it */
+static pid_t fs_pid;    /* the fork server, reaped when it is lost */
 static pool__topo_t *fs_topology;
 
 /* ---- fork-server side state ------------------------------------------- */
@@ -431,7 +432,7 @@ static void fs_ctl_msg(ctl_msg_t *m)
             for (int i = 0; i < 2; i++)
                 if (fds[i] >= 0)
                     close(fds[i]);
-            fs_ack(PK_ESYS, "fork server cannot take another pool");
+            fs_ack(PK_ELIMIT, "fork server cannot take another pool");
             return;
         }
         fp->chan = fds[0];
@@ -554,10 +555,37 @@ static void on_register(const char *module, const char *name, pool_fn_t fn,
     pool__fs_register(module, name, fn, udata);
 }
 
+/* Forgets the fork server (fs_mu held): closing the control channel makes
+ * a live one kill every worker and exit; then it is reaped. */
+static void fs_lost(void)
+{
+    if (fs_ctl < 0)
+        return;
+    close(fs_ctl);
+    fs_ctl = -1;
+    if (fs_owner == getpid() && fs_pid > 0)
+        while (waitpid(fs_pid, NULL, 0) < 0 && errno == EINTR)
+            ;
+    fs_pid = 0;
+}
+
+/* Non-zero when the fork server hung up (it died, or was killed). */
+static int fs_hung_up(void)
+{
+    struct pollfd pfd = {.fd = fs_ctl, .events = POLLIN};
+    if (poll(&pfd, 1, 0) <= 0)
+        return 0;
+    if (pfd.revents & (POLLHUP | POLLERR))
+        return 1;
+    return 0;
+}
+
 pk_err_t pool__fs_init(pk_error_t *err)
 {
     pk_err_t rc = PK_OK;
     pthread_mutex_lock(&fs_mu);
+    if (fs_ctl >= 0 && fs_owner == getpid() && fs_hung_up())
+        fs_lost(); /* start a new one below */
     if (fs_ctl >= 0 && fs_owner == getpid())
         goto out;
     if (fs_ctl >= 0) {
@@ -593,12 +621,27 @@ pk_err_t pool__fs_init(pk_error_t *err)
     close(sv[1]);
     fs_ctl = sv[0];
     fs_owner = master;
+    fs_pid = pid;
     pthread_mutex_unlock(&fs_mu);
     pool__registry_set_listener(on_register);
     return PK_OK;
 out:
     pthread_mutex_unlock(&fs_mu);
     return rc;
+}
+
+void pool__fs_fini(void)
+{
+    pool__registry_set_listener(NULL);
+    pthread_mutex_lock(&fs_mu);
+    if (fs_owner == getpid())
+        fs_lost();
+    else if (fs_ctl >= 0) {
+        close(fs_ctl); /* inherited from a parent: not ours to reap */
+        fs_ctl = -1;
+    }
+    pool__topo_free(&fs_topology);
+    pthread_mutex_unlock(&fs_mu);
 }
 
 const pool__topo_t *pool__fs_topo(void)
@@ -612,9 +655,11 @@ static pk_err_t ctl_call(ctl_msg_t *m, const int *fds, int nfds, int want_ack,
 {
     if (fs_ctl < 0 || fs_owner != getpid())
         return pk__err(err, PK_EIO, "the fork server is not running");
-    if (send_fds(fs_ctl, m, sizeof *m, fds, nfds) != (ssize_t)sizeof *m)
-        return pk__err_sys(err, PK_EIO, errno,
-                           "cannot talk to the fork server");
+    if (send_fds(fs_ctl, m, sizeof *m, fds, nfds) != (ssize_t)sizeof *m) {
+        int e = errno;
+        fs_lost(); /* the next pool__fs_init starts a new one */
+        return pk__err_sys(err, PK_EIO, e, "cannot talk to the fork server");
+    }
     if (!want_ack)
         return PK_OK;
     for (;;) {
@@ -623,8 +668,10 @@ static pk_err_t ctl_call(ctl_msg_t *m, const int *fds, int nfds, int want_ack,
         for (int i = 0; i < 2; i++)
             if (got[i] >= 0)
                 close(got[i]);
-        if (r == 0 || r < 0)
+        if (r == 0 || r < 0) {
+            fs_lost(); /* the next pool__fs_init starts a new one */
             return pk__err(err, PK_EIO, "the fork server is gone");
+        }
         if (r == (ssize_t)sizeof *m && m->type == CTL_ACK)
             break;
     }

@@ -92,8 +92,14 @@ typedef struct pool__fs_msg {
 } pool__fs_msg_t;
 
 /* Loads the topology and starts the fork server (once per process; later
- * calls return at once).  Returns PK_OK or PK_ESYS. */
+ * calls return at once, unless the fork server was found dead since: then
+ * they start a new one).  Returns PK_OK or PK_ESYS. */
 pk_err_t pool__fs_init(pk_error_t *err);
+
+/* Stops the fork server (which kills the workers of every pool it still
+ * serves, and exits), reaps it and frees the topology.  A later
+ * pool__fs_init starts a new one.  Call it when no pool exists. */
+void pool__fs_fini(void);
 
 /* The machine topology loaded before the fork server was forked (valid after
  * a successful pool__fs_init). */

@@ -220,7 +220,8 @@ static pk_err_t topo_index(pool__topo_t *t, pk_error_t *err)
     }
     t->npus = hwloc_get_nbobjs_by_type(t->topo, HWLOC_OBJ_PU);
     if (t->ncores <= 0 || t->npus <= 0)
-        return pk__err(err, PK_ESYS, "hwloc found no usable processing unit");
+        return pk__err(err, PK_EUNSUPPORTED,
+                       "hwloc found no usable processing unit");
 
     t->spread_order = pk__calloc((size_t)t->ncores, sizeof *t->spread_order);
     if (!t->spread_order)
@@ -230,7 +231,7 @@ static pk_err_t topo_index(pool__topo_t *t, pk_error_t *err)
                     t->spread_order, &n) < 0)
         return pk__err(err, PK_ENOMEM, "out of memory for the topology");
     if (n != t->ncores)
-        return pk__err(err, PK_ESYS,
+        return pk__err(err, PK_EUNSUPPORTED,
                        "inconsistent hwloc topology (%d of %d cores)", n,
                        t->ncores);
     return PK_OK;
@@ -305,7 +306,7 @@ pk_err_t pool__topo_load(pool__topo_t **tp, const char *synthetic,
                          hwloc_topology_get_topology_cpuset(t->full));
         hwloc_bitmap_free(mask);
         if (hwloc_bitmap_iszero(t->allowed)) {
-            rc = pk__err(err, PK_ESYS, "no CPU of the topology is allowed");
+            rc = pk__err(err, PK_EUNSUPPORTED, "no CPU of the topology is allowed");
             goto fail;
         }
         if (hwloc_topology_dup(&t->topo, t->full) < 0) {
@@ -414,7 +415,8 @@ static pk_err_t spread_pick(const pool__topo_t *t, int n, int *cores,
     if (spread_walk(root, t->core_type, chosen, cores, &k) < 0)
         rc = pk__err(err, PK_ENOMEM, "out of memory for placement");
     else if (k != n)
-        rc = pk__err(err, PK_ESYS, "inconsistent spread placement (%d of %d)",
+        rc = pk__err(err, PK_EUNSUPPORTED,
+                     "inconsistent spread placement (%d of %d)",
                      k, n);
 out:
     if (sets)
