@@ -20,16 +20,16 @@ int pool__lane_post(pool_t *p, pool__batch_t *b, pool__lane_ticket_t *t)
 {
     t->slot = -1;
     pool__job_t *j = b->job;
-    if (p->lanes == NULL || b->nbufs != 0 || b->count != 1 ||
+    if (p->cfg.lanes == NULL || b->nbufs != 0 || b->count != 1 ||
         POOL_WIRE_HDR_SIZE + 24 + j->call_len + b->items_len > POOL_LANE_REQ)
         return 0;
-    int n = p->nworkers;
+    int n = p->cfg.nworkers;
     int start = atomic_load_explicit(&p->lane_hint, memory_order_relaxed);
     int slot = -1;
     uint32_t claimed = 0;
     for (int i = 0; i < n && slot < 0; i++) {
         int s = (start + i) % n;
-        pool__lane_t *l = &p->lanes[s];
+        pool__lane_t *l = &p->cfg.lanes[s];
         uint32_t v = atomic_load_explicit(&l->state, memory_order_relaxed);
         if (POOL_LANE_ST(v) != POOL_LANE_ARMED)
             continue;
@@ -46,7 +46,7 @@ int pool__lane_post(pool_t *p, pool__batch_t *b, pool__lane_ticket_t *t)
     atomic_store_explicit(&p->lane_hint, slot, memory_order_relaxed);
 
     /* The request area is ours until POSTED. */
-    pool__lane_t *l = &p->lanes[slot];
+    pool__lane_t *l = &p->cfg.lanes[slot];
     b->id = POOL_LANE_ID_BIT | atomic_fetch_add(&p->lane_next_id, 1);
     pool__wire_hdr_t h = {.kind = POOL_WIRE_TASK,
                           .flags = b->flags,
@@ -60,7 +60,7 @@ int pool__lane_post(pool_t *p, pool__batch_t *b, pool__lane_ticket_t *t)
     l->req_len = (uint32_t)pos;
 
     pthread_mutex_lock(&p->mu);
-    p->lane_recs[slot].b = b;
+    p->lk.lane_recs[slot].b = b;
     pthread_mutex_unlock(&p->mu);
     uint32_t want = claimed;
     uint32_t posted = POOL_LANE_TAG(claimed) | POOL_LANE_POSTED;
@@ -71,9 +71,9 @@ int pool__lane_post(pool_t *p, pool__batch_t *b, pool__lane_ticket_t *t)
          * nobody else has used it.  If the master took the batch it
          * requeued it; otherwise it is ours.  Then the lane is free. */
         pthread_mutex_lock(&p->mu);
-        int ours = p->lane_recs[slot].b == b;
+        int ours = p->lk.lane_recs[slot].b == b;
         if (ours)
-            p->lane_recs[slot].b = NULL;
+            p->lk.lane_recs[slot].b = NULL;
         pthread_mutex_unlock(&p->mu);
         uint32_t orphan = POOL_LANE_TAG(claimed) | POOL_LANE_ORPHAN;
         atomic_compare_exchange_strong(&l->state, &orphan,
@@ -96,7 +96,7 @@ int pool__lane_post(pool_t *p, pool__batch_t *b, pool__lane_ticket_t *t)
 /* Builds the outcome of lane `slot`'s reply to batch b (DONE, ours). */
 static pool__outcome_t *lane_outcome(pool_t *p, int slot, pool__batch_t *b)
 {
-    pool__lane_t *l = &p->lanes[slot];
+    pool__lane_t *l = &p->cfg.lanes[slot];
     size_t len = atomic_load_explicit(&l->rep_len, memory_order_relaxed);
     pk_error_t e;
     pk_error_clear(&e);
@@ -178,9 +178,9 @@ pk_err_t pool__lane_wait(pool_t *p, pool__lane_ticket_t *t, uint64_t deadline,
     *out = NULL;
     if (t->slot < 0)
         return PK_OK;
-    pool__lane_t *l = &p->lanes[t->slot];
+    pool__lane_t *l = &p->cfg.lanes[t->slot];
     uint64_t now = pool__now_ns();
-    uint64_t spin_end = now + p->spin_ns;
+    uint64_t spin_end = now + p->cfg.spin_ns;
     unsigned k = 0;
     for (;;) {
         uint32_t v = atomic_load_explicit(&l->state, memory_order_acquire);
@@ -191,12 +191,12 @@ pk_err_t pool__lane_wait(pool_t *p, pool__lane_ticket_t *t, uint64_t deadline,
             break; /* WIRE, or the master took it: its outcome is the job's */
         if (st == POOL_LANE_DONE) {
             pthread_mutex_lock(&p->mu);
-            pool__batch_t *b = p->lane_recs[t->slot].b;
+            pool__batch_t *b = p->lk.lane_recs[t->slot].b;
             int ours = b != NULL && b->id == t->id;
             if (ours) {
-                p->lane_recs[t->slot].b = NULL;
-                p->stats[t->slot].items_done += b->count;
-                p->stats[t->slot].lane_items += b->count;
+                p->lk.lane_recs[t->slot].b = NULL;
+                p->lk.stats[t->slot].items_done += b->count;
+                p->lk.stats[t->slot].lane_items += b->count;
             }
             pthread_mutex_unlock(&p->mu);
             if (ours) {

@@ -31,14 +31,13 @@
 
 #include "core/common.h"
 #include "ipc/wire.h"
+#include "pool/recovery.h"
 
 #define TICK_MS 10
 #define CANCEL_GRACE_NS 200000000ull /* before killing a canceled batch */
 #define TERM_GRACE_NS 300000000ull   /* SIGTERM -> SIGKILL on terminate */
-#define QUICK_DEATH_NS 1000000000ull /* a death this soon counts as quick */
 #define MAX_RECV_PER_TURN 4096
 
-enum kill_reason { KILL_NONE = 0, KILL_TIMEOUT, KILL_CANCEL, KILL_RETIRE };
 
 /* ---- reference counting ------------------------------------------------- */
 
@@ -137,9 +136,9 @@ int pool__shm_stats(pool_t *p, size_t *task_used, size_t *res_held,
                     size_t *res_alloc)
 {
     *task_used = *res_held = *res_alloc = 0;
-    if (p->shm != NULL)
-        pool__shm_usage(p->shm, task_used, res_held, res_alloc);
-    return p->shm != NULL;
+    if (p->cfg.shm != NULL)
+        pool__shm_usage(p->cfg.shm, task_used, res_held, res_alloc);
+    return p->cfg.shm != NULL;
 }
 
 void pool__outcome_free(pool__outcome_t *o)
@@ -163,7 +162,7 @@ void pool__master_wake(pool_t *p)
     uint64_t one = 1;
     ssize_t r;
     do
-        r = write(p->efd, &one, sizeof one);
+        r = write(p->cfg.efd, &one, sizeof one);
     while (r < 0 && errno == EINTR);
 }
 
@@ -229,10 +228,10 @@ static void q_prepend(pool_t *p, blist_t *l)
 {
     if (l->head == NULL)
         return;
-    l->tail->next = p->q_head;
-    if (p->q_head == NULL)
-        p->q_tail = l->tail;
-    p->q_head = l->head;
+    l->tail->next = p->m.q_head;
+    if (p->m.q_head == NULL)
+        p->m.q_tail = l->tail;
+    p->m.q_head = l->head;
     l->head = l->tail = NULL;
 }
 
@@ -298,7 +297,7 @@ static void push_slice(turn_t *t, blist_t *l, const pool__batch_t *b,
     do {                                                                       \
         char who_[32];                                                         \
         snprintf(who_, sizeof who_, "worker %d", (slot));                      \
-        pool__wire_log_once(&(p)->logged, (kind), who_, __VA_ARGS__);          \
+        pool__wire_log_once(&(p)->m.logged, (kind), who_, __VA_ARGS__);          \
     } while (0)
 
 static int send_copy(void *sock, const void *data, size_t len, int more)
@@ -333,20 +332,20 @@ static int send_zc(void *sock, const void *data, size_t len, pool__blob_t *b,
 static int send_ctl(pool_t *p, int slot, int kind)
 {
     uint8_t id[POOL_WIRE_ID_SIZE], hb[POOL_WIRE_HDR_SIZE];
-    pool__wire_id_encode(slot, p->w[slot].gen, id);
+    pool__wire_id_encode(slot, p->m.w[slot].gen, id);
     pool__wire_hdr_t h = {.kind = (uint8_t)kind};
     pool__wire_hdr_encode(&h, hb);
-    if (send_copy(p->router, id, sizeof id, 1) != 0)
+    if (send_copy(p->m.router, id, sizeof id, 1) != 0)
         return -1;
-    return send_copy(p->router, hb, sizeof hb, 0);
+    return send_copy(p->m.router, hb, sizeof hb, 0);
 }
 
 static int send_task(pool_t *p, int slot, pool__batch_t *b, uint64_t now)
 {
-    pool__mworker_t *w = &p->w[slot];
+    pool__mworker_t *w = &p->m.w[slot];
     uint8_t id[POOL_WIRE_ID_SIZE], hb[POOL_WIRE_HDR_SIZE];
     pool__wire_id_encode(slot, w->gen, id);
-    b->id = ++p->next_batch_id;
+    b->id = ++p->m.next_batch_id;
     pool__wire_hdr_t h = {.kind = POOL_WIRE_TASK,
                           .flags = b->flags,
                           .batch = b->id,
@@ -370,29 +369,29 @@ static int send_task(pool_t *p, int slot, pool__batch_t *b, uint64_t now)
                                                               : b->bufs[i].len);
         }
     }
-    if (send_copy(p->router, id, sizeof id, 1) != 0) {
+    if (send_copy(p->m.router, id, sizeof id, 1) != 0) {
         pk__free(tab);
         return -1;
     }
-    send_copy(p->router, hb, sizeof hb, 1);
-    send_copy(p->router, b->job->call, b->job->call_len, 1);
-    send_zc(p->router, b->items, b->items_len, b->blob, b->nbufs > 0);
+    send_copy(p->m.router, hb, sizeof hb, 1);
+    send_copy(p->m.router, b->job->call, b->job->call_len, 1);
+    send_zc(p->m.router, b->items, b->items_len, b->blob, b->nbufs > 0);
     if (tab != NULL)
-        send_copy(p->router, tab, (size_t)b->nbufs * POOL_WIRE_SHM_ENT, 1);
+        send_copy(p->m.router, tab, (size_t)b->nbufs * POOL_WIRE_SHM_ENT, 1);
     pk__free(tab);
     for (uint32_t i = 0; i < b->nbufs; i++) {
         int more = i + 1 < b->nbufs;
         if (b->bufs[i].shm != POOL_WIRE_SHM_INLINE)
-            send_copy(p->router, NULL, 0, more);
+            send_copy(p->m.router, NULL, 0, more);
         else
-            send_zc(p->router, b->bufs[i].data, b->bufs[i].len, b->blob, more);
+            send_zc(p->m.router, b->bufs[i].data, b->bufs[i].len, b->blob, more);
     }
     return 0;
 }
 
 static void kill_worker(pool_t *p, int slot, int sig)
 {
-    pool__mworker_t *w = &p->w[slot];
+    pool__mworker_t *w = &p->m.w[slot];
     if (w->pid <= 0)
         return;
     pool__fs_msg_t m = {.type = POOL_FS_KILL,
@@ -400,15 +399,28 @@ static void kill_worker(pool_t *p, int slot, int sig)
                         .gen = w->gen,
                         .pid = w->pid,
                         .arg = sig};
-    pool__fs_send(p->chan, &m);
+    pool__fs_send(p->m.chan, &m);
+}
+
+/* Kills worker `slot` for `reason` (item `item` of batch `batch`, for a
+ * timeout); it takes no more work. */
+static void kill_for(pool_t *p, int slot, enum pool__kill_reason reason,
+                     uint64_t batch, uint32_t item)
+{
+    pool__mworker_t *w = &p->m.w[slot];
+    w->kill_reason = reason;
+    w->kill_batch = batch;
+    w->kill_item = item;
+    w->state = POOL_W_DRAINING;
+    kill_worker(p, slot, SIGKILL);
 }
 
 static void spawn(pool_t *p, int slot, uint64_t now)
 {
-    pool__mworker_t *w = &p->w[slot];
+    pool__mworker_t *w = &p->m.w[slot];
     if (w->gen > 0) {
         pthread_mutex_lock(&p->mu);
-        p->stats[slot].restarts++;
+        p->lk.stats[slot].restarts++;
         pthread_mutex_unlock(&p->mu);
     }
     w->gen++;
@@ -417,32 +429,32 @@ static void spawn(pool_t *p, int slot, uint64_t now)
     w->pid = 0;
     w->ready_seen = 0;
     w->unreachable = 0;
-    w->kill_reason = KILL_NONE;
+    w->kill_reason = POOL_KILL_NONE;
     w->respawn_at = 0;
     w->spawn_ns = now;
-    pool__sb_slot_t *sb = &p->sb[slot];
+    pool__sb_slot_t *sb = &p->cfg.sb[slot];
     POOL_SB_STORE(sb->pid, 0);
     POOL_SB_STORE(sb->state, POOL_SB_IDLE);
     POOL_SB_STORE(sb->batch, 0);
     POOL_SB_STORE(sb->item, 0);
     POOL_SB_STORE(sb->items_done, 0);
     POOL_SB_STORE(sb->busy_ns, 0);
-    if (p->shm != NULL)
-        pool__shm_res_reset(p->shm, slot); /* the old process is reaped */
+    if (p->cfg.shm != NULL)
+        pool__shm_res_reset(p->cfg.shm, slot); /* the old process is reaped */
     atomic_store_explicit(&sb->gen, w->gen, memory_order_release);
     pool__fs_msg_t m = {.type = POOL_FS_SPAWN,
                         .slot = slot,
                         .gen = w->gen,
-                        .bind = p->bind,
-                        .cpus = p->places[slot].cpus};
+                        .bind = p->cfg.bind,
+                        .cpus = p->cfg.places[slot].cpus};
     pthread_mutex_lock(&p->mu);
-    p->nlive++;
+    p->lk.nlive++;
     pthread_mutex_unlock(&p->mu);
-    if (pool__fs_send(p->chan, &m) != PK_OK) {
+    if (pool__fs_send(p->m.chan, &m) != PK_OK) {
         /* The channel is gone; the EOF handler marks the pool broken. */
         w->state = POOL_W_DEAD;
         pthread_mutex_lock(&p->mu);
-        p->nlive--;
+        p->lk.nlive--;
         pthread_mutex_unlock(&p->mu);
     }
 }
@@ -470,9 +482,9 @@ static void lane_mark(pool__batch_t *b)
  * the job instead, and its batch (if registered) is returned. */
 static pool__batch_t *lane_take_unfinished(pool_t *p, int slot)
 {
-    if (p->lanes == NULL)
+    if (p->cfg.lanes == NULL)
         return NULL;
-    pool__lane_t *l = &p->lanes[slot];
+    pool__lane_t *l = &p->cfg.lanes[slot];
     pool__batch_t *b = NULL;
     pthread_mutex_lock(&p->mu);
     uint32_t v = atomic_load(&l->state);
@@ -487,8 +499,8 @@ static pool__batch_t *lane_take_unfinished(pool_t *p, int slot)
             break;
     }
     if (POOL_LANE_ST(v) != POOL_LANE_DONE) {
-        b = p->lane_recs[slot].b;
-        p->lane_recs[slot].b = NULL;
+        b = p->lk.lane_recs[slot].b;
+        p->lk.lane_recs[slot].b = NULL;
         lane_mark(b);
     }
     pthread_mutex_unlock(&p->mu);
@@ -500,17 +512,17 @@ static pool__batch_t *lane_take_unfinished(pool_t *p, int slot)
  * first), or NULL. */
 static pool__batch_t *lane_take_wire(pool_t *p, int slot, uint64_t id)
 {
-    if (p->lanes == NULL)
+    if (p->cfg.lanes == NULL)
         return NULL;
-    pool__lane_t *l = &p->lanes[slot];
+    pool__lane_t *l = &p->cfg.lanes[slot];
     pthread_mutex_lock(&p->mu);
-    pool__batch_t *b = p->lane_recs[slot].b;
+    pool__batch_t *b = p->lk.lane_recs[slot].b;
     uint32_t v = atomic_load(&l->state);
     if (b == NULL || b->id != id || POOL_LANE_ST(v) != POOL_LANE_WIRE) {
         pthread_mutex_unlock(&p->mu);
         return NULL;
     }
-    p->lane_recs[slot].b = NULL;
+    p->lk.lane_recs[slot].b = NULL;
     lane_mark(b);
     atomic_store(&l->state, POOL_LANE_TAG(v) | POOL_LANE_FREE);
     pthread_mutex_unlock(&p->mu);
@@ -521,40 +533,38 @@ static pool__batch_t *lane_take_wire(pool_t *p, int slot, uint64_t id)
  * waits for.  Returns non-zero while some lane batch needs the tick. */
 static int lane_tick(pool_t *p, turn_t *t)
 {
-    if (p->lanes == NULL)
+    if (p->cfg.lanes == NULL)
         return 0;
     int need = 0;
     pool__batch_t *drop = NULL;
     pthread_mutex_lock(&p->mu);
-    for (int s = 0; s < p->nworkers; s++) {
-        pool__batch_t *b = p->lane_recs[s].b;
+    for (int s = 0; s < p->cfg.nworkers; s++) {
+        pool__batch_t *b = p->lk.lane_recs[s].b;
         if (b == NULL)
             continue;
-        pool__mworker_t *w = &p->w[s];
-        pool__lane_t *l = &p->lanes[s];
-        int alive = w->kill_reason == KILL_NONE && w->pid > 0;
+        pool__mworker_t *w = &p->m.w[s];
+        pool__lane_t *l = &p->cfg.lanes[s];
+        int alive = w->kill_reason == POOL_KILL_NONE && w->pid > 0;
         if (b->job->canceled) {
             uint32_t v = atomic_load(&l->state);
             if (POOL_LANE_ST(v) == POOL_LANE_DONE) {
-                p->lane_recs[s].b = NULL;
+                p->lk.lane_recs[s].b = NULL;
                 atomic_store(&l->state, POOL_LANE_TAG(v) | POOL_LANE_FREE);
                 b->next = drop;
                 drop = b;
                 continue;
             }
             need = 1;
-            if (alive && t->now - b->job->cancel_ns > CANCEL_GRACE_NS) {
-                w->kill_reason = KILL_CANCEL;
-                w->state = POOL_W_DRAINING;
-                kill_worker(p, s, SIGKILL);
-            }
+            if (alive &&
+                pool__rec_overdue(t->now, b->job->cancel_ns, CANCEL_GRACE_NS))
+                kill_for(p, s, POOL_KILL_CANCEL, 0, 0);
             continue;
         }
         if (b->job->timeout_ns == 0 ||
             POOL_LANE_ST(atomic_load(&l->state)) == POOL_LANE_DONE)
             continue; /* finished: its caller collects it when it likes */
         need = 1;
-        pool__sb_slot_t *sb = &p->sb[s];
+        pool__sb_slot_t *sb = &p->cfg.sb[s];
         if (!alive ||
             atomic_load_explicit(&sb->state, memory_order_acquire) !=
                 POOL_SB_BUSY ||
@@ -562,14 +572,9 @@ static int lane_tick(pool_t *p, turn_t *t)
             continue;
         uint32_t item = atomic_load_explicit(&sb->item, memory_order_acquire);
         uint64_t start = POOL_SB_LOAD(sb->start_ns);
-        if (item < b->count && t->now > start &&
-            t->now - start > b->job->timeout_ns) {
-            w->kill_reason = KILL_TIMEOUT;
-            w->kill_batch = b->id;
-            w->kill_item = item;
-            w->state = POOL_W_DRAINING;
-            kill_worker(p, s, SIGKILL);
-        }
+        if (item < b->count &&
+            pool__rec_overdue(t->now, start, b->job->timeout_ns))
+            kill_for(p, s, POOL_KILL_TIMEOUT, b->id, item);
     }
     pthread_mutex_unlock(&p->mu);
     while (drop != NULL) {
@@ -586,12 +591,12 @@ static int lane_tick(pool_t *p, turn_t *t)
 static int lane_busy(pool_t *p)
 {
     int busy = 0;
-    if (p->lanes == NULL)
+    if (p->cfg.lanes == NULL)
         return 0;
     pthread_mutex_lock(&p->mu);
-    for (int s = 0; s < p->nworkers && !busy; s++)
-        busy = p->lane_recs[s].b != NULL &&
-               POOL_LANE_ST(atomic_load(&p->lanes[s].state)) !=
+    for (int s = 0; s < p->cfg.nworkers && !busy; s++)
+        busy = p->lk.lane_recs[s].b != NULL &&
+               POOL_LANE_ST(atomic_load(&p->cfg.lanes[s].state)) !=
                    POOL_LANE_DONE;
     pthread_mutex_unlock(&p->mu);
     return busy;
@@ -600,10 +605,10 @@ static int lane_busy(pool_t *p)
 /* At exit, every worker gone: what lanes still hold nobody will collect. */
 static void lane_drop_all(pool_t *p, turn_t *t)
 {
-    for (int s = 0; p->lanes != NULL && s < p->nworkers; s++) {
+    for (int s = 0; p->cfg.lanes != NULL && s < p->cfg.nworkers; s++) {
         pthread_mutex_lock(&p->mu);
-        pool__batch_t *b = p->lane_recs[s].b;
-        p->lane_recs[s].b = NULL;
+        pool__batch_t *b = p->lk.lane_recs[s].b;
+        p->lk.lane_recs[s].b = NULL;
         pthread_mutex_unlock(&p->mu);
         if (b != NULL)
             fail_batch(t, b, PK_ECANCELED, "the pool was destroyed");
@@ -627,26 +632,45 @@ static void describe_exit(char *buf, size_t size, int slot, int pid, int status)
     }
 }
 
-static void crash_item(pool_t *p, turn_t *t, blist_t *l, const pool__batch_t *b,
-                       uint32_t k, uint32_t crashes, const char *how)
+/* Carries out the recovery plan for batch b of a dead worker (recovery.h):
+ * requeued pieces go to l, failed items get their outcome.  Consumes b. */
+static void recover_batch(turn_t *t, blist_t *l, pool__batch_t *b,
+                          const pool__rec_plan_t *plan, const char *how)
 {
-    if (crashes > (uint32_t)p->retries) {
-        char msg[400];
-        snprintf(msg, sizeof msg, "%s while running item %zu", how,
-                 b->first + k);
-        synth(t, b->job, b->first + k, 1, PK_ECRASHED, msg);
-    } else {
-        push_slice(t, l, b, k, k + 1, crashes);
+    if (plan->kind == POOL_REC_KEEP) {
+        b->next = NULL;
+        bl_push(l, b);
+        return;
     }
+    for (int i = 0; i < plan->npieces; i++) {
+        const pool__rec_piece_t *x = &plan->piece[i];
+        char msg[400];
+        switch (x->action) {
+        case POOL_REC_REQUEUE:
+            push_slice(t, l, b, x->from, x->to, x->crashes);
+            break;
+        case POOL_REC_CRASHED:
+            snprintf(msg, sizeof msg, "%s while running item %zu", how,
+                     b->first + x->from);
+            synth(t, b->job, b->first + x->from, 1, PK_ECRASHED, msg);
+            break;
+        case POOL_REC_TIMEDOUT:
+            snprintf(msg, sizeof msg, "item %zu timed out after %g s",
+                     b->first + x->from, (double)b->job->timeout_ns / 1e9);
+            synth(t, b->job, b->first + x->from, 1, PK_ETIMEDOUT, msg);
+            break;
+        }
+    }
+    pool__batch_free(b);
 }
 
 static void on_death(pool_t *p, turn_t *t, int slot, uint32_t gen, int pid,
                      int status)
 {
-    pool__mworker_t *w = &p->w[slot];
+    pool__mworker_t *w = &p->m.w[slot];
     if (gen != w->gen || w->state == POOL_W_DEAD)
         return;
-    pool__sb_slot_t *sb = &p->sb[slot];
+    pool__sb_slot_t *sb = &p->cfg.sb[slot];
     uint32_t sbs = atomic_load_explicit(&sb->state, memory_order_acquire);
     uint32_t sbi = atomic_load_explicit(&sb->item, memory_order_acquire);
     uint64_t sbb = POOL_SB_LOAD(sb->batch);
@@ -660,10 +684,10 @@ static void on_death(pool_t *p, turn_t *t, int slot, uint32_t gen, int pid,
 
     /* A lane batch it had not finished is one more of its in-flight ones. */
     pool__batch_t *lb = lane_take_unfinished(p, slot);
-    if (lb != NULL && p->terminating) {
+    if (lb != NULL && p->m.terminating) {
         fail_batch(t, lb, PK_ECANCELED, "the pool was terminated");
-    } else if (lb != NULL && p->broken) {
-        fail_batch(t, lb, PK_ECRASHED, p->broken_msg);
+    } else if (lb != NULL && p->lk.broken) {
+        fail_batch(t, lb, PK_ECRASHED, p->lk.broken_msg);
     } else if (lb != NULL) {
         lb->next = w->inflight;
         w->inflight = lb;
@@ -673,103 +697,80 @@ static void on_death(pool_t *p, turn_t *t, int slot, uint32_t gen, int pid,
     pool__batch_t *b = w->inflight;
     while (b != NULL) {
         pool__batch_t *next = b->next;
-        if (b->job->m_canceled) {
-            /* dropped */
-        } else if (w->kill_reason == KILL_TIMEOUT && b->id == w->kill_batch &&
-                   w->kill_item < b->count) {
-            uint32_t k = w->kill_item;
-            char msg[300];
-            snprintf(msg, sizeof msg, "item %zu timed out after %g s",
-                     b->first + k, (double)b->job->timeout_ns / 1e9);
-            push_slice(t, &l, b, 0, k, 0);
-            synth(t, b->job, b->first + k, 1, PK_ETIMEDOUT, msg);
-            push_slice(t, &l, b, k + 1, b->count, 0);
-        } else if (!clean && w->kill_reason == KILL_NONE &&
-                   sbs == POOL_SB_BUSY && sbb == b->id) {
-            if (sbi < b->count) {
-                /* The scoreboard names the item: isolate it at once. */
-                uint32_t c = (b->count == 1 ? b->crashes : 0) + 1;
-                push_slice(t, &l, b, 0, sbi, 0);
-                crash_item(p, t, &l, b, sbi, c, how);
-                push_slice(t, &l, b, sbi + 1, b->count, 0);
-            } else if (b->count == 1) {
-                crash_item(p, t, &l, b, 0, b->crashes + 1, how);
-            } else {
-                /* Died while decoding: split in halves. */
-                uint32_t h = b->count / 2;
-                push_slice(t, &l, b, 0, h, b->crashes + 1);
-                push_slice(t, &l, b, h, b->count, b->crashes + 1);
-            }
-        } else {
-            b->next = NULL;
-            bl_push(&l, b);
-            b = next;
-            continue;
-        }
-        pool__batch_free(b);
+        pool__rec_batch_t rb = {
+            .count = b->count,
+            .crashes = b->crashes,
+            .canceled = b->job->m_canceled,
+            .timed_out =
+                w->kill_reason == POOL_KILL_TIMEOUT && b->id == w->kill_batch,
+            .timeout_item = w->kill_item,
+            .blamed = !clean && w->kill_reason == POOL_KILL_NONE &&
+                      sbs == POOL_SB_BUSY && sbb == b->id,
+            .running = sbi,
+            .retries = p->cfg.retries,
+        };
+        pool__rec_plan_t plan;
+        pool__rec_plan_batch(&rb, &plan);
+        if (plan.kind == POOL_REC_DROP)
+            pool__batch_free(b);
+        else
+            recover_batch(t, &l, b, &plan, how);
         b = next;
     }
     w->inflight = NULL;
     w->ninflight = 0;
     q_prepend(p, &l);
 
-    int was_ready = w->ready_seen;
-    int reason = w->kill_reason;
+    pool__rec_death_t d = {
+        .was_ready = w->ready_seen,
+        .clean = clean,
+        .killed = w->kill_reason != POOL_KILL_NONE,
+        .productive = w->productive,
+        .lived_ns = t->now - w->spawn_ns,
+        .nworkers = p->cfg.nworkers,
+        .quick_deaths = w->quick_deaths,
+        .startup_deaths = p->m.startup_deaths,
+    };
     w->state = POOL_W_DEAD;
     w->pid = 0;
     pthread_mutex_lock(&p->mu);
-    p->nlive--;
-    p->stats[slot].pid = 0;
-    p->stats[slot].busy_base_ns += POOL_SB_LOAD(sb->busy_ns);
+    p->lk.nlive--;
+    p->lk.stats[slot].pid = 0;
+    p->lk.stats[slot].busy_base_ns += POOL_SB_LOAD(sb->busy_ns);
     POOL_SB_STORE(sb->busy_ns, 0);
     pthread_mutex_unlock(&p->mu);
 
-    if (p->terminating || p->stop_sent || p->broken)
+    if (p->m.terminating || p->m.stop_sent || p->lk.broken)
         return;
-    if (!was_ready && !clean && reason == KILL_NONE) {
-        p->startup_deaths++;
-        unsigned limit =
-            (unsigned)(2 * p->nworkers) < 5 ? 5 : (unsigned)(2 * p->nworkers);
-        if (p->startup_deaths >= limit) {
-            char msg[400];
-            snprintf(msg, sizeof msg,
-                     "workers keep dying at start-up (%u in a row; last: %s)",
-                     p->startup_deaths, how);
-            set_broken(p, t, msg);
-            return;
-        }
+    pool__rec_respawn_t r;
+    pool__rec_respawn(&d, &r);
+    p->m.startup_deaths = r.startup_deaths;
+    w->quick_deaths = r.quick_deaths;
+    if (r.broken) {
+        char msg[400];
+        snprintf(msg, sizeof msg,
+                 "workers keep dying at start-up (%u in a row; last: %s)",
+                 p->m.startup_deaths, how);
+        set_broken(p, t, msg);
+        return;
     }
-    /* Back off only from workers that die soon without doing anything:
-     * outside kills of working processes are respawned at once. */
-    if (t->now - w->spawn_ns < QUICK_DEATH_NS && !w->productive &&
-        reason == KILL_NONE)
-        w->quick_deaths++;
-    else
-        w->quick_deaths = 0;
-    uint64_t delay = 0;
-    if (w->quick_deaths > 3) {
-        unsigned sh = w->quick_deaths - 3;
-        delay = sh > 7 ? 2000000000ull : 20000000ull << sh;
-        if (delay > 2000000000ull)
-            delay = 2000000000ull;
-    }
-    if (delay == 0)
+    if (r.delay_ns == 0)
         spawn(p, slot, t->now);
     else
-        w->respawn_at = t->now + delay;
+        w->respawn_at = t->now + r.delay_ns;
 }
 
 static void fail_all(pool_t *p, turn_t *t, pk_err_t code, const char *msg)
 {
-    pool__batch_t *b = p->q_head;
-    p->q_head = p->q_tail = NULL;
+    pool__batch_t *b = p->m.q_head;
+    p->m.q_head = p->m.q_tail = NULL;
     while (b != NULL) {
         pool__batch_t *n = b->next;
         fail_batch(t, b, code, msg);
         b = n;
     }
-    for (int s = 0; s < p->nworkers; s++) {
-        pool__mworker_t *w = &p->w[s];
+    for (int s = 0; s < p->cfg.nworkers; s++) {
+        pool__mworker_t *w = &p->m.w[s];
         b = w->inflight;
         w->inflight = NULL;
         w->ninflight = 0;
@@ -784,15 +785,15 @@ static void fail_all(pool_t *p, turn_t *t, pk_err_t code, const char *msg)
 static void set_broken(pool_t *p, turn_t *t, const char *msg)
 {
     pthread_mutex_lock(&p->mu);
-    if (p->broken == PK_OK) {
-        p->broken = PK_ECRASHED;
-        snprintf(p->broken_msg, sizeof p->broken_msg, "%s", msg);
+    if (p->lk.broken == PK_OK) {
+        p->lk.broken = PK_ECRASHED;
+        snprintf(p->lk.broken_msg, sizeof p->lk.broken_msg, "%s", msg);
     }
     pthread_cond_broadcast(&p->cv);
     pthread_mutex_unlock(&p->mu);
     fail_all(p, t, PK_ECRASHED, msg);
-    for (int s = 0; s < p->nworkers; s++)
-        p->w[s].respawn_at = 0;
+    for (int s = 0; s < p->cfg.nworkers; s++)
+        p->m.w[s].respawn_at = 0;
 }
 
 /* ---- fork-server reports ------------------------------------------------- */
@@ -801,23 +802,23 @@ static void on_fs(pool_t *p, turn_t *t, int *chan_ok)
 {
     for (;;) {
         pool__fs_msg_t m;
-        int r = pool__fs_recv(p->chan, &m);
+        int r = pool__fs_recv(p->m.chan, &m);
         if (r == -1)
             return;
         if (r == 0 || r == -2) {
             /* The fork server is gone, and with it every worker. */
             *chan_ok = 0;
             pthread_mutex_lock(&p->mu);
-            p->nlive = 0;
+            p->lk.nlive = 0;
             pthread_mutex_unlock(&p->mu);
-            for (int s = 0; s < p->nworkers; s++)
-                p->w[s].state = POOL_W_DEAD;
+            for (int s = 0; s < p->cfg.nworkers; s++)
+                p->m.w[s].state = POOL_W_DEAD;
             set_broken(p, t, "the fork server died");
             return;
         }
-        if (m.slot < 0 || m.slot >= p->nworkers)
+        if (m.slot < 0 || m.slot >= p->cfg.nworkers)
             continue;
-        pool__mworker_t *w = &p->w[m.slot];
+        pool__mworker_t *w = &p->m.w[m.slot];
         switch (m.type) {
         case POOL_FS_SPAWNED:
             if (m.gen != w->gen || w->state != POOL_W_SPAWNING)
@@ -825,9 +826,9 @@ static void on_fs(pool_t *p, turn_t *t, int *chan_ok)
             w->pid = m.pid;
             w->state = POOL_W_STARTING;
             pthread_mutex_lock(&p->mu);
-            p->stats[m.slot].pid = m.pid;
+            p->lk.stats[m.slot].pid = m.pid;
             pthread_mutex_unlock(&p->mu);
-            if (p->terminating)
+            if (p->m.terminating)
                 kill_worker(p, m.slot, SIGKILL);
             break;
         case POOL_FS_SPAWN_FAILED:
@@ -835,9 +836,9 @@ static void on_fs(pool_t *p, turn_t *t, int *chan_ok)
                 break;
             w->state = POOL_W_DEAD;
             pthread_mutex_lock(&p->mu);
-            p->nlive--;
+            p->lk.nlive--;
             pthread_mutex_unlock(&p->mu);
-            if (!p->terminating && !p->stop_sent) {
+            if (!p->m.terminating && !p->m.stop_sent) {
                 char msg[300];
                 snprintf(msg, sizeof msg, "cannot start worker %d: %s", m.slot,
                          strerror(m.arg));
@@ -881,12 +882,12 @@ static pk_err_t shm_take(pool_t *p, int slot, const pool__wire_hdr_t *h,
                          pk_error_t *e)
 {
     *ents = NULL;
-    if (p->shm == NULL)
+    if (p->cfg.shm == NULL)
         return pk__err(e, PK_EPROTO, "arena buffers, but the pool has none");
     if (nf != pool__wire_nframes(h))
         return pk__err(e, PK_EPROTO, "RESULT with %zu frames, not %zu", nf,
                        pool__wire_nframes(h));
-    const pool__shm_layout_t *l = &p->shm->lay;
+    const pool__shm_layout_t *l = &p->cfg.shm->lay;
     uint64_t lo = l->res_off + (uint64_t)slot * l->res_size;
     size_t *fl = pk__malloc((size_t)h->nbufs * sizeof *fl);
     pool__wire_shm_t *v = pk__malloc((size_t)h->nbufs * sizeof *v);
@@ -908,14 +909,14 @@ static pk_err_t shm_take(pool_t *p, int slot, const pool__wire_hdr_t *h,
     uint32_t k = 0;
     for (; k < h->nbufs; k++)
         if (v[k].off != POOL_WIRE_SHM_INLINE &&
-            pool__shm_res_accept(p->shm, slot, v[k].off, (size_t)v[k].len) != 0)
+            pool__shm_res_accept(p->cfg.shm, slot, v[k].off, (size_t)v[k].len) != 0)
             break;
     if (k == h->nbufs) {
         *ents = v;
         return PK_OK;
     }
     rc = pk__err(e, PK_EPROTO, "arena buffer %u overlaps one still in use", k);
-    ents_release(p->shm, slot, v, h->nbufs, k);
+    ents_release(p->cfg.shm, slot, v, h->nbufs, k);
     return rc;
 }
 
@@ -923,7 +924,7 @@ static void shm_drop(pool_t *p, int slot, uint32_t n, pool__wire_shm_t **ents)
 {
     if (*ents == NULL)
         return;
-    ents_release(p->shm, slot, *ents, n, n);
+    ents_release(p->cfg.shm, slot, *ents, n, n);
     *ents = NULL;
 }
 
@@ -964,7 +965,7 @@ pk_err_t pool__result_check(const pool__batch_t *b, const pool__wire_hdr_t *h,
 static void on_result(pool_t *p, turn_t *t, int slot, const pool__wire_hdr_t *h,
                       zmq_msg_t *f, size_t nf)
 {
-    pool__mworker_t *w = &p->w[slot];
+    pool__mworker_t *w = &p->m.w[slot];
     pk_error_t e;
     pk_error_clear(&e);
     pk_err_t rc = PK_OK;
@@ -1010,8 +1011,8 @@ static void on_result(pool_t *p, turn_t *t, int slot, const pool__wire_hdr_t *h,
             }
             if (ents != NULL) {
                 o->ents = ents;
-                o->shm = p->shm;
-                pool__shm_ref(p->shm);
+                o->shm = p->cfg.shm;
+                pool__shm_ref(p->cfg.shm);
             }
             o->job = b->job;
             pool__job_ref(b->job);
@@ -1044,7 +1045,7 @@ static void on_result(pool_t *p, turn_t *t, int slot, const pool__wire_hdr_t *h,
         w->ninflight = 0;
         q_prepend(p, &l);
         w->state = POOL_W_DRAINING;
-        w->kill_reason = KILL_RETIRE;
+        w->kill_reason = POOL_KILL_RETIRE;
     }
 }
 
@@ -1054,9 +1055,9 @@ static void on_message(pool_t *p, turn_t *t, zmq_msg_t *f, size_t nf)
     uint32_t gen;
     if (pool__wire_id_parse(zmq_msg_data(&f[0]), zmq_msg_size(&f[0]), &slot,
                             &gen) != PK_OK ||
-        slot >= p->nworkers)
+        slot >= p->cfg.nworkers)
         return;
-    pool__mworker_t *w = &p->w[slot];
+    pool__mworker_t *w = &p->m.w[slot];
     if (gen != w->gen || w->state == POOL_W_DEAD)
         return; /* a previous generation's last words */
     if (nf < 2)
@@ -1077,13 +1078,13 @@ static void on_message(pool_t *p, turn_t *t, zmq_msg_t *f, size_t nf)
         w->state = POOL_W_READY;
         w->ready_seen = 1;
         w->pid = (int32_t)h.aux > 0 && w->pid == 0 ? (int32_t)h.aux : w->pid;
-        p->startup_deaths = 0;
+        p->m.startup_deaths = 0;
         pthread_mutex_lock(&p->mu);
-        p->stats[slot].pid = w->pid; /* READY may beat SPAWNED */
-        p->nready++;
+        p->lk.stats[slot].pid = w->pid; /* READY may beat SPAWNED */
+        p->lk.nready++;
         pthread_cond_broadcast(&p->cv);
         pthread_mutex_unlock(&p->mu);
-        if (p->stop_sent) {
+        if (p->m.stop_sent) {
             w->state = POOL_W_DRAINING;
             send_ctl(p, slot, POOL_WIRE_STOP);
         }
@@ -1114,7 +1115,7 @@ static void on_router(pool_t *p, turn_t *t, zmq_msg_t **fr, size_t *cap)
                     zmq_msg_t junk;
                     zmq_msg_init(&junk);
                     while (zmq_msg_more(&(*fr)[n - 1]) &&
-                           zmq_msg_recv(&junk, p->router, 0) >= 0 &&
+                           zmq_msg_recv(&junk, p->m.router, 0) >= 0 &&
                            zmq_msg_more(&junk))
                         ;
                     zmq_msg_close(&junk);
@@ -1126,7 +1127,7 @@ static void on_router(pool_t *p, turn_t *t, zmq_msg_t **fr, size_t *cap)
             }
             zmq_msg_t *m = &(*fr)[n];
             zmq_msg_init(m);
-            int r = zmq_msg_recv(m, p->router, n == 0 ? ZMQ_DONTWAIT : 0);
+            int r = zmq_msg_recv(m, p->m.router, n == 0 ? ZMQ_DONTWAIT : 0);
             if (r < 0) {
                 zmq_msg_close(m);
                 if (n == 0 && (errno == EAGAIN || errno == EINTR))
@@ -1152,19 +1153,19 @@ static void take_submissions(pool_t *p, turn_t *t, int *terminate,
                              int *shutdown, int *closed, int *active_jobs)
 {
     pthread_mutex_lock(&p->mu);
-    pool__batch_t *h = p->subq_head;
-    p->subq_head = p->subq_tail = NULL;
-    int cancel = p->cancel_pending;
-    p->cancel_pending = 0;
+    pool__batch_t *h = p->lk.subq_head;
+    p->lk.subq_head = p->lk.subq_tail = NULL;
+    int cancel = p->lk.cancel_pending;
+    p->lk.cancel_pending = 0;
     if (cancel) {
         /* Copy the cancel marks into master-only fields. */
-        for (pool__batch_t *b = p->q_head; b; b = b->next)
+        for (pool__batch_t *b = p->m.q_head; b; b = b->next)
             if (b->job->canceled && !b->job->m_canceled) {
                 b->job->m_canceled = 1;
                 b->job->m_cancel_ns = b->job->cancel_ns;
             }
-        for (int s = 0; s < p->nworkers; s++)
-            for (pool__batch_t *b = p->w[s].inflight; b; b = b->next)
+        for (int s = 0; s < p->cfg.nworkers; s++)
+            for (pool__batch_t *b = p->m.w[s].inflight; b; b = b->next)
                 if (b->job->canceled && !b->job->m_canceled) {
                     b->job->m_canceled = 1;
                     b->job->m_cancel_ns = b->job->cancel_ns;
@@ -1173,11 +1174,11 @@ static void take_submissions(pool_t *p, turn_t *t, int *terminate,
     for (pool__batch_t *b = h; b; b = b->next)
         if (b->job->canceled)
             b->job->m_canceled = 1;
-    *terminate = p->terminate_req;
-    *shutdown = p->shutdown_req;
-    *closed = p->closed;
-    *active_jobs = p->active_jobs;
-    pk_err_t broken = p->broken;
+    *terminate = p->lk.terminate_req;
+    *shutdown = p->lk.shutdown_req;
+    *closed = p->lk.closed;
+    *active_jobs = p->lk.active_jobs;
+    pk_err_t broken = p->lk.broken;
     pthread_mutex_unlock(&p->mu);
 
     while (h != NULL) {
@@ -1186,23 +1187,23 @@ static void take_submissions(pool_t *p, turn_t *t, int *terminate,
         if (h->job->m_canceled)
             pool__batch_free(h);
         else if (broken != PK_OK)
-            fail_batch(t, h, PK_ECRASHED, p->broken_msg);
-        else if (p->terminating)
+            fail_batch(t, h, PK_ECRASHED, p->lk.broken_msg);
+        else if (p->m.terminating)
             fail_batch(t, h, PK_ECANCELED, "the pool was terminated");
         else
-            POOL__LIST_APPEND(p->q_head, p->q_tail, h);
+            POOL__LIST_APPEND(p->m.q_head, p->m.q_tail, h);
         h = n;
     }
     if (cancel) {
-        pool__batch_t **pp = &p->q_head;
-        p->q_tail = NULL;
+        pool__batch_t **pp = &p->m.q_head;
+        p->m.q_tail = NULL;
         while (*pp != NULL) {
             pool__batch_t *b = *pp;
             if (b->job->m_canceled) {
                 *pp = b->next;
                 pool__batch_free(b);
             } else {
-                p->q_tail = b;
+                p->m.q_tail = b;
                 pp = &b->next;
             }
         }
@@ -1213,26 +1214,25 @@ static void take_submissions(pool_t *p, turn_t *t, int *terminate,
 static int tick(pool_t *p, turn_t *t)
 {
     int need = 0;
-    for (int s = 0; s < p->nworkers; s++) {
-        pool__mworker_t *w = &p->w[s];
-        if (w->inflight == NULL || w->kill_reason != KILL_NONE || w->pid <= 0)
+    for (int s = 0; s < p->cfg.nworkers; s++) {
+        pool__mworker_t *w = &p->m.w[s];
+        if (w->inflight == NULL || w->kill_reason != POOL_KILL_NONE || w->pid <= 0)
             continue;
         for (pool__batch_t *b = w->inflight; b; b = b->next) {
             if (b->job->m_canceled) {
                 need = 1;
-                if (t->now - b->job->m_cancel_ns > CANCEL_GRACE_NS) {
-                    w->kill_reason = KILL_CANCEL;
-                    w->state = POOL_W_DRAINING;
-                    kill_worker(p, s, SIGKILL);
+                if (pool__rec_overdue(t->now, b->job->m_cancel_ns,
+                                      CANCEL_GRACE_NS)) {
+                    kill_for(p, s, POOL_KILL_CANCEL, 0, 0);
                     break;
                 }
             }
             if (b->job->timeout_ns)
                 need = 1;
         }
-        if (w->kill_reason != KILL_NONE)
+        if (w->kill_reason != POOL_KILL_NONE)
             continue;
-        pool__sb_slot_t *sb = &p->sb[s];
+        pool__sb_slot_t *sb = &p->cfg.sb[s];
         if (atomic_load_explicit(&sb->state, memory_order_acquire) !=
             POOL_SB_BUSY)
             continue;
@@ -1244,13 +1244,8 @@ static int tick(pool_t *p, turn_t *t)
         for (pool__batch_t *b = w->inflight; b; b = b->next) {
             if (b->id != bid || b->job->timeout_ns == 0 || item >= b->count)
                 continue;
-            if (t->now > start && t->now - start > b->job->timeout_ns) {
-                w->kill_reason = KILL_TIMEOUT;
-                w->kill_batch = bid;
-                w->kill_item = item;
-                w->state = POOL_W_DRAINING;
-                kill_worker(p, s, SIGKILL);
-            }
+            if (pool__rec_overdue(t->now, start, b->job->timeout_ns))
+                kill_for(p, s, POOL_KILL_TIMEOUT, bid, item);
             break;
         }
     }
@@ -1259,20 +1254,20 @@ static int tick(pool_t *p, turn_t *t)
 
 static void dispatch(pool_t *p, turn_t *t)
 {
-    if (p->q_head == NULL || p->terminating)
+    if (p->m.q_head == NULL || p->m.terminating)
         return;
     int progress = 1;
-    while (progress && p->q_head != NULL) {
+    while (progress && p->m.q_head != NULL) {
         progress = 0;
-        for (int s = 0; s < p->nworkers && p->q_head != NULL; s++) {
-            pool__mworker_t *w = &p->w[s];
+        for (int s = 0; s < p->cfg.nworkers && p->m.q_head != NULL; s++) {
+            pool__mworker_t *w = &p->m.w[s];
             if (w->state != POOL_W_READY || w->unreachable ||
-                w->ninflight >= p->prefetch)
+                w->ninflight >= p->cfg.prefetch)
                 continue;
-            pool__batch_t *b = p->q_head;
-            p->q_head = b->next;
-            if (p->q_head == NULL)
-                p->q_tail = NULL;
+            pool__batch_t *b = p->m.q_head;
+            p->m.q_head = b->next;
+            if (p->m.q_head == NULL)
+                p->m.q_tail = NULL;
             b->next = NULL;
             if (send_task(p, s, b, t->now) != 0) {
                 w->unreachable = 1;
@@ -1305,7 +1300,7 @@ static void flush(pool_t *p, turn_t *t)
         o->next = NULL;
         pool__job_t *j = o->job;
         if (o->slot >= 0 && o->frames != NULL)
-            p->stats[o->slot].items_done += o->count;
+            p->lk.stats[o->slot].items_done += o->count;
         if (j->canceled) {
             o->next = drop;
             drop = o;
@@ -1326,10 +1321,10 @@ static void flush(pool_t *p, turn_t *t)
 
 static int nothing_in_flight(pool_t *p)
 {
-    if (p->q_head != NULL)
+    if (p->m.q_head != NULL)
         return 0;
-    for (int s = 0; s < p->nworkers; s++)
-        if (p->w[s].inflight != NULL)
+    for (int s = 0; s < p->cfg.nworkers; s++)
+        if (p->m.w[s].inflight != NULL)
             return 0;
     return !lane_busy(p);
 }
@@ -1339,7 +1334,7 @@ void *pool__master_main(void *arg)
     pool_t *p = arg;
     turn_t t = {0};
     t.now = pool__now_ns();
-    for (int s = 0; s < p->nworkers; s++)
+    for (int s = 0; s < p->cfg.nworkers; s++)
         spawn(p, s, t.now);
     size_t cap = 16;
     zmq_msg_t *fr = pk__malloc(cap * sizeof *fr);
@@ -1350,10 +1345,10 @@ void *pool__master_main(void *arg)
     int need_tick = 0;
     for (;;) {
         long tmo = -1;
-        if (need_tick || p->terminating)
+        if (need_tick || p->m.terminating)
             tmo = TICK_MS;
-        for (int s = 0; s < p->nworkers; s++) {
-            uint64_t at = p->w[s].respawn_at;
+        for (int s = 0; s < p->cfg.nworkers; s++) {
+            uint64_t at = p->m.w[s].respawn_at;
             if (at) {
                 long ms = at > t.now ? (long)((at - t.now) / 1000000) + 1 : 0;
                 if (tmo < 0 || ms < tmo)
@@ -1361,9 +1356,9 @@ void *pool__master_main(void *arg)
             }
         }
         zmq_pollitem_t it[3] = {
-            {.socket = p->router, .events = ZMQ_POLLIN},
-            {.fd = p->efd, .events = ZMQ_POLLIN},
-            {.fd = chan_ok ? p->chan : -1, .events = chan_ok ? ZMQ_POLLIN : 0},
+            {.socket = p->m.router, .events = ZMQ_POLLIN},
+            {.fd = p->cfg.efd, .events = ZMQ_POLLIN},
+            {.fd = chan_ok ? p->m.chan : -1, .events = chan_ok ? ZMQ_POLLIN : 0},
         };
         int r = zmq_poll(it, chan_ok ? 3 : 2, tmo);
         if (r < 0 && errno != EINTR)
@@ -1371,7 +1366,7 @@ void *pool__master_main(void *arg)
         t.now = pool__now_ns();
         if (it[1].revents) {
             uint64_t v;
-            while (read(p->efd, &v, sizeof v) < 0 && errno == EINTR)
+            while (read(p->cfg.efd, &v, sizeof v) < 0 && errno == EINTR)
                 ;
         }
         int terminate, shutdown, closed, active;
@@ -1381,28 +1376,28 @@ void *pool__master_main(void *arg)
         if (cap)
             on_router(p, &t, &fr, &cap);
 
-        if (terminate && !p->terminating) {
-            p->terminating = 1;
-            p->terminate_ns = t.now;
+        if (terminate && !p->m.terminating) {
+            p->m.terminating = 1;
+            p->m.terminate_ns = t.now;
             fail_all(p, &t, PK_ECANCELED, "the pool was terminated");
-            for (int s = 0; s < p->nworkers; s++) {
-                p->w[s].respawn_at = 0;
-                if (p->w[s].state != POOL_W_DEAD)
+            for (int s = 0; s < p->cfg.nworkers; s++) {
+                p->m.w[s].respawn_at = 0;
+                if (p->m.w[s].state != POOL_W_DEAD)
                     kill_worker(p, s, SIGTERM);
             }
         }
-        if (p->terminating && !killed_all &&
-            t.now - p->terminate_ns > TERM_GRACE_NS) {
+        if (p->m.terminating && !killed_all &&
+            t.now - p->m.terminate_ns > TERM_GRACE_NS) {
             killed_all = 1;
-            for (int s = 0; s < p->nworkers; s++)
-                if (p->w[s].state != POOL_W_DEAD)
+            for (int s = 0; s < p->cfg.nworkers; s++)
+                if (p->m.w[s].state != POOL_W_DEAD)
                     kill_worker(p, s, SIGKILL);
         }
-        for (int s = 0; s < p->nworkers; s++) {
-            pool__mworker_t *w = &p->w[s];
+        for (int s = 0; s < p->cfg.nworkers; s++) {
+            pool__mworker_t *w = &p->m.w[s];
             if (w->respawn_at && w->respawn_at <= t.now &&
                 w->state == POOL_W_DEAD) {
-                if (p->terminating || p->stop_sent || p->broken)
+                if (p->m.terminating || p->m.stop_sent || p->lk.broken)
                     w->respawn_at = 0;
                 else
                     spawn(p, s, t.now);
@@ -1414,11 +1409,11 @@ void *pool__master_main(void *arg)
         need_tick |= t.timed_sent; /* its deadline needs the tick too */
         flush(p, &t);
 
-        if (closed && !p->stop_sent && !p->terminating && active == 0 &&
+        if (closed && !p->m.stop_sent && !p->m.terminating && active == 0 &&
             nothing_in_flight(p)) {
-            p->stop_sent = 1;
-            for (int s = 0; s < p->nworkers; s++) {
-                pool__mworker_t *w = &p->w[s];
+            p->m.stop_sent = 1;
+            for (int s = 0; s < p->cfg.nworkers; s++) {
+                pool__mworker_t *w = &p->m.w[s];
                 w->respawn_at = 0;
                 if (w->state == POOL_W_READY) {
                     w->state = POOL_W_DRAINING;
@@ -1427,10 +1422,10 @@ void *pool__master_main(void *arg)
             }
         }
         pthread_mutex_lock(&p->mu);
-        int nlive = p->nlive;
-        if ((p->stop_sent || p->terminating || p->broken) && nlive == 0 &&
-            !p->exited) {
-            p->exited = 1;
+        int nlive = p->lk.nlive;
+        if ((p->m.stop_sent || p->m.terminating || p->lk.broken) && nlive == 0 &&
+            !p->lk.exited) {
+            p->lk.exited = 1;
             pthread_cond_broadcast(&p->cv);
         }
         pthread_mutex_unlock(&p->mu);

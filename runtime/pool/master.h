@@ -95,7 +95,7 @@ enum pool__job_kind {
 struct pool__job {
     pool_t *p;
     atomic_int refs;
-    int kind;
+    enum pool__job_kind kind;
     uint16_t flags; /* TASK flags for its batches */
     uint8_t *call;  /* call frame bytes (pickles) */
     size_t call_len;
@@ -122,8 +122,16 @@ enum pool__wstate {
     POOL_W_DRAINING  /* retiring / stopping / killed: no more work */
 };
 
+/* Why the master killed a worker (it is not the worker's batch's fault). */
+enum pool__kill_reason {
+    POOL_KILL_NONE = 0,
+    POOL_KILL_TIMEOUT, /* item kill_item of batch kill_batch ran too long */
+    POOL_KILL_CANCEL,  /* its job was canceled and the grace ran out */
+    POOL_KILL_RETIRE   /* it said it was retiring */
+};
+
 typedef struct pool__mworker {
-    int state;
+    enum pool__wstate state;
     uint32_t gen;
     int32_t pid;
     int ready_seen;          /* this generation said READY */
@@ -131,7 +139,7 @@ typedef struct pool__mworker {
     int unreachable;         /* a send to it failed */
     pool__batch_t *inflight; /* list, oldest first */
     int ninflight;
-    int kill_reason; /* 0, or why the master killed it */
+    enum pool__kill_reason kill_reason;
     uint64_t kill_batch;
     uint32_t kill_item;
     uint64_t spawn_ns;
@@ -159,58 +167,75 @@ typedef struct pool__slot_stats {
     uint64_t lane_items;
 } pool__slot_stats_t;
 
-struct pool {
-    pthread_mutex_t mu;
-    pthread_cond_t cv;
-    int efd; /* eventfd: API -> master */
-    pthread_t thread;
-    int thread_started;
-    void *zctx, *router;
-    int chan;         /* fork-server channel */
-    int memfd;        /* scoreboard, then the arena at shm_off */
-    pool__shm_t *shm; /* the arena, or NULL */
-    uint64_t shm_off;
-    pool__sb_slot_t *sb;
-    size_t sb_size;         /* the scoreboard and the lanes */
-    pool__lane_t *lanes;    /* one per slot, in the sb mapping; NULL: none */
-    pool__lane_rec_t *lane_recs; /* under mu */
-    uint64_t spin_ns;       /* busy-poll budget of lanes (0: no lanes) */
-    _Atomic int lane_hint;  /* the slot a lane call went to last */
-    _Atomic uint64_t lane_next_id;
-    char dir[256];
-    char endpoint[300];
+/* Set by pool_create before the master thread starts and never changed
+ * after: any thread may read it without the lock. */
+typedef struct pool__cfg {
     int nworkers, prefetch, retries;
-    size_t chunksize;
-    double timeout;
-    pool__topo_t *own_topo; /* synthetic topology, or NULL */
-    pool__place_t *places;
-    int bind;
-    int counted; /* counted in the live pools (pool_global_fini) */
+    size_t chunksize;          /* pool default, 0: adaptive */
+    double timeout;            /* pool default per item, 0: none */
+    uint64_t spin_ns;          /* busy-poll budget of lanes (0: no lanes) */
+    int bind;                  /* workers bind to their places */
+    pool__place_t *places;     /* nworkers */
+    pool__topo_t *own_topo;    /* synthetic topology, or NULL */
+    char dir[256];             /* the private 0700 ipc directory */
+    char endpoint[300];        /* ipc://<dir>/pool.sock */
+    int efd;                   /* eventfd: API -> master */
+    int memfd;                 /* scoreboard, then the arena at shm_off */
+    pool__sb_slot_t *sb;       /* the scoreboard mapping (workers write) */
+    size_t sb_size;            /* the scoreboard and the lanes */
+    pool__lane_t *lanes;       /* one per slot, in the sb mapping; or NULL */
+    pool__shm_t *shm;          /* the arena, or NULL */
+    uint64_t shm_off;
+    void *zctx;                /* the master's ZeroMQ context */
+    pthread_t thread;          /* the master thread */
+    int thread_started;
+    int counted;               /* counted in the live pools (global_fini) */
+} pool__cfg_t;
 
-    /* under mu */
-    pool__batch_t *subq_head, *subq_tail;
-    int closed; /* no new calls */
+/* Shared between API calls and the master thread: only under pool->mu. */
+typedef struct pool__locked {
+    pool__batch_t *subq_head, *subq_tail; /* submissions for the master */
+    pool__lane_rec_t *lane_recs;          /* per slot, with lanes */
+    pool__slot_stats_t *stats;            /* per slot */
+    int closed;         /* no new calls */
     int terminate_req;
     int shutdown_req;   /* destroy: master exits when workers are gone */
     int cancel_pending; /* some job got canceled */
     int active_jobs;
-    int open_drives; /* maps, iterators and futures not yet ended (mu) */
-    int nready;      /* workers that said READY since creation */
-    int nlive;       /* processes alive or being spawned */
-    int exited;      /* after close/terminate: every worker is gone */
-    pk_err_t broken; /* workers keep dying at start-up */
+    int open_drives;    /* maps, iterators and futures not yet ended */
+    int nready;         /* workers that said READY since creation */
+    int nlive;          /* processes alive or being spawned */
+    int exited;         /* after close/terminate: every worker is gone */
+    pk_err_t broken;    /* PK_ECRASHED once workers keep dying at start-up
+                           or the fork server died; PK_OK before */
     char broken_msg[256];
-    pool__slot_stats_t *stats;
+} pool__locked_t;
 
-    /* master thread only */
-    pool__mworker_t *w;
-    pool__batch_t *q_head, *q_tail;
+/* The master thread's own: nothing else touches it after pool_create. */
+typedef struct pool__mstate {
+    void *router;               /* the ROUTER socket */
+    int chan;                   /* the fork-server channel */
+    pool__mworker_t *w;         /* per slot */
+    pool__batch_t *q_head, *q_tail; /* the batch queue */
     uint64_t next_batch_id;
     int stop_sent;
     int terminating;
     uint64_t terminate_ns;
     unsigned startup_deaths; /* consecutive deaths before READY */
     unsigned logged;         /* malformed-message kinds already logged */
+} pool__mstate_t;
+
+/* A pool: ownership of each part is in its type. */
+struct pool {
+    pool__cfg_t cfg;         /* immutable after pool_create */
+    pthread_mutex_t mu;      /* the only lock; never held across a socket
+                                call */
+    pthread_cond_t cv;       /* broadcast when jobs get outcomes or the
+                                pool's state changes */
+    pool__locked_t lk;       /* under mu */
+    pool__mstate_t m;        /* master thread only */
+    _Atomic int lane_hint;   /* the slot a lane call went to last */
+    _Atomic uint64_t lane_next_id;
 };
 
 /* Appends x to the singly linked list head..tail (x->next is cleared). */

@@ -198,35 +198,35 @@ pk_err_t pool_global_fini(pk_error_t *err)
 
 static void pool_free(pool_t *p)
 {
-    if (p->router != NULL)
-        zmq_close(p->router);
-    if (p->zctx != NULL)
-        zmq_ctx_term(p->zctx);
-    if (p->chan >= 0)
-        close(p->chan); /* the fork server reaps and removes the dir */
-    if (p->dir[0] != '\0') {
+    if (p->m.router != NULL)
+        zmq_close(p->m.router);
+    if (p->cfg.zctx != NULL)
+        zmq_ctx_term(p->cfg.zctx);
+    if (p->m.chan >= 0)
+        close(p->m.chan); /* the fork server reaps and removes the dir */
+    if (p->cfg.dir[0] != '\0') {
         char sock[320];
-        snprintf(sock, sizeof sock, "%s/pool.sock", p->dir);
+        snprintf(sock, sizeof sock, "%s/pool.sock", p->cfg.dir);
         unlink(sock);
-        rmdir(p->dir);
+        rmdir(p->cfg.dir);
     }
-    if (p->sb != NULL)
-        munmap(p->sb, p->sb_size);
-    pool__shm_unref(p->shm); /* unmapped when no blob or outcome uses it */
-    if (p->memfd >= 0)
-        close(p->memfd);
-    if (p->efd >= 0)
-        close(p->efd);
-    while (p->subq_head != NULL) {
-        pool__batch_t *n = p->subq_head->next;
-        pool__batch_free(p->subq_head);
-        p->subq_head = n;
+    if (p->cfg.sb != NULL)
+        munmap(p->cfg.sb, p->cfg.sb_size);
+    pool__shm_unref(p->cfg.shm); /* unmapped when no blob or outcome uses it */
+    if (p->cfg.memfd >= 0)
+        close(p->cfg.memfd);
+    if (p->cfg.efd >= 0)
+        close(p->cfg.efd);
+    while (p->lk.subq_head != NULL) {
+        pool__batch_t *n = p->lk.subq_head->next;
+        pool__batch_free(p->lk.subq_head);
+        p->lk.subq_head = n;
     }
-    pool__topo_free(&p->own_topo);
-    pk__free(p->places);
-    pk__free(p->stats);
-    pk__free(p->w);
-    pk__free(p->lane_recs);
+    pool__topo_free(&p->cfg.own_topo);
+    pk__free(p->cfg.places);
+    pk__free(p->lk.stats);
+    pk__free(p->m.w);
+    pk__free(p->lk.lane_recs);
     pthread_cond_destroy(&p->cv);
     pthread_mutex_destroy(&p->mu);
     pk__free(p);
@@ -241,18 +241,18 @@ static void open_arena(pool_t *p, size_t bytes, size_t threshold,
     memset(lay, 0, sizeof *lay);
     if (bytes == SIZE_MAX)
         return;
-    if (pool__shm_layout(bytes ? bytes : POOL_SHM_DEFAULT_BYTES, p->nworkers,
+    if (pool__shm_layout(bytes ? bytes : POOL_SHM_DEFAULT_BYTES, p->cfg.nworkers,
                          lay) != 0)
         return;
-    uint64_t off = ((uint64_t)p->sb_size + POOL_SHM_PAGE - 1) &
+    uint64_t off = ((uint64_t)p->cfg.sb_size + POOL_SHM_PAGE - 1) &
                    ~(uint64_t)(POOL_SHM_PAGE - 1);
-    if (ftruncate(p->memfd, (off_t)(off + lay->size)) != 0 ||
-        pool__shm_open(&p->shm, p->memfd, off, lay, threshold, NULL) != PK_OK) {
-        p->shm = NULL;
+    if (ftruncate(p->cfg.memfd, (off_t)(off + lay->size)) != 0 ||
+        pool__shm_open(&p->cfg.shm, p->cfg.memfd, off, lay, threshold, NULL) != PK_OK) {
+        p->cfg.shm = NULL;
         memset(lay, 0, sizeof *lay);
         return;
     }
-    p->shm_off = off;
+    p->cfg.shm_off = off;
 }
 
 static pk_err_t check_opts(const pool_opts_t *o, pk_error_t *err)
@@ -329,67 +329,67 @@ pk_err_t pool_create(pool_t **pp, const pool_opts_t *user, pk_error_t *err)
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
     pthread_cond_init(&p->cv, &ca);
     pthread_condattr_destroy(&ca);
-    p->efd = p->memfd = p->chan = -1;
-    p->prefetch = opts->prefetch ? opts->prefetch : 2;
-    p->retries = opts->retries;
-    p->chunksize = opts->chunksize;
-    p->timeout = opts->timeout;
+    p->cfg.efd = p->cfg.memfd = p->m.chan = -1;
+    p->cfg.prefetch = opts->prefetch ? opts->prefetch : 2;
+    p->cfg.retries = opts->retries;
+    p->cfg.chunksize = opts->chunksize;
+    p->cfg.timeout = opts->timeout;
 
     const pool__topo_t *topo = pool__fs_topo();
     if (opts->topology != NULL) {
-        rc = pool__topo_load(&p->own_topo, opts->topology, err);
+        rc = pool__topo_load(&p->cfg.own_topo, opts->topology, err);
         if (rc != PK_OK)
             goto fail;
-        topo = p->own_topo;
+        topo = p->cfg.own_topo;
     }
-    p->nworkers = opts->workers ? opts->workers : pool__topo_ncores(topo);
-    if (p->nworkers > POOL_MAX_WORKERS)
-        p->nworkers = POOL_MAX_WORKERS;
-    p->places = pk__calloc((size_t)p->nworkers, sizeof *p->places);
-    p->stats = pk__calloc((size_t)p->nworkers, sizeof *p->stats);
-    p->w = pk__calloc((size_t)p->nworkers, sizeof *p->w);
-    if (p->places == NULL || p->stats == NULL || p->w == NULL) {
+    p->cfg.nworkers = opts->workers ? opts->workers : pool__topo_ncores(topo);
+    if (p->cfg.nworkers > POOL_MAX_WORKERS)
+        p->cfg.nworkers = POOL_MAX_WORKERS;
+    p->cfg.places = pk__calloc((size_t)p->cfg.nworkers, sizeof *p->cfg.places);
+    p->lk.stats = pk__calloc((size_t)p->cfg.nworkers, sizeof *p->lk.stats);
+    p->m.w = pk__calloc((size_t)p->cfg.nworkers, sizeof *p->m.w);
+    if (p->cfg.places == NULL || p->lk.stats == NULL || p->m.w == NULL) {
         rc = pk__err(err, PK_ENOMEM, "out of memory");
         goto fail;
     }
-    rc = pool__topo_place(topo, p->nworkers, opts->placement, p->places, err);
+    rc = pool__topo_place(topo, p->cfg.nworkers, opts->placement, p->cfg.places, err);
     if (rc != PK_OK)
         goto fail;
-    p->bind = opts->placement != POOL_PLACE_NONE && opts->topology == NULL;
+    p->cfg.bind = opts->placement != POOL_PLACE_NONE && opts->topology == NULL;
 
     const char *tmp = getenv("TMPDIR");
     if (tmp == NULL || tmp[0] == '\0')
         tmp = "/tmp";
-    if (snprintf(p->dir, sizeof p->dir, "%s/picklepool-XXXXXX", tmp) >=
-            (int)sizeof p->dir - 16 ||
-        strlen(p->dir) + sizeof "/pool.sock" > 100) {
-        p->dir[0] = '\0';
+    if (snprintf(p->cfg.dir, sizeof p->cfg.dir, "%s/picklepool-XXXXXX", tmp) >=
+            (int)sizeof p->cfg.dir - 16 ||
+        strlen(p->cfg.dir) + sizeof "/pool.sock" > 100) {
+        p->cfg.dir[0] = '\0';
         rc = pk__err(err, PK_EINVAL, "TMPDIR is too long for an ipc path");
         goto fail;
     }
-    if (mkdtemp(p->dir) == NULL) {
-        rc = pk__err_sys(err, PK_ESYS, errno, "mkdtemp %s", p->dir);
-        p->dir[0] = '\0';
+    if (mkdtemp(p->cfg.dir) == NULL) {
+        rc = pk__err_sys(err, PK_ESYS, errno, "mkdtemp %s", p->cfg.dir);
+        p->cfg.dir[0] = '\0';
         goto fail;
     }
-    snprintf(p->endpoint, sizeof p->endpoint, "ipc://%s/pool.sock", p->dir);
+    snprintf(p->cfg.endpoint, sizeof p->cfg.endpoint, "ipc://%s/pool.sock", p->cfg.dir);
 
     /* The scoreboard, then (unless opted out) the fast lanes. */
     if (opts->spin_us >= 0) {
-        p->spin_ns = (uint64_t)(opts->spin_us ? opts->spin_us
+        p->cfg.spin_ns = (uint64_t)(opts->spin_us ? opts->spin_us
                                               : POOL_LANE_DEFAULT_SPIN_US) *
                      1000u;
-        p->sb_size = (size_t)pool__lanes_end(p->nworkers);
-        p->lane_recs = pk__calloc((size_t)p->nworkers, sizeof *p->lane_recs);
-        if (p->lane_recs == NULL) {
+        p->cfg.sb_size = (size_t)pool__lanes_end(p->cfg.nworkers);
+        p->lk.lane_recs = pk__calloc((size_t)p->cfg.nworkers, sizeof *p->lk.lane_recs);
+        if (p->lk.lane_recs == NULL) {
             rc = pk__err(err, PK_ENOMEM, "out of memory");
             goto fail;
         }
     } else {
-        p->sb_size = sizeof(pool__sb_slot_t) * (size_t)p->nworkers;
+        p->cfg.sb_size = sizeof(pool__sb_slot_t) * (size_t)p->cfg.nworkers;
     }
-    p->memfd = memfd_create("picklepool-scoreboard", MFD_CLOEXEC);
-    if (p->memfd < 0 || ftruncate(p->memfd, (off_t)p->sb_size) != 0) {
+    p->cfg.memfd = memfd_create("picklepool-scoreboard", MFD_CLOEXEC);
+    if (p->cfg.memfd < 0 || ftruncate(p->cfg.memfd, (off_t)p->cfg.sb_size) != 0) {
         rc = pk__err_sys(err, PK_ESYS, errno, "memfd for the scoreboard");
         goto fail;
     }
@@ -397,88 +397,88 @@ pk_err_t pool_create(pool_t **pp, const pool_opts_t *user, pk_error_t *err)
     size_t shm_threshold =
         opts->shm_threshold ? opts->shm_threshold : POOL_SHM_DEFAULT_THRESHOLD;
     open_arena(p, opts->shm_bytes, shm_threshold, &lay);
-    p->sb =
-        mmap(NULL, p->sb_size, PROT_READ | PROT_WRITE, MAP_SHARED, p->memfd, 0);
-    if (p->sb == MAP_FAILED) {
-        p->sb = NULL;
+    p->cfg.sb =
+        mmap(NULL, p->cfg.sb_size, PROT_READ | PROT_WRITE, MAP_SHARED, p->cfg.memfd, 0);
+    if (p->cfg.sb == MAP_FAILED) {
+        p->cfg.sb = NULL;
         rc = pk__err_sys(err, PK_ESYS, errno, "mmap of the scoreboard");
         goto fail;
     }
-    if (p->spin_ns > 0)
-        p->lanes = (pool__lane_t *)((uint8_t *)p->sb +
-                                    pool__lanes_off(p->nworkers));
-    p->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-    if (p->efd < 0) {
+    if (p->cfg.spin_ns > 0)
+        p->cfg.lanes = (pool__lane_t *)((uint8_t *)p->cfg.sb +
+                                    pool__lanes_off(p->cfg.nworkers));
+    p->cfg.efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (p->cfg.efd < 0) {
         rc = pk__err_sys(err, PK_ESYS, errno, "eventfd");
         goto fail;
     }
 
     pool__fs_pool_cfg_t cfg;
     memset(&cfg, 0, sizeof cfg);
-    snprintf(cfg.dir, sizeof cfg.dir, "%s", p->dir);
-    snprintf(cfg.endpoint, sizeof cfg.endpoint, "%s", p->endpoint);
-    cfg.nworkers = p->nworkers;
-    cfg.prefetch = p->prefetch;
+    snprintf(cfg.dir, sizeof cfg.dir, "%s", p->cfg.dir);
+    snprintf(cfg.endpoint, sizeof cfg.endpoint, "%s", p->cfg.endpoint);
+    cfg.nworkers = p->cfg.nworkers;
+    cfg.prefetch = p->cfg.prefetch;
     cfg.maxtasks = opts->maxtasksperchild;
     cfg.max_rss = opts->max_rss;
     cfg.initializer = opts->initializer;
     cfg.initarg = opts->initarg;
-    if (p->shm != NULL) {
+    if (p->cfg.shm != NULL) {
         cfg.shm = lay;
-        cfg.shm_off = p->shm_off;
+        cfg.shm_off = p->cfg.shm_off;
         cfg.shm_threshold = shm_threshold;
     }
-    cfg.spin_ns = p->spin_ns;
-    rc = pool__fs_open_pool(&cfg, p->memfd, &p->chan, err);
+    cfg.spin_ns = p->cfg.spin_ns;
+    rc = pool__fs_open_pool(&cfg, p->cfg.memfd, &p->m.chan, err);
     if (rc != PK_OK)
         goto fail;
 
     /* ZeroMQ only now: the fork server exists (see forkserver.h). */
-    p->zctx = zmq_ctx_new();
-    if (p->zctx == NULL) {
+    p->cfg.zctx = zmq_ctx_new();
+    if (p->cfg.zctx == NULL) {
         rc = pk__err_sys(err, PK_ESYS, errno, "zmq_ctx_new");
         goto fail;
     }
-    zmq_ctx_set(p->zctx, ZMQ_BLOCKY, 0);
-    p->router = zmq_socket(p->zctx, ZMQ_ROUTER);
-    if (p->router == NULL) {
+    zmq_ctx_set(p->cfg.zctx, ZMQ_BLOCKY, 0);
+    p->m.router = zmq_socket(p->cfg.zctx, ZMQ_ROUTER);
+    if (p->m.router == NULL) {
         rc = pk__err_sys(err, PK_ESYS, errno, "zmq_socket");
         goto fail;
     }
     int zero = 0, one = 1;
-    zmq_setsockopt(p->router, ZMQ_LINGER, &zero, sizeof zero);
-    zmq_setsockopt(p->router, ZMQ_SNDHWM, &zero, sizeof zero);
-    zmq_setsockopt(p->router, ZMQ_RCVHWM, &zero, sizeof zero);
-    zmq_setsockopt(p->router, ZMQ_ROUTER_MANDATORY, &one, sizeof one);
-    if (zmq_bind(p->router, p->endpoint) != 0) {
-        rc = pk__err_sys(err, PK_ESYS, errno, "cannot bind %s", p->endpoint);
+    zmq_setsockopt(p->m.router, ZMQ_LINGER, &zero, sizeof zero);
+    zmq_setsockopt(p->m.router, ZMQ_SNDHWM, &zero, sizeof zero);
+    zmq_setsockopt(p->m.router, ZMQ_RCVHWM, &zero, sizeof zero);
+    zmq_setsockopt(p->m.router, ZMQ_ROUTER_MANDATORY, &one, sizeof one);
+    if (zmq_bind(p->m.router, p->cfg.endpoint) != 0) {
+        rc = pk__err_sys(err, PK_ESYS, errno, "cannot bind %s", p->cfg.endpoint);
         goto fail;
     }
-    int terr = pthread_create(&p->thread, NULL, pool__master_main, p);
+    int terr = pthread_create(&p->cfg.thread, NULL, pool__master_main, p);
     if (terr != 0) {
         rc = pk__err_sys(err, PK_ESYS, terr, "cannot start the master thread");
         goto fail;
     }
-    p->thread_started = 1;
+    p->cfg.thread_started = 1;
 
     struct timespec dl = deadline_in(CREATE_TIMEOUT_S);
     pthread_mutex_lock(&p->mu);
-    while (p->nready < p->nworkers && p->broken == PK_OK) {
+    while (p->lk.nready < p->cfg.nworkers && p->lk.broken == PK_OK) {
         if (pthread_cond_timedwait(&p->cv, &p->mu, &dl) == ETIMEDOUT)
             break;
     }
-    if (p->broken != PK_OK)
-        rc = pk__err(err, p->broken, "%s", p->broken_msg);
-    else if (p->nready < p->nworkers)
+    if (p->lk.broken != PK_OK)
+        rc = pk__err(err, p->lk.broken, "%s", p->lk.broken_msg);
+    else if (p->lk.nready < p->cfg.nworkers)
         rc = pk__err(err, PK_ETIMEDOUT,
-                     "%d of %d workers were ready after %g s", p->nready,
-                     p->nworkers, CREATE_TIMEOUT_S);
+                     "%d of %d workers were ready after %g s", p->lk.nready,
+                     p->cfg.nworkers, CREATE_TIMEOUT_S);
     pthread_mutex_unlock(&p->mu);
     if (rc != PK_OK) {
         pool_destroy(&p);
         return rc;
     }
-    p->counted = 1;
+    p->cfg.counted = 1;
     *pp = p;
     atomic_fetch_add(&live_pools, 1);
     return PK_OK;
@@ -493,7 +493,7 @@ fail:
 pk_err_t pool_close(pool_t *p)
 {
     pthread_mutex_lock(&p->mu);
-    p->closed = 1;
+    p->lk.closed = 1;
     pthread_mutex_unlock(&p->mu);
     pool__master_wake(p);
     return PK_OK;
@@ -505,10 +505,10 @@ pk_err_t pool_join(pool_t *p, double timeout)
     struct timespec dl = deadline_in(timeout);
     block_enter();
     pthread_mutex_lock(&p->mu);
-    if (!p->closed && !p->terminate_req) {
+    if (!p->lk.closed && !p->lk.terminate_req) {
         rc = PK_EINVAL; /* multiprocessing: "Pool is still running" */
     } else {
-        while (!p->exited && rc == PK_OK)
+        while (!p->lk.exited && rc == PK_OK)
             rc = cv_wait(p, timeout < 0 ? NULL : &dl);
     }
     pthread_mutex_unlock(&p->mu);
@@ -519,13 +519,13 @@ pk_err_t pool_join(pool_t *p, double timeout)
 void pool_terminate(pool_t *p)
 {
     pthread_mutex_lock(&p->mu);
-    p->closed = 1;
-    p->terminate_req = 1;
+    p->lk.closed = 1;
+    p->lk.terminate_req = 1;
     pthread_mutex_unlock(&p->mu);
     pool__master_wake(p);
     /* Synchronous like multiprocessing's: returns once workers are gone. */
     pthread_mutex_lock(&p->mu);
-    while (!p->exited)
+    while (!p->lk.exited)
         pthread_cond_wait(&p->cv, &p->mu);
     pthread_mutex_unlock(&p->mu);
 }
@@ -539,7 +539,7 @@ void pool_destroy(pool_t **pp)
     /* Misuse, not a condition to report: an open iterator or future would
      * touch the freed pool when the caller frees it (see pool.h). */
     pthread_mutex_lock(&p->mu);
-    int open = p->open_drives;
+    int open = p->lk.open_drives;
     pthread_mutex_unlock(&p->mu);
     if (open != 0) {
         fprintf(stderr,
@@ -548,17 +548,17 @@ void pool_destroy(pool_t **pp)
                 open);
         abort();
     }
-    if (p->thread_started) {
+    if (p->cfg.thread_started) {
         pthread_mutex_lock(&p->mu);
-        p->closed = 1;
-        if (!p->exited)
-            p->terminate_req = 1;
-        p->shutdown_req = 1;
+        p->lk.closed = 1;
+        if (!p->lk.exited)
+            p->lk.terminate_req = 1;
+        p->lk.shutdown_req = 1;
         pthread_mutex_unlock(&p->mu);
         pool__master_wake(p);
-        pthread_join(p->thread, NULL);
+        pthread_join(p->cfg.thread, NULL);
     }
-    int counted = p->counted;
+    int counted = p->cfg.counted;
     pool_free(p);
     if (counted)
         atomic_fetch_sub(&live_pools, 1);
@@ -750,8 +750,8 @@ static pk_err_t job_start(drive_t *d, pool_t *p, int kind, uint16_t flags,
     j->kind = kind;
     j->flags = flags;
     j->total = total;
-    double to = p->timeout;
-    j->chunksize = p->chunksize;
+    double to = p->cfg.timeout;
+    j->chunksize = p->cfg.chunksize;
     if (copts != NULL && (copts->size < offsetof(pool_call_opts_t, timeout) +
                                             sizeof copts->timeout ||
                           copts->size > sizeof *copts)) {
@@ -780,14 +780,14 @@ static pk_err_t job_start(drive_t *d, pool_t *p, int kind, uint16_t flags,
         return rc;
     }
     pthread_mutex_lock(&p->mu);
-    if (p->closed)
+    if (p->lk.closed)
         rc = pk__err(err, PK_ECLOSED, "the pool is closed");
-    else if (p->broken != PK_OK)
-        rc = pk__err(err, p->broken, "%s", p->broken_msg);
+    else if (p->lk.broken != PK_OK)
+        rc = pk__err(err, p->lk.broken, "%s", p->lk.broken_msg);
     else {
         j->active = 1;
-        p->active_jobs++;
-        p->open_drives++;
+        p->lk.active_jobs++;
+        p->lk.open_drives++;
     }
     pthread_mutex_unlock(&p->mu);
     if (rc != PK_OK) {
@@ -813,7 +813,7 @@ static size_t pick_chunk(drive_t *d)
         if (c > MAX_CHUNK)
             c = MAX_CHUNK;
         if (j->total != SIZE_MAX) {
-            size_t per = 4 * (size_t)d->p->nworkers;
+            size_t per = 4 * (size_t)d->p->cfg.nworkers;
             size_t cap = (j->total + per - 1) / per;
             if (c > cap)
                 c = cap;
@@ -880,7 +880,7 @@ static pool__batch_t *make_batch(drive_t *d, size_t chunk)
     enc_t e;
     memset(&e, 0, sizeof e);
     e.oob = d->src != SRC_APPLY;
-    e.shm = d->p->shm;
+    e.shm = d->p->cfg.shm;
     pk_doc_t *doc = NULL;
     if ((d->src == SRC_NEXT || d->src == SRC_F32) &&
         pk_doc_new(&doc) != PK_OK) {
@@ -968,7 +968,7 @@ static pool__batch_t *make_batch(drive_t *d, size_t chunk)
  * keep every worker's credit full twice over, and no more (backpressure). */
 static size_t window_of(const drive_t *d, size_t chunk)
 {
-    return 2 * (size_t)d->p->nworkers * (size_t)d->p->prefetch * chunk;
+    return 2 * (size_t)d->p->cfg.nworkers * (size_t)d->p->cfg.prefetch * chunk;
 }
 
 /* The job takes no more of the master's attention (p->mu held). */
@@ -976,7 +976,7 @@ static void job_deactivate(pool_t *p, pool__job_t *j)
 {
     if (j->active) {
         j->active = 0;
-        p->active_jobs--;
+        p->lk.active_jobs--;
     }
 }
 
@@ -1015,15 +1015,15 @@ static void feed(drive_t *d)
         h = t = NULL;
     pthread_mutex_lock(&p->mu);
     if (h != NULL) {
-        if (p->subq_tail)
-            p->subq_tail->next = h;
+        if (p->lk.subq_tail)
+            p->lk.subq_tail->next = h;
         else
-            p->subq_head = h;
-        p->subq_tail = t;
+            p->lk.subq_head = h;
+        p->lk.subq_tail = t;
     }
     if (d->eof)
         job_deactivate(p, j);
-    int wake = h != NULL || (d->eof && (!laned || p->closed));
+    int wake = h != NULL || (d->eof && (!laned || p->lk.closed));
     pthread_mutex_unlock(&p->mu);
     d->submitted += nsub;
     if (wake)
@@ -1039,7 +1039,7 @@ static void job_cancel(drive_t *d)
     if (!j->canceled) {
         j->canceled = 1;
         j->cancel_ns = pool__now_ns();
-        p->cancel_pending = 1;
+        p->lk.cancel_pending = 1;
     }
     job_deactivate(p, j);
     pool__outcome_t *o = j->done_head;
@@ -1074,7 +1074,7 @@ static void job_end(drive_t *d)
     if (d->borrows)
         while (j->blobs > 0)
             pthread_cond_wait(&p->cv, &p->mu);
-    p->open_drives--;
+    p->lk.open_drives--;
     pthread_mutex_unlock(&p->mu);
     pool__master_wake(p);
     pool__job_unref(j);
@@ -1109,13 +1109,13 @@ static pk_err_t pump(drive_t *d, pool__outcome_t **got,
                 j->done_head = j->done_tail = NULL;
                 break;
             }
-            if (p->broken != PK_OK) {
-                rc = pk__err(err, p->broken, "%s", p->broken_msg);
+            if (p->lk.broken != PK_OK) {
+                rc = pk__err(err, p->lk.broken, "%s", p->lk.broken_msg);
                 break;
             }
             if (d->eof && d->completed >= d->submitted)
                 break;
-            if (!d->eof && p->terminate_req) {
+            if (!d->eof && p->lk.terminate_req) {
                 /* Nothing more will run: cancel the rest of the input. */
                 pthread_mutex_unlock(&p->mu);
                 if (d->src == SRC_NEXT || d->src == SRC_APPLY) {
@@ -1904,21 +1904,21 @@ pk_err_t pool_stats(pool_t *p, pool_worker_stats_t *out, size_t cap, size_t *n)
     if (p == NULL)
         return PK_EINVAL;
     if (n != NULL)
-        *n = (size_t)p->nworkers;
+        *n = (size_t)p->cfg.nworkers;
     pthread_mutex_lock(&p->mu);
-    for (size_t i = 0; i < cap && i < (size_t)p->nworkers; i++) {
+    for (size_t i = 0; i < cap && i < (size_t)p->cfg.nworkers; i++) {
         pool_worker_stats_t *s = &out[i];
         memset(s, 0, sizeof *s);
         s->slot = (int)i;
-        s->pid = p->stats[i].pid;
-        s->core = p->places[i].core;
-        pool__cpuset_str(&p->places[i].cpus, s->cpus, sizeof s->cpus);
-        s->items_done = p->stats[i].items_done;
-        s->busy_s = (double)(p->stats[i].busy_base_ns +
-                             POOL_SB_LOAD(p->sb[i].busy_ns)) /
+        s->pid = p->lk.stats[i].pid;
+        s->core = p->cfg.places[i].core;
+        pool__cpuset_str(&p->cfg.places[i].cpus, s->cpus, sizeof s->cpus);
+        s->items_done = p->lk.stats[i].items_done;
+        s->busy_s = (double)(p->lk.stats[i].busy_base_ns +
+                             POOL_SB_LOAD(p->cfg.sb[i].busy_ns)) /
                     1e9;
-        s->restarts = p->stats[i].restarts;
-        s->lane_items = p->stats[i].lane_items;
+        s->restarts = p->lk.stats[i].restarts;
+        s->lane_items = p->lk.stats[i].lane_items;
     }
     pthread_mutex_unlock(&p->mu);
     return PK_OK;
