@@ -12,7 +12,7 @@
 
 #include "core/common.h"
 #include "ipc/lane.h"
-#include "pool/master.h"
+#include "pool/internal.h"
 
 /* ---- the caller's side --------------------------------------------------- */
 

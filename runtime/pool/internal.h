@@ -1,13 +1,16 @@
 /*
- * master.h - the pool's internals shared by the public API (pool.c) and the
- * scheduler thread (master.c) (private).
+ * internal.h - the pool layer's shared data: the pool, its jobs, batches,
+ * blobs and outcomes, and the calls between the callers' side (lifecycle.c,
+ * driver.c, the front-ends map.c, imap.c, apply.c) and the master thread
+ * (master.c) (private).
  *
  * Threads and locks.  Each pool has one master thread that owns the ROUTER
- * socket, the fork-server channel, the batch queue and the in-flight tables;
- * it alone touches them, without locks.  API calls run on callers' threads:
- * they pickle items into batches (pool__batch_t, holding a reference on a
- * pool__blob_t that owns or borrows the bytes), append them to p->subq under
- * p->mu and write p->efd; the master moves them to its queue.  Outcomes
+ * socket, the fork-server channel, the batch queue and the in-flight tables
+ * (struct pool's `m`); it alone touches them, without locks.  API calls run
+ * on callers' threads: they pickle items into batches (pool__batch_t,
+ * holding a reference on a pool__blob_t that owns or borrows the bytes),
+ * append them to p->lk.subq under p->mu and write p->cfg.efd; the master
+ * moves them to its queue.  Outcomes
  * travel back as pool__outcome_t lists appended to the job under p->mu, with
  * a broadcast of p->cv.  Lock order: p->mu is the only lock and is never held
  * across a socket call.
@@ -18,8 +21,8 @@
  * live blobs per job so a call whose blobs borrow the caller's memory can
  * wait until none is left before returning.
  */
-#ifndef POOL_MASTER_H
-#define POOL_MASTER_H
+#ifndef POOL_INTERNAL_H
+#define POOL_INTERNAL_H
 
 #include <pthread.h>
 #include <signal.h>
@@ -255,13 +258,20 @@ void *pool__master_main(void *arg);
 /* Wakes the master (eventfd write).  Any thread. */
 void pool__master_wake(pool_t *p);
 
-/* Reference counting (master.c).  Any thread. */
+/* Reference counting and freeing (job.c).  Any thread. */
 void pool__job_ref(pool__job_t *j);
 void pool__job_unref(pool__job_t *j);
 pool__blob_t *pool__blob_new(pool__job_t *j); /* refs = 1; NULL on ENOMEM */
 void pool__blob_ref(pool__blob_t *b);
 void pool__blob_unref(pool__blob_t *b);
+/* A zmq_free_fn for frames that borrow a blob's bytes (hint: the blob). */
+void pool__blob_zc_free(void *data, void *hint);
 void pool__outcome_free(pool__outcome_t *o);
+/* Gives back the arena pages of a RESULT's buffer table v[0..n) of worker
+ * `slot` (entries below `held` were accepted, the rest only reserved) and
+ * frees the table. */
+void pool__shm_ents_release(pool__shm_t *shm, int slot, pool__wire_shm_t *v,
+                            uint32_t n, uint32_t held);
 /* Frees o's arena blocks (after their bytes were copied out). */
 void pool__outcome_shm_release(pool__outcome_t *o);
 /* Arena bytes in use (all 0 without an arena): task blocks, result blocks
@@ -296,4 +306,4 @@ pk_err_t pool__lane_wait(pool_t *p, pool__lane_ticket_t *t, uint64_t deadline,
                          const volatile sig_atomic_t *intr,
                          pool__outcome_t **out);
 
-#endif /* POOL_MASTER_H */
+#endif /* POOL_INTERNAL_H */

@@ -1,0 +1,120 @@
+/*
+ * apply.c - pool_apply_async and futures (pool.h): one call, pickled in
+ * band at once (the caller may free its arguments), offered to an idle
+ * worker's fast lane (lane_call.c) and otherwise sent like a one-item map.
+ */
+#include "picklepool/pool.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/common.h"
+#include "ipc/wire.h"
+#include "pool/driver.h"
+#include "pool/outcome.h"
+#include "pool/wait.h"
+
+static const pool__src_ops_t src_call = {.flags = POOL_SRC_SINGLE,
+                                         .next = pool__src_items_next};
+
+struct pool_future {
+    pool__drive_t d;
+    const pk_value_t *args;
+    int done;
+    pk_doc_t *doc;
+    pool_item_t item;
+};
+
+pk_err_t pool_apply_async(pool_t *p, const char *module, const char *func,
+                          const pk_value_t *args, const pk_value_t *kwargs,
+                          pool_future_t **fut, pk_error_t *err)
+{
+    if (p == NULL || args == NULL || fut == NULL)
+        return pk__err(err, PK_EINVAL, "pool_apply_async: NULL argument");
+    if (args->type != PK_TUPLE)
+        return pk__err(err, PK_EINVAL, "args must be a tuple, not %s",
+                       pk_type_name((pk_type_t)args->type));
+    pool_future_t *f = pk__calloc(1, sizeof *f);
+    if (f == NULL)
+        return pk__err(err, PK_ENOMEM, "out of memory");
+    pk_err_t rc =
+        pool__drive_start(&f->d, p, POOL_JOB_APPLY, POOL_WIRE_F_STARARGS,
+                          &src_call, module, func, kwargs, NULL, 1, err);
+    if (rc != PK_OK) {
+        pk__free(f);
+        return rc;
+    }
+    const pk_value_t *items[1] = {args};
+    f->d.in.items = items;
+    pool__drive_feed(&f->d); /* pickled in band now: the caller may free args */
+    f->d.in.items = NULL;
+    *fut = f;
+    return PK_OK;
+}
+
+pk_err_t pool_future_wait(pool_future_t *f, double timeout, pool_item_t *item)
+{
+    if (f == NULL || item == NULL)
+        return PK_EINVAL;
+    struct timespec dl = pool__deadline_in(timeout);
+    uint64_t dl_ns = timeout < 0 ? 0 : (uint64_t)dl.tv_sec * 1000000000u +
+                                           (uint64_t)dl.tv_nsec;
+    while (!f->done) {
+        pool__outcome_t *got = NULL;
+        pk_error_t e;
+        pk_err_t rc = PK_OK;
+        pool__intr_enter();
+        if (f->d.lane.slot >= 0) {
+            rc = pool__lane_wait(f->d.p, &f->d.lane, dl_ns, &pool__intr_flag, &got);
+            if (got != NULL)
+                f->d.completed += got->count;
+        }
+        if (rc == PK_OK && got == NULL)
+            rc = pool__drive_pump(&f->d, &got, timeout < 0 ? NULL : &dl, &e);
+        pool__intr_leave();
+        if (rc == PK_ETIMEDOUT || rc == PK_EINTR)
+            return rc;
+        if (pk_doc_new(&f->doc) != PK_OK) {
+            while (got) {
+                pool__outcome_t *n = got->next;
+                pool__outcome_free(got);
+                got = n;
+            }
+            return PK_ENOMEM;
+        }
+        f->done = 1;
+        f->item.index = 0;
+        if (rc != PK_OK || got == NULL) {
+            pk_err_t st = rc != PK_OK ? rc : PK_ECANCELED;
+            const char *m = rc != PK_OK ? e.msg : pk_strerror(st);
+            pool__item_fail(&f->item, f->doc, st, m, strlen(m));
+        } else {
+            pool__outcome_t *rest = got->next;
+            got->next = NULL;
+            pool__outcome_decode(got, f->doc, &f->item, 0);
+            while (rest) {
+                pool__outcome_t *n = rest->next;
+                pool__outcome_free(rest);
+                rest = n;
+            }
+        }
+        pool__drive_end(&f->d);
+    }
+    *item = f->item;
+    return PK_OK;
+}
+
+void pool_future_free(pool_future_t **fp)
+{
+    if (fp == NULL || *fp == NULL)
+        return;
+    pool_future_t *f = *fp;
+    *fp = NULL;
+    if (f->d.j != NULL) {
+        pool__drive_cancel(&f->d);
+        pool__drive_end(&f->d);
+    }
+    pk_doc_free(&f->doc);
+    pk__free(f);
+}
+

@@ -1,0 +1,609 @@
+/*
+ * driver.c - the map driver (see driver.h): pickling items into batches,
+ * the window of items in flight, handing batches to the master, and
+ * collecting outcomes and interrupts on the caller's thread.
+ */
+#define _GNU_SOURCE
+#include "pool/driver.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/common.h"
+#include "ipc/wire.h"
+#include "picklepool/pickle.h"
+#include "pool/wait.h"
+
+#define TARGET_BATCH_NS 3000000ull /* aim: ~3 ms of work per batch */
+#define FIRST_CHUNK 4
+#define BATCH_BYTES ((size_t)8 << 20) /* big items: about this much a batch */
+#define MAX_CHUNK (1u << 20)
+#define OOB_MIN 1024 /* smaller buffers are pickled in band */
+
+/* ---- encoding batches ------------------------------------------------------
+ */
+
+typedef struct enc {
+    pk_buf_t buf;
+    pool__oob_list_t bufs;
+    int oob;          /* take large buffers out of band */
+    pool__shm_t *shm; /* copy those of shm->threshold bytes there, or NULL */
+} enc_t;
+
+static int enc_cb(void *ctx, const void *data, size_t len, int readonly)
+{
+    PK_UNUSED(readonly);
+    enc_t *e = ctx;
+    if (!e->oob || !pool__oob_take(&e->bufs, data, len, OOB_MIN))
+        return 0;
+    if (e->shm != NULL && len >= e->shm->threshold) {
+        /* One copy into the arena now, none through the socket later. */
+        uint64_t off = pool__shm_task_alloc(e->shm, len);
+        if (off != UINT64_MAX) {
+            pool__oob_t *o = &e->bufs.v[e->bufs.n - 1];
+            pool__shm_prefault(e->shm->base + off, len, 1);
+            memcpy(e->shm->base + off, data, len);
+            o->data = e->shm->base + off;
+            o->shm = off;
+        }
+    }
+    return 1;
+}
+
+/* Forgets buffers [from, n), freeing their arena blocks. */
+static void enc_drop_bufs(enc_t *e, size_t from)
+{
+    for (size_t i = from; i < e->bufs.n; i++)
+        if (e->bufs.v[i].shm != POOL_WIRE_SHM_INLINE)
+            pool__shm_task_free(e->shm, e->bufs.v[i].shm, e->bufs.v[i].len);
+    e->bufs.n = from;
+}
+
+static pk_err_t enc_item(enc_t *e, const pk_value_t *v, pk_error_t *err)
+{
+    size_t start = e->buf.len, nb = e->bufs.n;
+    if (e->buf.cap - e->buf.len < POOL_WIRE_REC_SIZE) {
+        size_t nc = e->buf.cap ? e->buf.cap * 2 : 1024;
+        uint8_t *d = pk__realloc(e->buf.data, nc);
+        if (d == NULL)
+            return pk__err(err, PK_ENOMEM, "out of memory");
+        e->buf.data = d;
+        e->buf.cap = nc;
+    }
+    e->buf.len += POOL_WIRE_REC_SIZE;
+    pk_dump_opts_t o;
+    pk_dump_opts_init(&o);
+    o.buffer_cb = enc_cb;
+    o.buffer_ctx = e;
+    pk_err_t rc = pk_dumps(v, &o, &e->buf, err);
+    if (rc != PK_OK) {
+        e->buf.len = start;
+        enc_drop_bufs(e, nb);
+        return rc;
+    }
+    size_t len = e->buf.len - start - POOL_WIRE_REC_SIZE;
+    if (len > UINT32_MAX) {
+        e->buf.len = start;
+        enc_drop_bufs(e, nb);
+        return pk__err(err, PK_ELIMIT, "an item pickles to %zu bytes", len);
+    }
+    pool__wire_rec_encode(e->buf.data + start, (uint32_t)len,
+                          (uint32_t)(e->bufs.n - nb), 0);
+    return PK_OK;
+}
+
+static void enc_free(enc_t *e)
+{
+    enc_drop_bufs(e, 0);
+    pk_buf_free(&e->buf);
+    pk__free(e->bufs.v);
+}
+
+/* Turns the encoder's output into a batch (the blob takes the bytes). */
+static pool__batch_t *enc_batch(pool__job_t *j, enc_t *e, pk_doc_t **doc,
+                                size_t first, uint32_t count)
+{
+    pool__batch_t *b = pk__calloc(1, sizeof *b);
+    pool__blob_t *blob = b ? pool__blob_new(j) : NULL;
+    if (blob == NULL) {
+        pk__free(b);
+        return NULL;
+    }
+    blob->bytes = e->buf.data;
+    blob->bufs = e->bufs.v;
+    blob->nbufs = e->bufs.n;
+    for (size_t i = 0; i < e->bufs.n && blob->shm == NULL; i++)
+        if (e->bufs.v[i].shm != POOL_WIRE_SHM_INLINE) {
+            blob->shm = e->shm;
+            pool__shm_ref(e->shm);
+        }
+    if (doc != NULL) {
+        blob->doc = *doc;
+        *doc = NULL;
+    }
+    b->job = j;
+    pool__job_ref(j);
+    b->blob = blob;
+    b->first = first;
+    b->count = count;
+    b->flags = j->flags;
+    b->items = e->buf.data;
+    b->items_len = e->buf.len;
+    b->bufs = e->bufs.v;
+    b->nbufs = (uint32_t)e->bufs.n;
+    memset(e, 0, sizeof *e);
+    return b;
+}
+
+static pk_err_t make_call(const char *module, const char *func,
+                          const pk_value_t *kwargs, pool__job_t *j,
+                          pk_error_t *err)
+{
+    if (module == NULL || func == NULL || module[0] == '\0' || func[0] == '\0')
+        return pk__err(err, PK_EINVAL, "module and func must be named");
+    if (kwargs != NULL && kwargs->type != PK_DICT)
+        return pk__err(err, PK_EINVAL, "kwargs must be a dict, not %s",
+                       pk_type_name((pk_type_t)kwargs->type));
+    pk_doc_t *d = NULL;
+    if (pk_doc_new(&d) != PK_OK)
+        return pk__err(err, PK_ENOMEM, "out of memory");
+    pk_buf_t b = {0};
+    pk_value_t *g = pk_global(d, module, func);
+    pk_err_t rc = g ? pk_dumps(g, NULL, &b, err)
+                    : pk__err(err, PK_ENOMEM, "out of memory");
+    if (rc == PK_OK && kwargs != NULL && pk_len(kwargs) > 0)
+        rc = pk_dumps(kwargs, NULL, &b, err);
+    pk_doc_free(&d);
+    if (rc != PK_OK) {
+        pk_buf_free(&b);
+        return rc;
+    }
+    j->call = b.data;
+    j->call_len = b.len;
+    return PK_OK;
+}
+
+/* ---- jobs and the caller's driver -----------------------------------------
+ */
+
+pk_err_t pool__drive_start(pool__drive_t *d, pool_t *p,
+                           enum pool__job_kind kind, uint16_t flags,
+                           const pool__src_ops_t *src, const char *module,
+                           const char *func, const pk_value_t *kwargs,
+                           const pool_call_opts_t *copts, size_t total,
+                           pk_error_t *err)
+{
+    pool__job_t *j = pk__calloc(1, sizeof *j);
+    if (j == NULL)
+        return pk__err(err, PK_ENOMEM, "out of memory");
+    atomic_init(&j->refs, 1);
+    atomic_init(&j->item_ns, 0);
+    j->p = p;
+    j->kind = kind;
+    j->flags = flags;
+    j->total = total;
+    double to = p->cfg.timeout;
+    j->chunksize = p->cfg.chunksize;
+    if (copts != NULL && (copts->size < offsetof(pool_call_opts_t, timeout) +
+                                            sizeof copts->timeout ||
+                          copts->size > sizeof *copts)) {
+        pk__free(j);
+        return pk__err(err, PK_EINVAL,
+                       "pool_call_opts_t.size is %zu, not %zu: fill the "
+                       "options with pool_call_opts_init()",
+                       copts->size, sizeof *copts);
+    }
+    if (copts != NULL) {
+        if (copts->chunksize)
+            j->chunksize = copts->chunksize;
+        if (copts->timeout > 0)
+            to = copts->timeout;
+        else if (copts->timeout < 0)
+            to = 0;
+    }
+    if (j->chunksize > POOL_WIRE_MAX_COUNT)
+        j->chunksize = POOL_WIRE_MAX_COUNT;
+    j->timeout_ns = to > 0 ? (uint64_t)(to * 1e9) : 0;
+    if (j->timeout_ns == 0 && to > 0)
+        j->timeout_ns = 1;
+    pk_err_t rc = make_call(module, func, kwargs, j, err);
+    if (rc != PK_OK) {
+        pk__free(j);
+        return rc;
+    }
+    pthread_mutex_lock(&p->mu);
+    if (p->lk.closed)
+        rc = pk__err(err, PK_ECLOSED, "the pool is closed");
+    else if (p->lk.broken != PK_OK)
+        rc = pk__err(err, p->lk.broken, "%s", p->lk.broken_msg);
+    else {
+        j->active = 1;
+        p->lk.active_jobs++;
+        p->lk.open_drives++;
+    }
+    pthread_mutex_unlock(&p->mu);
+    if (rc != PK_OK) {
+        pool__job_unref(j);
+        return rc;
+    }
+    memset(d, 0, sizeof *d);
+    d->p = p;
+    d->j = j;
+    d->src = src;
+    d->n = total;
+    d->eof = total == 0;
+    d->lane.slot = -1;
+    return PK_OK;
+}
+
+static size_t pick_chunk(pool__drive_t *d)
+{
+    pool__job_t *j = d->j;
+    if (d->src->flags & POOL_SRC_SINGLE)
+        return 1;
+    size_t c = j->chunksize;
+    if (c == 0) {
+        uint64_t ns = atomic_load(&j->item_ns);
+        c = ns == 0 ? FIRST_CHUNK : (size_t)(TARGET_BATCH_NS / ns);
+        if (c > MAX_CHUNK)
+            c = MAX_CHUNK;
+        if (j->total != SIZE_MAX) {
+            size_t per = 4 * (size_t)d->p->cfg.nworkers;
+            size_t cap = (j->total + per - 1) / per;
+            if (c > cap)
+                c = cap;
+        }
+        /* Big items (arrays): a few MiB a batch, so the window (and the
+         * arena pages it touches) stays small even before item times are
+         * known. */
+        size_t ib = d->src->item_bytes != NULL && d->pos < d->n
+                        ? d->src->item_bytes(d)
+                        : d->item_bytes;
+        if (ib > 0 && c > BATCH_BYTES / ib)
+            c = BATCH_BYTES / ib;
+        if (c < 1)
+            c = 1;
+    }
+    return c;
+}
+
+static void local_outcome(pool__drive_t *d, size_t first, size_t count,
+                          pk_err_t status, const char *msg)
+{
+    while (count > 0) {
+        uint32_t c = count > UINT32_MAX ? UINT32_MAX : (uint32_t)count;
+        pool__outcome_t *o = pool__outcome_synth(d->j, first, c, status, msg);
+        if (o == NULL)
+            return;
+        o->next = d->local;
+        d->local = o;
+        d->submitted += c;
+        first += c;
+        count -= c;
+    }
+}
+
+/* Encodes one batch of up to `chunk` items from the input.  Returns the
+ * batch, or NULL at the end of input, on an input error (d->input_rc) or when
+ * an item could not be pickled (it gets a local outcome). */
+static pool__batch_t *make_batch(pool__drive_t *d, size_t chunk)
+{
+    pool__job_t *j = d->j;
+    size_t first = d->pos;
+    if (d->src->raw_batch != NULL) {
+        pool__batch_t *b = d->src->raw_batch(d, chunk);
+        if (b == NULL) {
+            d->input_rc = pk__err(&d->input_err, PK_ENOMEM, "out of memory");
+            d->eof = 1;
+        } else if (d->pos == d->n) {
+            d->eof = 1;
+        }
+        return b;
+    }
+    enc_t e;
+    memset(&e, 0, sizeof e);
+    e.oob = !(d->src->flags & POOL_SRC_SINGLE);
+    e.shm = d->p->cfg.shm;
+    pk_doc_t *doc = NULL;
+    if ((d->src->flags & POOL_SRC_DOC) && pk_doc_new(&doc) != PK_OK) {
+        d->input_rc = pk__err(&d->input_err, PK_ENOMEM, "out of memory");
+        d->eof = 1;
+        return NULL;
+    }
+    uint32_t count = 0;
+    while (count < chunk && !d->eof) {
+        const pk_value_t *v = NULL;
+        pk_error_t ie;
+        pk_error_clear(&ie);
+        pk_err_t in = d->src->next(d, doc, &v, &ie);
+        if (in == PK_EOF) {
+            d->eof = 1;
+            break;
+        }
+        if (in != PK_OK) {
+            d->input_rc = in;
+            d->input_err = ie;
+            if (ie.msg[0] == '\0')
+                pk__err(&d->input_err, in, "the input function failed: %s",
+                        pk_strerror(in));
+            d->eof = 1;
+            break;
+        }
+        pk_err_t rc =
+            v ? enc_item(&e, v, &ie) : pk__err(&ie, PK_EINVAL, "item is NULL");
+        size_t idx = d->pos++;
+        if (!(d->src->flags & POOL_SRC_STREAM) && d->pos == d->n)
+            d->eof = 1;
+        if (rc != PK_OK) {
+            /* This item alone fails; the batch so far goes out first. */
+            char msg[300];
+            snprintf(msg, sizeof msg, "cannot pickle item %zu: %s", idx,
+                     ie.msg[0] ? ie.msg : pk_strerror(rc));
+            if (count > 0) {
+                pool__batch_t *b = enc_batch(j, &e, &doc, first, count);
+                if (b == NULL)
+                    local_outcome(d, first, count, PK_ENOMEM, "out of memory");
+                local_outcome(d, idx, 1, rc, msg);
+                enc_free(&e);
+                pk_doc_free(&doc);
+                return b;
+            }
+            local_outcome(d, idx, 1, rc, msg);
+            first = d->pos;
+            continue;
+        }
+        count++;
+    }
+    pool__batch_t *b = NULL;
+    if (count > 0) {
+        size_t bytes = e.buf.len;
+        for (size_t i = 0; i < e.bufs.n; i++)
+            bytes += e.bufs.v[i].len;
+        d->item_bytes = bytes / count;
+        b = enc_batch(j, &e, &doc, first, count);
+        if (b == NULL)
+            local_outcome(d, first, count, PK_ENOMEM, "out of memory");
+    }
+    enc_free(&e);
+    pk_doc_free(&doc);
+    return b;
+}
+
+/* Items a streaming job may have submitted and not yet delivered: enough to
+ * keep every worker's credit full twice over, and no more (backpressure). */
+static size_t window_of(const pool__drive_t *d, size_t chunk)
+{
+    return 2 * (size_t)d->p->cfg.nworkers * (size_t)d->p->cfg.prefetch * chunk;
+}
+
+/* The job takes no more of the master's attention (p->mu held). */
+static void job_deactivate(pool_t *p, pool__job_t *j)
+{
+    if (j->active) {
+        j->active = 0;
+        p->lk.active_jobs--;
+    }
+}
+
+/* Submits batches while the window allows.  Called without p->mu. */
+void pool__drive_feed(pool__drive_t *d)
+{
+    pool_t *p = d->p;
+    pool__job_t *j = d->j;
+    if (d->eof)
+        return;
+    pool__batch_t *h = NULL, *t = NULL;
+    size_t nsub = 0;
+    for (;;) {
+        if (d->eof)
+            break;
+        size_t chunk = pick_chunk(d);
+        if (d->submitted + nsub - d->completed + d->held >= window_of(d, chunk))
+            break;
+        pool__batch_t *b = make_batch(d, chunk);
+        if (b == NULL)
+            continue;
+        nsub += b->count;
+        if (t)
+            t->next = b;
+        else
+            h = b;
+        t = b;
+        if (d->src->flags & POOL_SRC_SINGLE)
+            break;
+    }
+    /* A single call goes straight to an idle worker's lane if one polls:
+     * the master need not even wake up (unless a close waits on it). */
+    int laned = (d->src->flags & POOL_SRC_SINGLE) && h != NULL &&
+                pool__lane_post(p, h, &d->lane);
+    if (laned)
+        h = t = NULL;
+    pthread_mutex_lock(&p->mu);
+    if (h != NULL) {
+        if (p->lk.subq_tail)
+            p->lk.subq_tail->next = h;
+        else
+            p->lk.subq_head = h;
+        p->lk.subq_tail = t;
+    }
+    if (d->eof)
+        job_deactivate(p, j);
+    int wake = h != NULL || (d->eof && (!laned || p->lk.closed));
+    pthread_mutex_unlock(&p->mu);
+    d->submitted += nsub;
+    if (wake)
+        pool__master_wake(p);
+}
+
+/* Stops the job: no more input, the master drops what is left of it. */
+void pool__drive_cancel(pool__drive_t *d)
+{
+    pool_t *p = d->p;
+    pool__job_t *j = d->j;
+    pthread_mutex_lock(&p->mu);
+    if (!j->canceled) {
+        j->canceled = 1;
+        j->cancel_ns = pool__now_ns();
+        p->lk.cancel_pending = 1;
+    }
+    job_deactivate(p, j);
+    pool__outcome_t *o = j->done_head;
+    j->done_head = j->done_tail = NULL;
+    pthread_mutex_unlock(&p->mu);
+    d->eof = 1;
+    pool__master_wake(p);
+    while (o != NULL) {
+        pool__outcome_t *n = o->next;
+        pool__outcome_free(o);
+        o = n;
+    }
+    while (d->local != NULL) {
+        pool__outcome_t *n = d->local->next;
+        pool__outcome_free(d->local);
+        d->local = n;
+    }
+}
+
+/* Ends the job; with borrowed caller memory, waits until nothing refers to
+ * it any more.  Frees the drive's job reference. */
+void pool__drive_end(pool__drive_t *d)
+{
+    pool_t *p = d->p;
+    pool__job_t *j = d->j;
+    if (j == NULL)
+        return;
+    if (d->completed < d->submitted || !d->eof)
+        pool__drive_cancel(d);
+    pthread_mutex_lock(&p->mu);
+    job_deactivate(p, j);
+    if (d->borrows)
+        while (j->blobs > 0)
+            pthread_cond_wait(&p->cv, &p->mu);
+    p->lk.open_drives--;
+    pthread_mutex_unlock(&p->mu);
+    pool__master_wake(p);
+    pool__job_unref(j);
+    d->j = NULL;
+}
+
+/* Feeds input and waits for outcomes.  Returns PK_OK with *got the list
+ * (NULL when the map is complete), PK_ETIMEDOUT, PK_EINTR, or the pool's
+ * failure (PK_ECRASHED when workers keep dying) with err filled. */
+pk_err_t pool__drive_pump(pool__drive_t *d, pool__outcome_t **got,
+                     const struct timespec *deadline, pk_error_t *err)
+{
+    pool_t *p = d->p;
+    pool__job_t *j = d->j;
+    *got = NULL;
+    for (;;) {
+        if (d->local != NULL) {
+            *got = d->local;
+            d->local = NULL;
+            for (pool__outcome_t *o = *got; o; o = o->next)
+                d->completed += o->count;
+            return PK_OK;
+        }
+        pool__drive_feed(d);
+        if (d->local != NULL)
+            continue;
+        pthread_mutex_lock(&p->mu);
+        pk_err_t rc = PK_OK;
+        for (;;) {
+            if (j->done_head != NULL) {
+                *got = j->done_head;
+                j->done_head = j->done_tail = NULL;
+                break;
+            }
+            if (p->lk.broken != PK_OK) {
+                rc = pk__err(err, p->lk.broken, "%s", p->lk.broken_msg);
+                break;
+            }
+            if (d->eof && d->completed >= d->submitted)
+                break;
+            if (!d->eof && p->lk.terminate_req) {
+                /* Nothing more will run: cancel the rest of the input. */
+                pthread_mutex_unlock(&p->mu);
+                if (d->src->flags & (POOL_SRC_STREAM | POOL_SRC_SINGLE)) {
+                    d->eof = 1;
+                } else {
+                    local_outcome(d, d->pos, d->n - d->pos, PK_ECANCELED,
+                                  "the pool was terminated");
+                    d->pos = d->n;
+                    d->eof = 1;
+                }
+                pthread_mutex_lock(&p->mu);
+                job_deactivate(p, j);
+                break;
+            }
+            if (!d->eof && d->submitted - d->completed + d->held <
+                               window_of(d, pick_chunk(d)))
+                break; /* room to pool__drive_feed more */
+            rc = pool__cv_wait(p, deadline);
+            if (rc != PK_OK)
+                break;
+        }
+        pthread_mutex_unlock(&p->mu);
+        if (rc == PK_EINTR)
+            pk__err(err, PK_EINTR, "interrupted by a signal");
+        else if (rc == PK_ETIMEDOUT)
+            pk__err(err, PK_ETIMEDOUT, "no outcome within the timeout");
+        if (rc != PK_OK)
+            return rc;
+        if (*got != NULL) {
+            for (pool__outcome_t *o = *got; o; o = o->next)
+                d->completed += o->count;
+            return PK_OK;
+        }
+        if (d->local != NULL)
+            continue;
+        if (d->eof && d->completed >= d->submitted)
+            return PK_OK;
+    }
+}
+
+/* Runs a whole map on the caller's thread; `sink` consumes each outcome. */
+pk_err_t pool__drive_run(pool__drive_t *d, pool__sink_fn sink, void *ctx, pk_error_t *err)
+{
+    pk_err_t rc = PK_OK;
+    pool__intr_enter();
+    for (;;) {
+        pool__outcome_t *got = NULL;
+        rc = pool__drive_pump(d, &got, NULL, err);
+        if (rc != PK_OK)
+            break;
+        if (got == NULL)
+            break;
+        while (got != NULL) {
+            pool__outcome_t *n = got->next;
+            got->next = NULL;
+            sink(ctx, got);
+            got = n;
+        }
+        if (d->input_rc != PK_OK)
+            break;
+    }
+    pool__intr_leave();
+    if (rc == PK_OK && d->input_rc != PK_OK) {
+        rc = d->input_rc;
+        if (err != NULL)
+            *err = d->input_err;
+    }
+    if (rc != PK_OK)
+        pool__drive_cancel(d);
+    pool__drive_end(d);
+    return rc;
+}
+
+
+pk_err_t pool__src_items_next(pool__drive_t *d, pk_doc_t *doc,
+                              const pk_value_t **v, pk_error_t *err)
+{
+    PK_UNUSED(doc);
+    PK_UNUSED(err);
+    if (d->pos >= d->n)
+        return PK_EOF;
+    *v = d->in.items[d->pos];
+    return PK_OK;
+}

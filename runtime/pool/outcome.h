@@ -1,0 +1,28 @@
+/*
+ * outcome.h - turning the outcomes the master hands back into pool_item_t
+ * entries (private).
+ *
+ * Thread-safety: a doc belongs to one thread at a time; outcomes are owned
+ * by whoever holds them.
+ */
+#ifndef POOL_OUTCOME_H
+#define POOL_OUTCOME_H
+
+#include <stddef.h>
+
+#include "picklepool/pool.h"
+#include "pool/internal.h"
+
+/* Fails *it with status st and a copy of msg[0..len) in doc. */
+void pool__item_fail(pool_item_t *it, pk_doc_t *doc, pk_err_t st,
+                     const char *msg, size_t len);
+
+/* Decodes o's items into items[0..o->count) with values and messages in
+ * doc; consumes o.  Values borrow the buffers: frames, and arena blocks too
+ * with borrow_shm (which then stay allocated until doc is freed: for a
+ * scratch doc freed at once); otherwise arena blocks are copied into doc
+ * and released now.  Returns the number of failed items. */
+size_t pool__outcome_decode(pool__outcome_t *o, pk_doc_t *doc,
+                            pool_item_t *items, int borrow_shm);
+
+#endif /* POOL_OUTCOME_H */
