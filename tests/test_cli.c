@@ -342,8 +342,7 @@ static void test_write_fails_midway(void **state)
     assert_int_equal(dir_entries(), 0);
 }
 
-/* ---- the disassembler -----------------------------------------------------
- */
+/* ---- the disassembler --------------------------------------------------- */
 
 /* Runs pk_disassemble into a string (free it). */
 static char *listing(const void *p, size_t n, pk_err_t want, pk_error_t *err)
@@ -479,8 +478,7 @@ static void test_dis_malformed(void **state)
     free(listing("\x80\x09N.", 4, PK_EUNSUPPORTED, &err));
 }
 
-/* ---- the binary -------------------------------------------------------------
- */
+/* ---- the binary --------------------------------------------------------- */
 
 static char binary[512];
 

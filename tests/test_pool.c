@@ -881,8 +881,7 @@ static void test_hung_item_times_out(void **state)
     pool_destroy(&p);
 }
 
-/* ---- function errors ------------------------------------------------------
- */
+/* ---- function errors ---------------------------------------------------- */
 
 static void test_unknown_function(void **state)
 {

@@ -625,8 +625,7 @@ static pk_value_t *it(const pk_value_t *v, size_t i)
     return x;
 }
 
-/* ---- refusals --------------------------------------------------------------
- */
+/* ---- refusals ----------------------------------------------------------- */
 
 static void test_refuse_os_system(void **state)
 {
@@ -758,8 +757,7 @@ static void test_numpy_unsupported(void **state)
                NULL, PK_EUNSUPPORTED, "f16", -1);
 }
 
-/* ---- every opcode on CPython's output ---------------------------------------
- */
+/* ---- every opcode on CPython's output ----------------------------------- */
 
 static void check_rich(const pk_value_t *v, int proto)
 {
@@ -1176,8 +1174,7 @@ static void test_binary_scalars(void **state)
     assert_str_value(it(v, 1), "k");
 }
 
-/* ---- numpy ------------------------------------------------------------------
- */
+/* ---- numpy -------------------------------------------------------------- */
 
 static void assert_arange(const pk_value_t *v, int fortran)
 {
@@ -1348,8 +1345,7 @@ static void test_numpy_py2(void **state)
     }
 }
 
-/* ---- streams, errors, limits ----------------------------------------------
- */
+/* ---- streams, errors, limits -------------------------------------------- */
 
 static void test_consumed(void **state)
 {
@@ -1572,8 +1568,7 @@ static void test_limits(void **state)
     load_fails(p + 92, 10, &o, PK_ELIMIT, "max_bytes", -1);
 }
 
-/* ---- allocation failure
- * -------------------------------------------------------- */
+/* ---- allocation failure ------------------------------------------------- */
 
 static void test_alloc_failure(void **state)
 {

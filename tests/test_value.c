@@ -835,8 +835,7 @@ static void test_repr(void **state)
     assert_string_equal(small, "'\xc3\xa9\xc3\xa9...");
 }
 
-/* ---- numpy -----------------------------------------------------------------
- */
+/* ---- numpy -------------------------------------------------------------- */
 
 static void test_dtype(void **state)
 {

@@ -198,8 +198,7 @@ static void test_id_refusals(void **state)
     assert_int_equal(pool__wire_id_parse(id, 8, &slot, &gen), PK_EPROTO);
 }
 
-/* ---- round trips -----------------------------------------------------------
- */
+/* ---- round trips -------------------------------------------------------- */
 
 static void test_header_round_trip(void **state)
 {
@@ -280,8 +279,7 @@ static void test_records_round_trip(void **state)
     assert_true(gen == UINT32_MAX);
 }
 
-/* ---- the fuzz corpus
- * --------------------------------------------------------- */
+/* ---- the fuzz corpus ---------------------------------------------------- */
 
 static uint8_t *slurp(const char *path, size_t *len)
 {

@@ -321,8 +321,7 @@ static pk_err_t call_complex(pk_doc_t *doc, const char *what,
     return *out ? PK_OK : nomem(err);
 }
 
-/* ---- numpy ----------------------------------------------------------------
- */
+/* ---- numpy -------------------------------------------------------------- */
 
 /* Shape from a tuple (or list) of non-negative ints, or a single int. */
 static pk_err_t shape_of(const pk_value_t *v, int64_t *shape, int *ndim,
@@ -582,8 +581,7 @@ pk_err_t pk__call(pk_doc_t *doc, pk__callable_t kind, const char *what,
     return pk__err(err, PK_EREFUSED, "refusing to call %s", what);
 }
 
-/* ---- BUILD ----------------------------------------------------------------
- */
+/* ---- BUILD -------------------------------------------------------------- */
 
 static int is_none(const pk_value_t *v)
 {

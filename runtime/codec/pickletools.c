@@ -177,8 +177,7 @@ static pk_err_t imap_put(imap_t *m, uint64_t key, uint32_t val)
     return PK_OK;
 }
 
-/* ---- errors ---------------------------------------------------------------
- */
+/* ---- errors ------------------------------------------------------------- */
 
 static pk_err_t fail(dis_t *d, pk_err_t code, const uint8_t *at,
                      const char *fmt, ...)
@@ -479,8 +478,7 @@ static void put_long(FILE *fp, const uint8_t *s, size_t n)
         fputc(dec[--nd], fp);
 }
 
-/* ---- the symbolic stack -----------------------------------------------------
- */
+/* ---- the symbolic stack ------------------------------------------------- */
 
 static pk_err_t push(dis_t *d, sval_t v, const uint8_t *at)
 {
@@ -544,8 +542,7 @@ static void pop_to(dis_t *d, size_t pos)
     d->depth--;
 }
 
-/* ---- globals --------------------------------------------------------------
- */
+/* ---- globals ------------------------------------------------------------ */
 
 static uint64_t name_hash(const uint8_t *m, size_t mn, const uint8_t *n,
                           size_t nn)
@@ -633,8 +630,7 @@ static pk_err_t push_call_result(dis_t *d, const sval_t *callee,
     return push_kind(d, SV_OBJ, g, at);
 }
 
-/* ---- the memo -------------------------------------------------------------
- */
+/* ---- the memo ----------------------------------------------------------- */
 
 static pk_err_t memo_put(dis_t *d, uint64_t key, const uint8_t *at)
 {
@@ -671,8 +667,7 @@ static pk_err_t memo_get(dis_t *d, uint64_t key, const uint8_t *at)
     return push(d, d->memo[d->memo_map.vals[slot]], at);
 }
 
-/* ---- reading arguments ----------------------------------------------------
- */
+/* ---- reading arguments -------------------------------------------------- */
 
 typedef struct arg {
     int has;    /* an argument to print */
@@ -868,8 +863,7 @@ static void put_arg(dis_t *d, const uint8_t *at, const arg_t *a)
     }
 }
 
-/* ---- one opcode's stack effect --------------------------------------------
- */
+/* ---- one opcode's stack effect ------------------------------------------ */
 
 /* Applies the opcode at `at` to the symbolic stack.  *note receives the
  * "(MARK at N)" / "(as N)" remark, if any. */
@@ -1063,8 +1057,7 @@ static pk_err_t step(dis_t *d, const uint8_t *at, const arg_t *a, char *note,
 #undef MARK_NOTE
 }
 
-/* ---- the listing ------------------------------------------------------------
- */
+/* ---- the listing -------------------------------------------------------- */
 
 #define INDENT_MAX 32 /* mark levels shown as indentation */
 

@@ -723,8 +723,7 @@ static pk_err_t call(loader_t *L, const pk_value_t *fn, const pk_value_t *args,
     return pk__call(L->doc, k, what, args, kwargs, out, L->err);
 }
 
-/* ---- containers -----------------------------------------------------------
- */
+/* ---- containers --------------------------------------------------------- */
 
 static pk_err_t check_depth(loader_t *L, size_t d)
 {
@@ -836,8 +835,7 @@ static pk_err_t tuple_n(loader_t *L, size_t n)
     return build_from(L, L->sp - n, PK_TUPLE);
 }
 
-/* ---- the loop --------------------------------------------------------------
- */
+/* ---- the loop ----------------------------------------------------------- */
 
 #define NEED(k)                                                                \
     do {                                                                       \

@@ -1646,8 +1646,7 @@ pk_value_t *pk_ndarray(pk_doc_t *doc, const pk_dtype_t *dt, int ndim,
     return v;
 }
 
-/* ---- repr ------------------------------------------------------------------
- */
+/* ---- repr --------------------------------------------------------------- */
 
 typedef struct writer {
     char *buf;

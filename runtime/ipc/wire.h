@@ -5,11 +5,12 @@
  * Every message is multipart.  Frame 1 is a fixed 32-byte little-endian
  * header; what follows depends on the kind:
  *
- *   READY     worker -> master   [hdr]                 (count = credit, aux =
- * pid) TASK      master -> worker   [hdr][call][items][buf]... RESULT    worker
- * -> master   [hdr][outcomes][buf]... FUNC      master -> worker [hdr][pickle]
- * (reserved: by-value fns) HEARTBEAT either way         [hdr] STOP      master
- * -> worker   [hdr]
+ *   READY     worker -> master   [hdr]             (count = credit, aux = pid)
+ *   TASK      master -> worker   [hdr][call][items][buf]...
+ *   RESULT    worker -> master   [hdr][outcomes][buf]...
+ *   FUNC      master -> worker   [hdr][pickle]     (reserved: by-value fns)
+ *   HEARTBEAT either way         [hdr]
+ *   STOP      master -> worker   [hdr]
  *
  * `call` is a pickle of the global module.func, optionally followed by a
  * second pickle: the dict of keyword arguments.

@@ -22,8 +22,7 @@
 #define MAX_CHUNK (1u << 20)
 #define OOB_MIN 1024 /* smaller buffers are pickled in band */
 
-/* ---- encoding batches ------------------------------------------------------
- */
+/* ---- encoding batches --------------------------------------------------- */
 
 typedef struct enc {
     pk_buf_t buf;
@@ -165,8 +164,7 @@ static pk_err_t make_call(const char *module, const char *func,
     return PK_OK;
 }
 
-/* ---- jobs and the caller's driver -----------------------------------------
- */
+/* ---- jobs and the caller's driver --------------------------------------- */
 
 pk_err_t pool__drive_start(pool__drive_t *d, pool_t *p,
                            enum pool__job_kind kind, uint16_t flags,

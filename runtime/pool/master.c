@@ -76,8 +76,7 @@ static void fail_batch(turn_t *t, pool__batch_t *b, pk_err_t status,
     pool__batch_free(b);
 }
 
-/* ---- batch lists ----------------------------------------------------------
- */
+/* ---- batch lists -------------------------------------------------------- */
 
 typedef struct blist {
     pool__batch_t *head, *tail;
@@ -480,8 +479,7 @@ static void lane_drop_all(pool_t *p, turn_t *t)
     }
 }
 
-/* ---- deaths -----------------------------------------------------------------
- */
+/* ---- deaths ------------------------------------------------------------- */
 
 static void describe_exit(char *buf, size_t size, int slot, int pid, int status)
 {
@@ -719,8 +717,7 @@ static void on_fs(pool_t *p, turn_t *t, int *chan_ok)
     }
 }
 
-/* ---- worker messages ------------------------------------------------------
- */
+/* ---- worker messages ---------------------------------------------------- */
 
 static pool__batch_t *take_inflight(pool__mworker_t *w, uint64_t id)
 {
@@ -1011,8 +1008,7 @@ static void on_router(pool_t *p, turn_t *t, zmq_msg_t **fr, size_t *cap)
     }
 }
 
-/* ---- submissions, cancels, ticks
- * --------------------------------------------- */
+/* ---- submissions, cancels, ticks ---------------------------------------- */
 
 static void take_submissions(pool_t *p, turn_t *t, int *terminate,
                              int *shutdown, int *closed, int *active_jobs)

@@ -62,8 +62,7 @@ typedef struct ctl_msg {
     } u;
 } ctl_msg_t;
 
-/* ---- master side state ----------------------------------------------------
- */
+/* ---- master side state -------------------------------------------------- */
 
 static pthread_mutex_t fs_mu = PTHREAD_MUTEX_INITIALIZER;
 static int fs_ctl = -1; /* master end of the control channel */
@@ -90,8 +89,7 @@ static fs_pool_t *fs_pools[FS_MAX_POOLS];
 static int fs_ctl_srv = -1;
 static int fs_sigfd = -1;
 
-/* ---- helpers --------------------------------------------------------------
- */
+/* ---- helpers ------------------------------------------------------------ */
 
 static ssize_t send_fds(int sock, const void *buf, size_t len, const int *fds,
                         int nfds)
@@ -533,8 +531,7 @@ static void fs_main(int ctl, pid_t master, int pdeath)
     }
 }
 
-/* ---- master side -----------------------------------------------------------
- */
+/* ---- master side -------------------------------------------------------- */
 
 static void on_register(const char *module, const char *name, pool_fn_t fn,
                         void *udata, const char *plugin_path)

@@ -144,8 +144,7 @@ static int send_hdr(void *sock, const pool__wire_hdr_t *h, int more)
     return send_frame(sock, b, sizeof b, NULL, NULL, more);
 }
 
-/* ---- outcomes
- * ---------------------------------------------------------------- */
+/* ---- outcomes ----------------------------------------------------------- */
 
 static int buffer_cb(void *ctx, const void *data, size_t len, int readonly)
 {
@@ -285,8 +284,7 @@ static void load_call(worker_t *w, const void *data, size_t len)
     }
 }
 
-/* ---- one batch ------------------------------------------------------------
- */
+/* ---- one batch ---------------------------------------------------------- */
 
 typedef struct batch_in {
     const pool__wire_hdr_t *h;
@@ -836,8 +834,7 @@ static void lane_idle(worker_t *w)
     }
 }
 
-/* ---- the loop
- * ----------------------------------------------------------------- */
+/* ---- the loop ----------------------------------------------------------- */
 
 /* Receives one whole multipart message into *frames (grown as needed). */
 static int recv_msg(void *sock, zmq_msg_t **frames, size_t *cap, size_t *n)
