@@ -69,7 +69,7 @@ typedef struct name_ent {
     uint64_t hash; /* 0: empty */
     const char *module;
     const char *name; /* NULL for module strings */
-    uint32_t kind;
+    enum name_kind kind;
     uint32_t idx;
 } name_ent_t;
 
@@ -434,7 +434,7 @@ static inline pk_err_t memo_put_at(pickler_t *p, memo_ent_t *e, uintptr_t key)
 
 /* ---- content-keyed names ----------------------------------------------- */
 
-static uint64_t name_hash(unsigned kind, const char *a, const char *b)
+static uint64_t name_hash(enum name_kind kind, const char *a, const char *b)
 {
     uint64_t h = 0xcbf29ce484222325ull ^ kind;
     for (; *a; a++)
@@ -448,7 +448,7 @@ static uint64_t name_hash(unsigned kind, const char *a, const char *b)
 }
 
 static name_ent_t *name_slot(name_ent_t *tab, size_t mask, uint64_t h,
-                             unsigned kind, const char *a, const char *b)
+                             enum name_kind kind, const char *a, const char *b)
 {
     size_t i = (size_t)h & mask;
     for (;; i = (i + 1) & mask) {
@@ -462,7 +462,7 @@ static name_ent_t *name_slot(name_ent_t *tab, size_t mask, uint64_t h,
     }
 }
 
-static uint32_t name_lookup(pickler_t *p, unsigned kind, const char *a,
+static uint32_t name_lookup(pickler_t *p, enum name_kind kind, const char *a,
                             const char *b)
 {
     if (p->names == NULL)
@@ -473,7 +473,7 @@ static uint32_t name_lookup(pickler_t *p, unsigned kind, const char *a,
 }
 
 /* Writes the memoize op and records the name. */
-static pk_err_t name_put(pickler_t *p, unsigned kind, const char *a,
+static pk_err_t name_put(pickler_t *p, enum name_kind kind, const char *a,
                          const char *b)
 {
     pk_err_t rc;
@@ -915,7 +915,8 @@ static pk_err_t write_global_op(pickler_t *p, const char *module,
     return PK_OK;
 }
 
-static pk_err_t save_modname(pickler_t *p, const char *module, unsigned kind)
+static pk_err_t save_modname(pickler_t *p, const char *module,
+                            enum name_kind kind)
 {
     opcode_boundary(p);
     if (kind == NAME_MOD_OWN) {

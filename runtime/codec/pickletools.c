@@ -60,7 +60,7 @@ enum sv_kind {
 #define NO_GLOBAL UINT32_MAX
 
 typedef struct sval {
-    uint8_t kind;
+    enum sv_kind kind;
     uint32_t g;
     const uint8_t *s;
     size_t n;
