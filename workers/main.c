@@ -51,7 +51,6 @@ enum { EXIT_OK = 0, EXIT_FAIL = 1, EXIT_USAGE = 2 };
 
 typedef struct args {
     pool__worker_cfg_t cfg;
-    int have_slot;
     const char *plugins[MAX_PLUGINS];
     int nplugins;
     const char *cpus_arg; /* NULL: not bound */
@@ -211,43 +210,54 @@ static int check_cpus_allowed(const args_t *a)
                        pool__cpuset_str(&self, selfstr, sizeof selfstr));
 }
 
+/* The numeric options, by index: range, whether a K, M or G suffix is
+ * allowed, and what the message says they want. */
+enum { N_SLOT, N_GEN, N_PREFETCH, N_MAXTASKS, N_MAXRSS, N_COUNT };
+static const struct numopt {
+    uint64_t lo, hi;
+    int suffixes;
+    const char *want;
+} numopts[N_COUNT] = {
+    [N_SLOT] = {0, 65535, 0, "a number from 0 to 65535"},
+    [N_GEN] = {0, UINT32_MAX, 0, "a number from 0 to 4294967295"},
+    [N_PREFETCH] = {1, 1024, 0, "a number from 1 to 1024"},
+    [N_MAXTASKS] = {0, UINT64_MAX, 0, "a number of items (0: never)"},
+    [N_MAXRSS] = {0, UINT64_MAX, 1,
+                  "a number of bytes (with an optional K, M or G)"},
+};
+
 /* Fills *a from the command line.  Returns EXIT_OK, EXIT_USAGE (message
  * printed), or -1 after printing --help or --version (exit 0). */
 static int parse_args(int argc, char **argv, args_t *a)
 {
-    enum {
-        O_CONNECT = 256,
-        O_SLOT,
-        O_GEN,
-        O_PREFETCH,
-        O_MAXTASKS,
-        O_MAXRSS,
-        O_PLUGIN,
-        O_CPUS,
-        O_HELP,
-        O_VERSION
-    };
+    enum { O_CONNECT = 256, O_PLUGIN, O_CPUS, O_HELP, O_VERSION };
     static const struct option longopts[] = {
         {"connect", required_argument, NULL, O_CONNECT},
-        {"slot", required_argument, NULL, O_SLOT},
-        {"gen", required_argument, NULL, O_GEN},
-        {"prefetch", required_argument, NULL, O_PREFETCH},
-        {"maxtasks", required_argument, NULL, O_MAXTASKS},
-        {"max-rss", required_argument, NULL, O_MAXRSS},
+        {"slot", required_argument, NULL, N_SLOT},
+        {"gen", required_argument, NULL, N_GEN},
+        {"prefetch", required_argument, NULL, N_PREFETCH},
+        {"maxtasks", required_argument, NULL, N_MAXTASKS},
+        {"max-rss", required_argument, NULL, N_MAXRSS},
         {"plugin", required_argument, NULL, O_PLUGIN},
         {"cpus", required_argument, NULL, O_CPUS},
         {"help", no_argument, NULL, O_HELP},
         {"version", no_argument, NULL, O_VERSION},
         {NULL, 0, NULL, 0},
     };
-    uint64_t v;
-    int o;
+    uint64_t num[N_COUNT] = {[N_GEN] = 1, [N_PREFETCH] = 2};
+    int have_slot = 0, o, idx;
 
     memset(a, 0, sizeof *a);
-    a->cfg.gen = 1;
-    a->cfg.prefetch = 2;
     opterr = 0; /* our own one-line messages */
-    while ((o = getopt_long(argc, argv, ":h", longopts, NULL)) != -1) {
+    while ((o = getopt_long(argc, argv, ":h", longopts, &idx)) != -1) {
+        if (o >= 0 && o < N_COUNT) {
+            const struct numopt *n = &numopts[o];
+            if (parse_u64(optarg, n->lo, n->hi, n->suffixes, &num[o]) < 0)
+                return usage_error("--%s wants %s, not '%s'",
+                                   longopts[idx].name, n->want, optarg);
+            have_slot |= o == N_SLOT;
+            continue;
+        }
         switch (o) {
         case O_CONNECT:
             if (strncmp(optarg, "ipc://", 6) == 0 && optarg[6] != '\0')
@@ -259,41 +269,6 @@ static int parse_args(int argc, char **argv, args_t *a)
             else
                 return usage_error("--connect wants ipc://PATH, not '%s'",
                                    optarg);
-            break;
-        case O_SLOT:
-            if (parse_u64(optarg, 0, 65535, 0, &v) < 0)
-                return usage_error(
-                    "--slot wants a number from 0 to 65535, not '%s'", optarg);
-            a->cfg.slot = (int)v;
-            a->have_slot = 1;
-            break;
-        case O_GEN:
-            if (parse_u64(optarg, 0, UINT32_MAX, 0, &v) < 0)
-                return usage_error(
-                    "--gen wants a number from 0 to 4294967295, not '%s'",
-                    optarg);
-            a->cfg.gen = (uint32_t)v;
-            break;
-        case O_PREFETCH:
-            if (parse_u64(optarg, 1, 1024, 0, &v) < 0)
-                return usage_error(
-                    "--prefetch wants a number from 1 to 1024, not '%s'",
-                    optarg);
-            a->cfg.prefetch = (int)v;
-            break;
-        case O_MAXTASKS:
-            if (parse_u64(optarg, 0, UINT64_MAX, 0, &v) < 0)
-                return usage_error(
-                    "--maxtasks wants a number of items (0: never), not '%s'",
-                    optarg);
-            a->cfg.maxtasks = v;
-            break;
-        case O_MAXRSS:
-            if (parse_u64(optarg, 0, UINT64_MAX, 1, &v) < 0)
-                return usage_error("--max-rss wants a number of bytes (with "
-                                   "an optional K, M or G), not '%s'",
-                                   optarg);
-            a->cfg.max_rss = v;
             break;
         case O_PLUGIN:
             if (optarg[0] == '\0')
@@ -329,8 +304,13 @@ static int parse_args(int argc, char **argv, args_t *a)
         return usage_error("unexpected argument '%s'", argv[optind]);
     if (a->cfg.endpoint == NULL)
         return usage_error("--connect ENDPOINT is required");
-    if (!a->have_slot)
+    if (!have_slot)
         return usage_error("--slot N is required");
+    a->cfg.slot = (int)num[N_SLOT];
+    a->cfg.gen = (uint32_t)num[N_GEN];
+    a->cfg.prefetch = (int)num[N_PREFETCH];
+    a->cfg.maxtasks = num[N_MAXTASKS];
+    a->cfg.max_rss = num[N_MAXRSS];
     return EXIT_OK;
 }
 
@@ -367,9 +347,8 @@ static int load_plugins(const args_t *a)
             continue;
         fprintf(stderr, PROG ": --plugin %s: %s\n", a->plugins[i],
                 err.msg[0] != '\0' ? err.msg : pk_strerror(rc));
-        return rc == PK_EIO || rc == PK_ENOFUNC || rc == PK_EINVAL
-                   ? EXIT_USAGE
-                   : EXIT_FAIL;
+        return rc == PK_EIO || rc == PK_ENOFUNC || rc == PK_EINVAL ? EXIT_USAGE
+                                                                   : EXIT_FAIL;
     }
     return EXIT_OK;
 }
