@@ -1,13 +1,19 @@
 /*
  * cmd_demo.c - `picklepool demo`, the README's main job.
  *
- *   picklepool demo [--arrays N] [--mib M] [--workers N] [--plugin PATH]
+ *   picklepool demo [--arrays N] [--mib M] [--workers N] [--runs R]
+ *                   [--plugin PATH]
  *
  * examples.normalize over N synthetic float32 arrays of M MiB on pinned
- * workers, first on one worker then on all of them; prints the placement,
- * the throughput and the speed-up, and checks every result independently.
- * Exit status 0 only when every result is correct.  Without --plugin it
- * loads <directory of the executable>/plugins/examples.so.
+ * workers: one pool of one worker against one of N workers (default one per
+ * core).  Each pool first runs the map once untimed, so that neither column
+ * pays for faulting in its pool's memory, then the two take turns for R
+ * timed runs (default 5); the demo prints every run, the medians, the
+ * throughput and the speed-up of median over median, and checks every
+ * result of every run independently (values, and input order through a
+ * marker each array carries).  Exit status 0 only when every result is
+ * correct.  Without --plugin it loads <directory of the executable>/
+ * plugins/examples.so.
  */
 #include <limits.h>
 #include <math.h>
@@ -92,60 +98,17 @@ static int demo_check(const float *x, const float *y, size_t n, size_t i,
     return 0;
 }
 
-typedef struct demo_run {
-    double seconds;
-    size_t failed;
-    size_t nworkers;
-    pool_worker_stats_t stats[64];
-} demo_run_t;
+#define DEMO_MAX_WORKERS 64
 
-/* One timed map of normalize over the arrays on a fresh pool of `workers`
- * (0: one per core); the pool's start-up and a small warm-up map are not
- * timed. */
-static int demo_map(const char *plugin, int workers, float **in, float **out,
-                    const size_t *lens, size_t n, demo_run_t *run)
-{
-    pool_opts_t opts;
-    pool_t *p = NULL;
-    pk_error_t err;
-    size_t nf = 0;
-    int status = PK_EXIT_FAIL;
-
-    pool_opts_init(&opts);
-    opts.workers = workers;
-    opts.plugins = &plugin;
-    opts.nplugins = 1;
-    pk_error_clear(&err);
-    if (pool_create(&p, &opts, &err) != PK_OK) {
-        pk__cli_report("demo: cannot start the pool", &err);
-        return PK_EXIT_FAIL;
-    }
-    size_t warm = n < 4 ? n : 4;
-    if (pool_map_f32_arrays(p, "examples", "normalize",
-                            (const float *const *)in, out, lens, warm, &nf,
-                            &err) != PK_OK) {
-        pk__cli_report("demo: normalize", &err);
-        goto done;
-    }
-    double t0 = pk__cli_now_s();
-    pk_err_t rc =
-        pool_map_f32_arrays(p, "examples", "normalize",
-                            (const float *const *)in, out, lens, n, &nf, &err);
-    run->seconds = pk__cli_now_s() - t0;
-    run->failed = nf;
-    if (rc != PK_OK) {
-        pk__cli_report("demo: normalize", &err);
-        goto done;
-    }
-    if (pool_stats(p, run->stats, 64, &run->nworkers) != PK_OK) {
-        fprintf(stderr, "picklepool: demo: pool_stats failed\n");
-        goto done;
-    }
-    status = PK_EXIT_OK;
-done:
-    pool_destroy(&p);
-    return status;
-}
+/* One configuration of the comparison: a pool and its timings. */
+typedef struct demo_cfg {
+    int workers; /* asked for (0: one per core) */
+    pool_t *pool;
+    size_t nworkers; /* what it got */
+    char label[24];  /* "1 worker", "2 workers" */
+    double warm_s;   /* the untimed first run (shown, not counted) */
+    double *run_s;   /* the timed runs */
+} demo_cfg_t;
 
 static int demo_verify(float **in, float **out, const size_t *lens, size_t n,
                        const char *label)
@@ -161,11 +124,117 @@ static int demo_verify(float **in, float **out, const size_t *lens, size_t n,
     return 0;
 }
 
+static int demo_start(const char *plugin, demo_cfg_t *c)
+{
+    pool_opts_t opts;
+    pool_worker_stats_t st[DEMO_MAX_WORKERS];
+    pk_error_t err;
+
+    pool_opts_init(&opts);
+    opts.workers = c->workers;
+    opts.plugins = &plugin;
+    opts.nplugins = 1;
+    pk_error_clear(&err);
+    if (pool_create(&c->pool, &opts, &err) != PK_OK) {
+        pk__cli_report("demo: cannot start the pool", &err);
+        return PK_EXIT_FAIL;
+    }
+    if (pool_stats(c->pool, st, DEMO_MAX_WORKERS, &c->nworkers) != PK_OK) {
+        fprintf(stderr, "picklepool: demo: pool_stats failed\n");
+        return PK_EXIT_FAIL;
+    }
+    snprintf(c->label, sizeof c->label, "%zu worker%s", c->nworkers,
+             c->nworkers == 1 ? "" : "s");
+    return PK_EXIT_OK;
+}
+
+/* One map of normalize over every array on c's pool, timed from the call to
+ * its return, then checked.  out is poisoned (all NaN) first, untimed, so a
+ * result left over from an earlier run cannot pass for this one's. */
+static int demo_run(demo_cfg_t *c, float **in, float **out, const size_t *lens,
+                    size_t n, double *seconds)
+{
+    pk_error_t err;
+    size_t nf = 0;
+
+    for (size_t i = 0; i < n; i++)
+        memset(out[i], 0xff, lens[i] * sizeof(float));
+    pk_error_clear(&err);
+    double t0 = pk__cli_now_s();
+    pk_err_t rc =
+        pool_map_f32_arrays(c->pool, "examples", "normalize",
+                            (const float *const *)in, out, lens, n, &nf, &err);
+    *seconds = pk__cli_now_s() - t0;
+    if (rc != PK_OK) {
+        if (nf)
+            fprintf(stderr, "picklepool: demo: %s: %zu arrays failed\n",
+                    c->label, nf);
+        pk__cli_report("demo: normalize", &err);
+        return PK_EXIT_FAIL;
+    }
+    return demo_verify(in, out, lens, n, c->label) == 0 ? PK_EXIT_OK
+                                                        : PK_EXIT_FAIL;
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+/* The median of v[0..n) (n >= 1; v is left as it was). */
+static double median(const double *v, size_t n)
+{
+    double s[100];
+
+    memcpy(s, v, n * sizeof *s);
+    qsort(s, n, sizeof *s, cmp_double);
+    return n % 2 ? s[n / 2] : (s[n / 2 - 1] + s[n / 2]) / 2;
+}
+
+static void demo_report(const demo_cfg_t *c, size_t runs, size_t n, double mb)
+{
+    pool_worker_stats_t st[DEMO_MAX_WORKERS];
+    size_t nw = 0;
+    const demo_cfg_t *one = &c[0], *all = &c[1];
+
+    if (pool_stats(all->pool, st, DEMO_MAX_WORKERS, &nw) == PK_OK) {
+        printf("\nplacement (%zu workers, compact; arrays and busy time over "
+               "all %zu runs):\n",
+               nw, runs + 1);
+        printf("  %-6s %-8s %-5s %-8s %8s %8s\n", "worker", "pid", "core",
+               "cpus", "arrays", "busy s");
+        for (size_t k = 0; k < nw && k < DEMO_MAX_WORKERS; k++)
+            printf("  %-6d %-8d %-5d %-8s %8llu %8.3f\n", st[k].slot, st[k].pid,
+                   st[k].core, st[k].cpus, (unsigned long long)st[k].items_done,
+                   st[k].busy_s);
+    }
+    printf("\n  %-10s %12s %12s   (seconds per map of all %zu arrays)\n", "run",
+           one->label, all->label, n);
+    printf("  %-10s %12.3f %12.3f   untimed: first touch of each pool's "
+           "memory\n",
+           "warm-up", one->warm_s, all->warm_s);
+    for (size_t r = 0; r < runs; r++)
+        printf("  %-10zu %12.3f %12.3f\n", r + 1, one->run_s[r], all->run_s[r]);
+    double m1 = median(one->run_s, runs), ma = median(all->run_s, runs);
+    printf("  %-10s %12.3f %12.3f\n", "median", m1, ma);
+    printf("  %-10s %12.0f %12.0f\n", "MB/s", mb / m1, mb / ma);
+    printf("  %-10s %12.0f %12.0f\n", "arrays/s", (double)n / m1,
+           (double)n / ma);
+    printf("\nspeed-up over one worker: %.2fx on %s (median of %zu timed "
+           "run%s each)\n",
+           m1 / ma, all->label, runs, runs == 1 ? "" : "s");
+    printf("check: %zu results with mean 0 and std 1, equal to an "
+           "independent normalisation, in input order, after every run: OK\n",
+           n);
+}
+
 int pk__cmd_demo(int argc, char **argv)
 {
-    long narrays = 256, mib = 1, workers = 0;
+    long narrays = 256, mib = 1, workers = 0, runs = 5;
     const char *plugin = NULL;
     char defplugin[PATH_MAX];
+    pk_error_t err;
     int status = PK_EXIT_FAIL;
 
     for (int i = 1; i < argc; i++) {
@@ -179,8 +248,11 @@ int pk__cmd_demo(int argc, char **argv)
                 return pk__cli_usage_error("demo: bad --mib '%s'", v);
         } else if ((v = pk__cli_take_opt(argc, argv, &i, "--workers",
                                          &missing))) {
-            if (pk__cli_parse_long(v, 1, 64, &workers) < 0)
+            if (pk__cli_parse_long(v, 1, DEMO_MAX_WORKERS, &workers) < 0)
                 return pk__cli_usage_error("demo: bad --workers '%s'", v);
+        } else if ((v = pk__cli_take_opt(argc, argv, &i, "--runs", &missing))) {
+            if (pk__cli_parse_long(v, 1, 99, &runs) < 0)
+                return pk__cli_usage_error("demo: bad --runs '%s'", v);
         } else if ((v = pk__cli_take_opt(argc, argv, &i, "--plugin",
                                          &missing))) {
             plugin = v;
@@ -201,12 +273,24 @@ int pk__cmd_demo(int argc, char **argv)
         }
         plugin = defplugin;
     }
+    /* The fork server is a fork of this process: start it before the arrays
+     * exist, or their pages are shared copy-on-write with it and whichever
+     * run writes them first pays a page copy per 4 KiB, which once made one
+     * worker look 5x slower than two. */
+    pk_error_clear(&err);
+    if (pool_global_init(&err) != PK_OK) {
+        pk__cli_report("demo: cannot start the fork server", &err);
+        return PK_EXIT_FAIL;
+    }
 
     size_t n = (size_t)narrays, len = (size_t)mib * (1u << 20) / sizeof(float);
+    size_t nr = (size_t)runs;
+    demo_cfg_t cfg[2] = {{.workers = 1}, {.workers = (int)workers}};
     float **in = calloc(n, sizeof *in), **out = calloc(n, sizeof *out);
     size_t *lens = calloc(n, sizeof *lens);
-    demo_run_t *one = calloc(1, sizeof *one), *all = calloc(1, sizeof *all);
-    if (!in || !out || !lens || !one || !all)
+    cfg[0].run_s = calloc(nr, sizeof(double));
+    cfg[1].run_s = calloc(nr, sizeof(double));
+    if (!in || !out || !lens || !cfg[0].run_s || !cfg[1].run_s)
         goto oom;
     for (size_t i = 0; i < n; i++) {
         in[i] = malloc(len * sizeof(float));
@@ -215,56 +299,35 @@ int pk__cmd_demo(int argc, char **argv)
             goto oom;
         lens[i] = len;
         demo_fill(in[i], len, i);
-        memset(out[i], 0, len * sizeof(float)); /* fault it in: untimed */
     }
     double mb = (double)n * (double)len * sizeof(float) / 1e6;
 
     printf("picklepool demo: examples.normalize over %zu float32 arrays of "
-           "%ld MiB (%.0f MB)\n",
-           n, mib, mb);
-    if (demo_map(plugin, 1, in, out, lens, n, one) != PK_EXIT_OK)
-        goto done;
-    if (one->failed || demo_verify(in, out, lens, n, "1 worker") < 0) {
-        if (one->failed)
-            fprintf(stderr, "picklepool: demo: %zu arrays failed\n",
-                    one->failed);
-        goto done;
-    }
-    for (size_t i = 0; i < n; i++)
-        memset(out[i], 0, len * sizeof(float));
-    if (demo_map(plugin, (int)workers, in, out, lens, n, all) != PK_EXIT_OK)
-        goto done;
-    if (all->failed || demo_verify(in, out, lens, n, "all workers") < 0) {
-        if (all->failed)
-            fprintf(stderr, "picklepool: demo: %zu arrays failed\n",
-                    all->failed);
-        goto done;
-    }
-
-    printf("\nplacement (%zu workers, compact):\n", all->nworkers);
-    printf("  %-6s %-8s %-5s %-8s %8s %8s\n", "worker", "pid", "core", "cpus",
-           "arrays", "busy s");
-    for (size_t k = 0; k < all->nworkers && k < 64; k++) {
-        const pool_worker_stats_t *w = &all->stats[k];
-        printf("  %-6d %-8d %-5d %-8s %8llu %8.3f\n", w->slot, w->pid, w->core,
-               w->cpus, (unsigned long long)w->items_done, w->busy_s);
-    }
-    printf("\n  %-12s %10s %12s %10s\n", "workers", "seconds", "MB/s",
-           "arrays/s");
-    printf("  %-12d %10.3f %12.0f %10.0f\n", 1, one->seconds, mb / one->seconds,
-           (double)n / one->seconds);
-    printf("  %-12zu %10.3f %12.0f %10.0f\n", all->nworkers, all->seconds,
-           mb / all->seconds, (double)n / all->seconds);
-    printf("\nspeed-up over one worker: %.2fx on %zu workers\n",
-           one->seconds / all->seconds, all->nworkers);
-    printf("check: %zu results with mean 0 and std 1, equal to an independent "
-           "normalisation, in input order: OK\n",
-           n);
+           "%ld MiB (%.0f MB)\n"
+           "each pool runs the map once untimed, then %zu timed runs, the "
+           "two pools in turn;\nevery run's results are checked\n",
+           n, mib, mb, nr);
+    for (int k = 0; k < 2; k++)
+        if (demo_start(plugin, &cfg[k]) != PK_EXIT_OK ||
+            demo_run(&cfg[k], in, out, lens, n, &cfg[k].warm_s) != PK_EXIT_OK)
+            goto done;
+    /* In turn, so that a neighbour's load on a shared machine falls on both
+     * columns alike. */
+    for (size_t r = 0; r < nr; r++)
+        for (int k = 0; k < 2; k++)
+            if (demo_run(&cfg[k], in, out, lens, n, &cfg[k].run_s[r]) !=
+                PK_EXIT_OK)
+                goto done;
+    demo_report(cfg, nr, n, mb);
     status = PK_EXIT_OK;
     goto done;
 oom:
     fprintf(stderr, "picklepool: demo: out of memory\n");
 done:
+    for (int k = 0; k < 2; k++) {
+        pool_destroy(&cfg[k].pool);
+        free(cfg[k].run_s);
+    }
     for (size_t i = 0; in && out && i < n; i++) {
         free(in[i]);
         free(out[i]);
@@ -272,7 +335,5 @@ done:
     free(in);
     free(out);
     free(lens);
-    free(one);
-    free(all);
     return status;
 }
