@@ -229,33 +229,40 @@ static void demo_report(const demo_cfg_t *c, size_t runs, size_t n, double mb)
            n);
 }
 
-int pk__cmd_demo(int argc, char **argv)
+/* The demo's numbers, by option. */
+typedef struct demo_args {
+    long arrays, mib, workers, runs;
+    const char *plugin; /* NULL: the default one */
+} demo_args_t;
+
+static int parse_demo_args(int argc, char **argv, demo_args_t *a)
 {
-    long narrays = 256, mib = 1, workers = 0, runs = 5;
-    const char *plugin = NULL;
-    char defplugin[PATH_MAX];
-    pk_error_t err;
-    int status = PK_EXIT_FAIL;
+    const struct {
+        const char *name;
+        long lo, hi;
+        long *dest;
+    } nums[] = {
+        {"--arrays", 1, 1 << 20, &a->arrays},
+        {"--mib", 1, 1024, &a->mib},
+        {"--workers", 1, DEMO_MAX_WORKERS, &a->workers},
+        {"--runs", 1, 99, &a->runs},
+    };
 
     for (int i = 1; i < argc; i++) {
-        const char *v;
+        const char *v = NULL;
         int missing = 0;
-        if ((v = pk__cli_take_opt(argc, argv, &i, "--arrays", &missing))) {
-            if (pk__cli_parse_long(v, 1, 1 << 20, &narrays) < 0)
-                return pk__cli_usage_error("demo: bad --arrays '%s'", v);
-        } else if ((v = pk__cli_take_opt(argc, argv, &i, "--mib", &missing))) {
-            if (pk__cli_parse_long(v, 1, 1024, &mib) < 0)
-                return pk__cli_usage_error("demo: bad --mib '%s'", v);
-        } else if ((v = pk__cli_take_opt(argc, argv, &i, "--workers",
-                                         &missing))) {
-            if (pk__cli_parse_long(v, 1, DEMO_MAX_WORKERS, &workers) < 0)
-                return pk__cli_usage_error("demo: bad --workers '%s'", v);
-        } else if ((v = pk__cli_take_opt(argc, argv, &i, "--runs", &missing))) {
-            if (pk__cli_parse_long(v, 1, 99, &runs) < 0)
-                return pk__cli_usage_error("demo: bad --runs '%s'", v);
-        } else if ((v = pk__cli_take_opt(argc, argv, &i, "--plugin",
-                                         &missing))) {
-            plugin = v;
+        size_t k;
+        for (k = 0; k < sizeof nums / sizeof nums[0] && v == NULL; k++)
+            v = pk__cli_take_opt(argc, argv, &i, nums[k].name, &missing);
+        if (v != NULL) {
+            k--;
+            if (pk__cli_parse_long(v, nums[k].lo, nums[k].hi, nums[k].dest) < 0)
+                return pk__cli_usage_error(
+                    "demo: %s wants a number from %ld to %ld, not '%s'",
+                    nums[k].name, nums[k].lo, nums[k].hi, v);
+        } else if (!missing && (v = pk__cli_take_opt(argc, argv, &i, "--plugin",
+                                                     &missing))) {
+            a->plugin = v;
         } else if (missing) {
             return pk__cli_usage_error("demo: %s needs a value", argv[i]);
         } else {
@@ -263,6 +270,21 @@ int pk__cmd_demo(int argc, char **argv)
                                        argv[i]);
         }
     }
+    return PK_EXIT_OK;
+}
+
+int pk__cmd_demo(int argc, char **argv)
+{
+    demo_args_t a = {.arrays = 256, .mib = 1, .workers = 0, .runs = 5};
+    const char *plugin;
+    char defplugin[PATH_MAX];
+    pk_error_t err;
+    int status = parse_demo_args(argc, argv, &a);
+
+    if (status != PK_EXIT_OK)
+        return status;
+    status = PK_EXIT_FAIL;
+    plugin = a.plugin;
     if (plugin == NULL) {
         if (!pk__cli_default_plugin("examples", defplugin, sizeof defplugin)) {
             fprintf(stderr,
@@ -283,9 +305,9 @@ int pk__cmd_demo(int argc, char **argv)
         return PK_EXIT_FAIL;
     }
 
-    size_t n = (size_t)narrays, len = (size_t)mib * (1u << 20) / sizeof(float);
-    size_t nr = (size_t)runs;
-    demo_cfg_t cfg[2] = {{.workers = 1}, {.workers = (int)workers}};
+    size_t n = (size_t)a.arrays, nr = (size_t)a.runs;
+    size_t len = (size_t)a.mib * (1u << 20) / sizeof(float);
+    demo_cfg_t cfg[2] = {{.workers = 1}, {.workers = (int)a.workers}};
     float **in = calloc(n, sizeof *in), **out = calloc(n, sizeof *out);
     size_t *lens = calloc(n, sizeof *lens);
     cfg[0].run_s = calloc(nr, sizeof(double));
@@ -306,7 +328,7 @@ int pk__cmd_demo(int argc, char **argv)
            "%ld MiB (%.0f MB)\n"
            "each pool runs the map once untimed, then %zu timed runs, the "
            "two pools in turn;\nevery run's results are checked\n",
-           n, mib, mb, nr);
+           n, a.mib, mb, nr);
     for (int k = 0; k < 2; k++)
         if (demo_start(plugin, &cfg[k]) != PK_EXIT_OK ||
             demo_run(&cfg[k], in, out, lens, n, &cfg[k].warm_s) != PK_EXIT_OK)
