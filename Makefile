@@ -43,6 +43,7 @@ ALL_LDFLAGS := $(LDFLAGS) $(SANFLAGS) -pthread
 LAYERS      := core codec ipc proc pool
 RUNTIME_SRC := $(foreach l,$(LAYERS),$(wildcard runtime/$(l)/*.c))
 CLI_SRC     := $(wildcard cli/*.c)
+WORKER_SRC  := $(wildcard workers/*.c)
 PLUGIN_SRC  := $(wildcard plugins/*.c)
 TEST_SRC    := $(wildcard tests/test_*.c)
 TESTLIB_SRC := $(wildcard tests/lib/*.c)
@@ -51,6 +52,7 @@ FUZZ_SRC    := $(wildcard tests/fuzz/fuzz_*.c)
 
 LIB_OBJ    := $(RUNTIME_SRC:%.c=$(BUILD)/obj/%.o)
 CLI_OBJ    := $(CLI_SRC:%.c=$(BUILD)/obj/%.o)
+WORKER_OBJ := $(WORKER_SRC:%.c=$(BUILD)/obj/%.o)
 TESTLIB_OBJ := $(TESTLIB_SRC:%.c=$(BUILD)/obj/%.o)
 LIB_A      := $(BUILD)/libpicklepool.a
 LIB_SO     := $(BUILD)/libpicklepool.so
@@ -58,13 +60,20 @@ LIB_SO     := $(BUILD)/libpicklepool.so
 # which are built without linking libpicklepool, resolve its symbols there.
 WHOLE_LIB  := -Wl,--whole-archive $(LIB_A) -Wl,--no-whole-archive
 CLI        := $(BUILD)/picklepool
+# The standalone worker links the layers below pool and nothing else, whole
+# and exported like the library above: a reference from it (or from those
+# layers) to the pool layer fails its link.
+WORKER_LIB := $(BUILD)/obj/libpicklepool-nopool.a
+WORKER_LAYERS := core codec ipc proc
+WORKER_LIB_OBJ := $(foreach l,$(WORKER_LAYERS),$(filter $(BUILD)/obj/runtime/$(l)/%,$(LIB_OBJ)))
+WORKER     := $(BUILD)/picklepool-worker
 PLUGINS    := $(PLUGIN_SRC:plugins/%.c=$(BUILD)/plugins/%.so)
 TESTS      := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
 BENCHES    := $(BENCH_SRC:bench/%.c=$(BUILD)/bench/%)
 REPLAYS    := $(FUZZ_SRC:tests/fuzz/%.c=$(BUILD)/tests/%_replay)
 
 .PHONY: all deps test test-c test-py demo fuzz install clean format
-all: $(LIB_A) $(LIB_SO) $(CLI) $(PLUGINS) $(TESTS) $(BENCHES) $(REPLAYS)
+all: $(LIB_A) $(LIB_SO) $(CLI) $(WORKER) $(PLUGINS) $(TESTS) $(BENCHES) $(REPLAYS)
 
 deps:
 	@sh scripts/deps.sh
@@ -83,6 +92,14 @@ $(LIB_SO): $(LIB_OBJ)
 $(CLI): $(CLI_OBJ) $(LIB_A)
 	$(CC) $(ALL_LDFLAGS) -rdynamic -o $@ $(CLI_OBJ) $(WHOLE_LIB) $(LDLIBS_LIB) -lz -lbz2 -llzma
 
+$(WORKER_LIB): $(WORKER_LIB_OBJ)
+	@rm -f $@
+	ar rcs $@ $^
+
+$(WORKER): $(WORKER_OBJ) $(WORKER_LIB)
+	$(CC) $(ALL_LDFLAGS) -rdynamic -o $@ $(WORKER_OBJ) \
+	    -Wl,--whole-archive $(WORKER_LIB) -Wl,--no-whole-archive $(LDLIBS_LIB)
+
 $(BUILD)/plugins/%.so: plugins/%.c $(LIB_A)
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) -shared $(ALL_LDFLAGS) -o $@ $<
@@ -92,6 +109,9 @@ $(BUILD)/tests/%: tests/%.c $(TESTLIB_OBJ) $(LIB_A) $(CLI_OBJ)
 	$(CC) $(ALL_CFLAGS) -I. -Itests $(ALL_LDFLAGS) -rdynamic -o $@ $< $(TESTLIB_OBJ) \
 	    $(filter-out $(BUILD)/obj/cli/main.o,$(CLI_OBJ)) $(WHOLE_LIB) \
 	    $(LDLIBS_LIB) -lcmocka -lz -lbz2 -llzma
+
+# test_worker_exe runs the worker binary with the examples plugin.
+$(BUILD)/tests/test_worker_exe: $(WORKER) $(PLUGINS)
 
 $(BUILD)/tests/%_replay: tests/fuzz/%.c tests/fuzz/replay_main.c $(LIB_A)
 	@mkdir -p $(dir $@)
@@ -152,7 +172,7 @@ fuzz:
 	done
 	@echo "fuzzers in build/fuzz; run e.g. build/fuzz/fuzz_unpickle tests/fuzz/corpus/unpickle"
 
-install: $(LIB_A) $(LIB_SO) $(CLI) $(PLUGINS)
+install: $(LIB_A) $(LIB_SO) $(CLI) $(WORKER) $(PLUGINS)
 	install -d $(DESTDIR)$(PREFIX)/lib/pkgconfig $(DESTDIR)$(PREFIX)/include/picklepool \
 	    $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib/picklepool/plugins
 	install -m 644 $(LIB_A) $(DESTDIR)$(PREFIX)/lib/
@@ -161,14 +181,14 @@ install: $(LIB_A) $(LIB_SO) $(CLI) $(PLUGINS)
 	ln -sf libpicklepool.so.0 $(DESTDIR)$(PREFIX)/lib/libpicklepool.so
 	install -m 644 include/picklepool.h $(DESTDIR)$(PREFIX)/include/
 	install -m 644 include/picklepool/*.h $(DESTDIR)$(PREFIX)/include/picklepool/
-	install -m 755 $(CLI) $(DESTDIR)$(PREFIX)/bin/
+	install -m 755 $(CLI) $(WORKER) $(DESTDIR)$(PREFIX)/bin/
 	for p in $(PLUGINS); do install -m 755 $$p $(DESTDIR)$(PREFIX)/lib/picklepool/plugins/; done
 	sed -e 's|@PREFIX@|$(PREFIX)|g' -e 's|@VERSION@|$(VERSION)|g' picklepool.pc.in \
 	    > $(DESTDIR)$(PREFIX)/lib/pkgconfig/picklepool.pc
 
 format:
 	clang-format -i include/*.h include/picklepool/*.h runtime/*/*.[ch] cli/*.[ch] \
-	    plugins/*.c tests/*.c bench/*.c
+	    workers/*.c plugins/*.c tests/*.c bench/*.c
 
 clean:
 	rm -rf build

@@ -12,7 +12,9 @@
  *
  * cli_io.c is the file layer shared by the subcommands: whole-file reads that
  * undo gzip / bzip2 / xz compression found by magic bytes, atomic writes that
- * compress by file-name suffix, and the one-line error reporter.
+ * compress by file-name suffix, and the one-line error reporter.  cmd_map.c
+ * also holds the option parsing, clock and default-plugin helpers that
+ * `map` and `demo` share (declared below).
  *
  * Nothing here is thread-safe or meant for the library: it is the CLI's.
  */
@@ -36,7 +38,7 @@ int pk__cmd_recode(int argc, char **argv);  /* cmd_codec.c */
 int pk__cmd_inspect(int argc, char **argv); /* cmd_codec.c */
 int pk__cmd_topo(int argc, char **argv);    /* cmd_topo.c */
 int pk__cmd_map(int argc, char **argv);     /* cmd_map.c */
-int pk__cmd_demo(int argc, char **argv);    /* cmd_map.c */
+int pk__cmd_demo(int argc, char **argv);    /* cmd_demo.c */
 
 /* ---- reporting -------------------------------------------------------- */
 
@@ -48,6 +50,27 @@ void pk__cli_report(const char *what, const pk_error_t *err);
  * PK_EXIT_USAGE, for argument errors: `return pk__cli_usage_error(...)`. */
 int pk__cli_usage_error(const char *fmt, ...)
     __attribute__((format(printf, 1, 2)));
+
+/* ---- options, clock, default plugin (cmd_map.c) ---------------------- */
+
+/* Value of option `name` at argv[*i] as "--name value" or "--name=value"
+ * (advancing *i past a separate value); NULL when argv[*i] is another
+ * option.  A missing value sets *missing. */
+const char *pk__cli_take_opt(int argc, char **argv, int *i, const char *name,
+                             int *missing);
+
+/* Parses a whole decimal number in [lo, hi] into *out.  Returns 0, or -1
+ * (out untouched) for anything else. */
+int pk__cli_parse_long(const char *s, long lo, long hi, long *out);
+
+/* CLOCK_MONOTONIC in seconds. */
+double pk__cli_now_s(void);
+
+/* The default plugin for `module`: <directory of this executable>/plugins/
+ * <module>.so when it exists and is readable.  Returns 1 and fills buf, or
+ * 0 (buf then holds the path looked for, unless `module` has a slash or
+ * the path is too long). */
+int pk__cli_default_plugin(const char *module, char *buf, size_t size);
 
 /* ---- compressed file I/O (cli_io.c) ------------------------------------ */
 

@@ -45,11 +45,13 @@ static const struct command {
      "results in input order,\n      a failed item as a builtins exception "
      "instance in its place (exit status 3).\n      Without --plugin, "
      "<dir of picklepool>/plugins/MODULE.so is loaded if it exists"},
-    {"demo", pk__cmd_demo, "[--arrays N] [--mib M] [--workers N] [--plugin PATH]",
+    {"demo", pk__cmd_demo,
+     "[--arrays N] [--mib M] [--workers N] [--runs R] [--plugin PATH]",
      "the main job: normalise synthetic float32 arrays with a native kernel "
-     "on\n      pinned workers, 1 worker then all cores; prints placement, "
-     "throughput,\n      speed-up and a correctness check (exit 0 only when "
-     "correct)"},
+     "on\n      pinned workers, 1 worker against all cores (default 5 timed "
+     "runs each\n      after an untimed warm-up); prints placement, every "
+     "run, the medians,\n      the speed-up and a correctness check (exit 0 "
+     "only when correct)"},
     {"version", cmd_version, "", "print the version"},
 };
 
