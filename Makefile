@@ -50,6 +50,10 @@ BENCH_SRC   := $(wildcard bench/*.c)
 FUZZ_SRC    := $(wildcard tests/fuzz/fuzz_*.c)
 
 LIB_OBJ    := $(RUNTIME_SRC:%.c=$(BUILD)/obj/%.o)
+# The library exports only the functions its public headers mark PK_API
+# (include/picklepool/export.h); every other symbol of it is hidden, in the
+# .so and in executables that export the .a with -rdynamic alike.
+$(LIB_OBJ): ALL_CFLAGS += -fvisibility=hidden
 CLI_OBJ    := $(CLI_SRC:%.c=$(BUILD)/obj/%.o)
 TESTLIB_OBJ := $(TESTLIB_SRC:%.c=$(BUILD)/obj/%.o)
 LIB_A      := $(BUILD)/libpicklepool.a
