@@ -18,7 +18,19 @@
 PREFIX   ?= /usr/local
 PYTHON   ?= /usr/bin/python3
 SANITIZER ?=
-VERSION  := 0.1.0
+
+# The version is written once, in include/picklepool/version.h; the soname
+# follows its major number (the ABI), the installed file names all of it.
+VERSION_H := include/picklepool/version.h
+version_part = $(shell awk '/^.define/ && $$2 == "PK_VERSION_$(1)" { print $$3 }' $(VERSION_H))
+VERSION_MAJOR := $(call version_part,MAJOR)
+VERSION_MINOR := $(call version_part,MINOR)
+VERSION_PATCH := $(call version_part,PATCH)
+VERSION  := $(VERSION_MAJOR).$(VERSION_MINOR).$(VERSION_PATCH)
+ifneq ($(shell echo '$(VERSION)' | grep -Ex '[0-9]+\.[0-9]+\.[0-9]+'),$(VERSION))
+$(error cannot read PK_VERSION_MAJOR/MINOR/PATCH from $(VERSION_H): got "$(VERSION)")
+endif
+SONAME   := libpicklepool.so.$(VERSION_MAJOR)
 
 ifeq ($(SANITIZER),)
 BUILD    ?= build
@@ -36,7 +48,7 @@ PKG_LIBS   := $(shell pkg-config --libs libzmq hwloc 2>/dev/null)
 WARN    := -Wall -Wextra -Werror -Wshadow -Wno-unused-parameter
 CFLAGS  ?= $(OPT) -g
 ALL_CFLAGS := -std=gnu11 $(CFLAGS) $(WARN) $(SANFLAGS) -fPIC -pthread \
-              -Iinclude -Iruntime $(PKG_CFLAGS) -DPK_VERSION=\"$(VERSION)\"
+              -Iinclude -Iruntime $(PKG_CFLAGS)
 LDLIBS_LIB := $(PKG_LIBS) -ldl -lm -pthread
 ALL_LDFLAGS := $(LDFLAGS) $(SANFLAGS) -pthread
 
@@ -50,10 +62,6 @@ BENCH_SRC   := $(wildcard bench/*.c)
 FUZZ_SRC    := $(wildcard tests/fuzz/fuzz_*.c)
 
 LIB_OBJ    := $(RUNTIME_SRC:%.c=$(BUILD)/obj/%.o)
-# The library exports only the functions its public headers mark PK_API
-# (include/picklepool/export.h); every other symbol of it is hidden, in the
-# .so and in executables that export the .a with -rdynamic alike.
-$(LIB_OBJ): ALL_CFLAGS += -fvisibility=hidden
 CLI_OBJ    := $(CLI_SRC:%.c=$(BUILD)/obj/%.o)
 TESTLIB_OBJ := $(TESTLIB_SRC:%.c=$(BUILD)/obj/%.o)
 LIB_A      := $(BUILD)/libpicklepool.a
@@ -73,6 +81,14 @@ all: $(LIB_A) $(LIB_SO) $(CLI) $(PLUGINS) $(TESTS) $(BENCHES) $(REPLAYS)
 deps:
 	@sh scripts/deps.sh
 
+# The library exports only the functions its public headers mark PK_API
+# (include/picklepool/export.h); every other symbol of it is hidden, in the
+# .so and in executables that export the .a with -rdynamic alike.
+$(LIB_OBJ): ALL_CFLAGS += -fvisibility=hidden
+# `picklepool version` prints PK_VERSION, given from version.h.
+$(CLI_OBJ): ALL_CFLAGS += -DPK_VERSION=\"$(VERSION)\"
+$(CLI_OBJ): $(VERSION_H)
+
 $(BUILD)/obj/%.o: %.c
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) -MMD -MP -c $< -o $@
@@ -81,8 +97,10 @@ $(LIB_A): $(LIB_OBJ)
 	@rm -f $@
 	ar rcs $@ $^
 
+# Beside it the soname link that programs linked with -lpicklepool load.
 $(LIB_SO): $(LIB_OBJ)
-	$(CC) -shared -Wl,-soname,libpicklepool.so.0 $(ALL_LDFLAGS) -o $@ $^ $(LDLIBS_LIB)
+	$(CC) -shared -Wl,-soname,$(SONAME) $(ALL_LDFLAGS) -o $@ $^ $(LDLIBS_LIB)
+	ln -sf $(notdir $@) $(dir $@)$(SONAME)
 
 $(CLI): $(CLI_OBJ) $(LIB_A)
 	$(CC) $(ALL_LDFLAGS) -rdynamic -o $@ $(CLI_OBJ) $(WHOLE_LIB) $(LDLIBS_LIB) -lz -lbz2 -llzma
@@ -161,8 +179,8 @@ install: $(LIB_A) $(LIB_SO) $(CLI) $(PLUGINS)
 	    $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib/picklepool/plugins
 	install -m 644 $(LIB_A) $(DESTDIR)$(PREFIX)/lib/
 	install -m 755 $(LIB_SO) $(DESTDIR)$(PREFIX)/lib/libpicklepool.so.$(VERSION)
-	ln -sf libpicklepool.so.$(VERSION) $(DESTDIR)$(PREFIX)/lib/libpicklepool.so.0
-	ln -sf libpicklepool.so.0 $(DESTDIR)$(PREFIX)/lib/libpicklepool.so
+	ln -sf libpicklepool.so.$(VERSION) $(DESTDIR)$(PREFIX)/lib/$(SONAME)
+	ln -sf $(SONAME) $(DESTDIR)$(PREFIX)/lib/libpicklepool.so
 	install -m 644 include/picklepool.h $(DESTDIR)$(PREFIX)/include/
 	install -m 644 include/picklepool/*.h $(DESTDIR)$(PREFIX)/include/picklepool/
 	install -m 755 $(CLI) $(DESTDIR)$(PREFIX)/bin/
