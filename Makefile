@@ -83,8 +83,10 @@ deps:
 
 # The library exports only the functions its public headers mark PK_API
 # (include/picklepool/export.h); every other symbol of it is hidden, in the
-# .so and in executables that export the .a with -rdynamic alike.
-$(LIB_OBJ): ALL_CFLAGS += -fvisibility=hidden
+# .so and in executables that export the .a with -rdynamic alike.  The CLI's
+# pk__ functions, which those executables link too, are hidden the same way,
+# so plugins see the public API and nothing else.
+$(LIB_OBJ) $(CLI_OBJ): ALL_CFLAGS += -fvisibility=hidden
 # `picklepool version` prints PK_VERSION, given from version.h.
 $(CLI_OBJ): ALL_CFLAGS += -DPK_VERSION=\"$(VERSION)\"
 $(CLI_OBJ): $(VERSION_H)
