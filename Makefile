@@ -17,6 +17,7 @@
 
 PREFIX   ?= /usr/local
 PYTHON   ?= /usr/bin/python3
+NM       ?= nm
 SANITIZER ?=
 
 # The version is written once, in include/picklepool/version.h; the soname
@@ -75,7 +76,7 @@ TESTS      := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
 BENCHES    := $(BENCH_SRC:bench/%.c=$(BUILD)/bench/%)
 REPLAYS    := $(FUZZ_SRC:tests/fuzz/%.c=$(BUILD)/tests/%_replay)
 
-.PHONY: all deps test test-c test-py demo fuzz install clean format
+.PHONY: all deps test test-c test-py check-exports demo fuzz install clean format
 all: $(LIB_A) $(LIB_SO) $(CLI) $(PLUGINS) $(TESTS) $(BENCHES) $(REPLAYS)
 
 deps:
@@ -133,9 +134,16 @@ test: deps
 	    $(MAKE) --no-print-directory test-py; p=$$?; \
 	    [ $$c = 0 ] && [ $$p = 0 ]
 
+# The library, the plugins and every executable that loads plugins export
+# exactly the public API (scripts/check_exports.py says what it checks).
+check-exports: $(LIB_SO) $(PLUGINS) $(CLI) $(TESTS) $(BENCHES)
+	@$(PYTHON) scripts/check_exports.py --cc '$(CC)' --nm '$(NM)' --lib $(LIB_SO) \
+	    --plugins $(PLUGINS) \
+	    --hosts $(CLI) $(TESTS) $(BENCHES)
+
 # Each C test program (and each fuzz corpus replay) counts as one test in the
 # closing line; the programs print their own cmocka detail above it.
-test-c: all
+test-c: all check-exports
 	@$(PYTHON) scripts/check_layers.py
 	@pass=0; fail=0; failed=""; for t in $(TESTS); do \
 	    echo "== $$t"; \
