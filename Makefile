@@ -17,8 +17,21 @@
 
 PREFIX   ?= /usr/local
 PYTHON   ?= /usr/bin/python3
+NM       ?= nm
 SANITIZER ?=
-VERSION  := 0.1.0
+
+# The version is written once, in include/picklepool/version.h; the soname
+# follows its major number (the ABI), the installed file names all of it.
+VERSION_H := include/picklepool/version.h
+version_part = $(shell awk '/^.define/ && $$2 == "PK_VERSION_$(1)" { print $$3 }' $(VERSION_H))
+VERSION_MAJOR := $(call version_part,MAJOR)
+VERSION_MINOR := $(call version_part,MINOR)
+VERSION_PATCH := $(call version_part,PATCH)
+VERSION  := $(VERSION_MAJOR).$(VERSION_MINOR).$(VERSION_PATCH)
+ifneq ($(shell echo '$(VERSION)' | grep -Ex '[0-9]+\.[0-9]+\.[0-9]+'),$(VERSION))
+$(error cannot read PK_VERSION_MAJOR/MINOR/PATCH from $(VERSION_H): got "$(VERSION)")
+endif
+SONAME   := libpicklepool.so.$(VERSION_MAJOR)
 
 ifeq ($(SANITIZER),)
 BUILD    ?= build
@@ -36,7 +49,7 @@ PKG_LIBS   := $(shell pkg-config --libs libzmq hwloc 2>/dev/null)
 WARN    := -Wall -Wextra -Werror -Wshadow -Wno-unused-parameter
 CFLAGS  ?= $(OPT) -g
 ALL_CFLAGS := -std=gnu11 $(CFLAGS) $(WARN) $(SANFLAGS) -fPIC -pthread \
-              -Iinclude -Iruntime $(PKG_CFLAGS) -DPK_VERSION=\"$(VERSION)\"
+              -Iinclude -Iruntime $(PKG_CFLAGS)
 LDLIBS_LIB := $(PKG_LIBS) -ldl -lm -pthread
 ALL_LDFLAGS := $(LDFLAGS) $(SANFLAGS) -pthread
 
@@ -69,14 +82,27 @@ WORKER_LIB_OBJ := $(foreach l,$(WORKER_LAYERS),$(filter $(BUILD)/obj/runtime/$(l
 WORKER     := $(BUILD)/picklepool-worker
 PLUGINS    := $(PLUGIN_SRC:plugins/%.c=$(BUILD)/plugins/%.so)
 TESTS      := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
+# Tests linked with -lpicklepool instead of the archive: they check the .so as
+# programs using it see it (soname, exports, plugins).
+SHARED_TESTS := $(BUILD)/tests/test_version
 BENCHES    := $(BENCH_SRC:bench/%.c=$(BUILD)/bench/%)
 REPLAYS    := $(FUZZ_SRC:tests/fuzz/%.c=$(BUILD)/tests/%_replay)
 
-.PHONY: all deps test test-c test-py demo fuzz install clean format
+.PHONY: all deps test test-c test-py check-exports demo fuzz install clean format
 all: $(LIB_A) $(LIB_SO) $(CLI) $(WORKER) $(PLUGINS) $(TESTS) $(BENCHES) $(REPLAYS)
 
 deps:
 	@sh scripts/deps.sh
+
+# The library exports only the functions its public headers mark PK_API
+# (include/picklepool/export.h); every other symbol of it is hidden, in the
+# .so and in executables that export the .a with -rdynamic alike.  The CLI's
+# pk__ functions, which those executables link too, are hidden the same way,
+# so plugins see the public API and nothing else.
+$(LIB_OBJ) $(CLI_OBJ): ALL_CFLAGS += -fvisibility=hidden
+# `picklepool version` prints PK_VERSION, given from version.h.
+$(CLI_OBJ): ALL_CFLAGS += -DPK_VERSION=\"$(VERSION)\"
+$(CLI_OBJ): $(VERSION_H)
 
 $(BUILD)/obj/%.o: %.c
 	@mkdir -p $(dir $@)
@@ -86,8 +112,10 @@ $(LIB_A): $(LIB_OBJ)
 	@rm -f $@
 	ar rcs $@ $^
 
+# Beside it the soname link that programs linked with -lpicklepool load.
 $(LIB_SO): $(LIB_OBJ)
-	$(CC) -shared -Wl,-soname,libpicklepool.so.0 $(ALL_LDFLAGS) -o $@ $^ $(LDLIBS_LIB)
+	$(CC) -shared -Wl,-soname,$(SONAME) $(ALL_LDFLAGS) -o $@ $^ $(LDLIBS_LIB)
+	ln -sf $(notdir $@) $(dir $@)$(SONAME)
 
 $(CLI): $(CLI_OBJ) $(LIB_A)
 	$(CC) $(ALL_LDFLAGS) -rdynamic -o $@ $(CLI_OBJ) $(WHOLE_LIB) $(LDLIBS_LIB) -lz -lbz2 -llzma
@@ -113,6 +141,11 @@ $(BUILD)/tests/%: tests/%.c $(TESTLIB_OBJ) $(LIB_A) $(CLI_OBJ)
 # test_worker_exe runs the worker binary with the examples plugin.
 $(BUILD)/tests/test_worker_exe: $(WORKER) $(PLUGINS)
 
+$(SHARED_TESTS): $(BUILD)/tests/%: tests/%.c $(LIB_SO)
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) $(ALL_LDFLAGS) -o $@ $< -L$(BUILD) -lpicklepool \
+	    -Wl,-rpath,'$$ORIGIN/..' -lcmocka -ldl
+
 $(BUILD)/tests/%_replay: tests/fuzz/%.c tests/fuzz/replay_main.c $(LIB_A)
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) $(ALL_LDFLAGS) -o $@ $< tests/fuzz/replay_main.c $(LIB_A) $(LDLIBS_LIB)
@@ -129,9 +162,16 @@ test: deps
 	    $(MAKE) --no-print-directory test-py; p=$$?; \
 	    [ $$c = 0 ] && [ $$p = 0 ]
 
+# The library, the plugins and every executable that loads plugins export
+# exactly the public API (scripts/check_exports.py says what it checks).
+check-exports: $(LIB_SO) $(PLUGINS) $(CLI) $(TESTS) $(BENCHES)
+	@$(PYTHON) scripts/check_exports.py --cc '$(CC)' --nm '$(NM)' --lib $(LIB_SO) \
+	    --plugins $(PLUGINS) \
+	    --hosts $(CLI) $(filter-out $(SHARED_TESTS),$(TESTS)) $(BENCHES)
+
 # Each C test program (and each fuzz corpus replay) counts as one test in the
 # closing line; the programs print their own cmocka detail above it.
-test-c: all
+test-c: all check-exports
 	@$(PYTHON) scripts/check_layers.py
 	@pass=0; fail=0; failed=""; for t in $(TESTS); do \
 	    echo "== $$t"; \
@@ -177,8 +217,8 @@ install: $(LIB_A) $(LIB_SO) $(CLI) $(WORKER) $(PLUGINS)
 	    $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib/picklepool/plugins
 	install -m 644 $(LIB_A) $(DESTDIR)$(PREFIX)/lib/
 	install -m 755 $(LIB_SO) $(DESTDIR)$(PREFIX)/lib/libpicklepool.so.$(VERSION)
-	ln -sf libpicklepool.so.$(VERSION) $(DESTDIR)$(PREFIX)/lib/libpicklepool.so.0
-	ln -sf libpicklepool.so.0 $(DESTDIR)$(PREFIX)/lib/libpicklepool.so
+	ln -sf libpicklepool.so.$(VERSION) $(DESTDIR)$(PREFIX)/lib/$(SONAME)
+	ln -sf $(SONAME) $(DESTDIR)$(PREFIX)/lib/libpicklepool.so
 	install -m 644 include/picklepool.h $(DESTDIR)$(PREFIX)/include/
 	install -m 644 include/picklepool/*.h $(DESTDIR)$(PREFIX)/include/picklepool/
 	install -m 755 $(CLI) $(WORKER) $(DESTDIR)$(PREFIX)/bin/

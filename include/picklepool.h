@@ -4,7 +4,10 @@
  * picklepool is a multiprocessing worker-pool runtime: a master pickles tasks,
  * sends them over ZeroMQ to forked workers pinned to cores with hwloc, and
  * gathers the results in input order.  Modules:
+ *   picklepool/version.h   the version of the headers and of the library
+ *   picklepool/export.h    PK_API, the mark of an exported function
  *   picklepool/error.h     the error enum and detail struct
+ *   picklepool/alloc.h     the allocator hook
  *   picklepool/value.h     the C value model (documents, values)
  *   picklepool/pickle.h    the safe CPython-compatible pickle codec
  *   picklepool/registry.h  native functions callable by workers, plugins
@@ -14,7 +17,9 @@
 #ifndef PICKLEPOOL_H
 #define PICKLEPOOL_H
 
+#include "picklepool/version.h"
 #include "picklepool/error.h"
+#include "picklepool/alloc.h"
 #include "picklepool/value.h"
 #include "picklepool/pickle.h"
 #include "picklepool/registry.h"

@@ -28,6 +28,7 @@ RANK = {name: i for i, name in enumerate(LAYERS)}
 # Public headers: the layer that implements each one.
 PUBLIC = {
     "picklepool/error.h": "core",
+    "picklepool/export.h": "core",
     "picklepool/version.h": "core",
     "picklepool/alloc.h": "core",
     "picklepool/value.h": "codec",

@@ -12,6 +12,8 @@
 
 #include <stddef.h>
 
+#include "export.h"
+
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -25,7 +27,7 @@ typedef struct pk_allocator {
 /* Replaces the allocator used by every picklepool allocation (NULL restores
  * malloc/realloc/free).  Not thread-safe: call it while no other picklepool
  * call is running, and free what was allocated with the old allocator first. */
-void pk_set_allocator(const pk_allocator_t *a);
+PK_API void pk_set_allocator(const pk_allocator_t *a);
 
 #ifdef __cplusplus
 }

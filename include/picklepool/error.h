@@ -15,6 +15,8 @@
 
 #include <stddef.h>
 
+#include "export.h"
+
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -62,18 +64,19 @@ typedef struct pk_error {
 
 /* Returns the static default message for `code` ("unknown error" for codes
  * outside the enum).  Never NULL; the string is static. */
-const char *pk_strerror(pk_err_t code);
+PK_API const char *pk_strerror(pk_err_t code);
 
 /* Returns the symbolic name of `code` without the PK_ prefix, e.g. "ETIMEDOUT".
  * Static string; "EUNKNOWN" for codes outside the enum. */
-const char *pk_errname(pk_err_t code);
+PK_API const char *pk_errname(pk_err_t code);
 
 /* Resets `err` to PK_OK, offset -1, opcode -1, empty message.  NULL is a no-op. */
-void pk_error_clear(pk_error_t *err);
+PK_API void pk_error_clear(pk_error_t *err);
 
 /* Formats `err` as one line into `buf` (always NUL-terminated when size > 0):
  * "malformed pickle at offset 12 (opcode 'K'): <msg>".  Returns `buf`. */
-const char *pk_error_format(const pk_error_t *err, char *buf, size_t size);
+PK_API const char *pk_error_format(const pk_error_t *err, char *buf,
+                                   size_t size);
 
 #ifdef __cplusplus
 }

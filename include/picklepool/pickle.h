@@ -29,6 +29,7 @@
 #include <stdio.h>
 
 #include "error.h"
+#include "export.h"
 #include "value.h"
 
 #ifdef __cplusplus
@@ -74,7 +75,7 @@ typedef struct pk_load_opts {
 } pk_load_opts_t;
 
 /* Fills *opts with the defaults above. */
-void pk_load_opts_init(pk_load_opts_t *opts);
+PK_API void pk_load_opts_init(pk_load_opts_t *opts);
 
 /* Decodes one pickle from data[0..len).  Values are allocated in `doc` and
  * *out receives the root (doc-owned).  `consumed`, if non-NULL, receives the
@@ -86,9 +87,9 @@ void pk_load_opts_init(pk_load_opts_t *opts);
  * the doc may hold unreachable garbage (freed with the doc).  Every buffer in
  * opts->buffers must be used exactly once by the pickle's NEXT_BUFFER opcodes;
  * a missing one is an error, unused ones are not. */
-pk_err_t pk_loads(pk_doc_t *doc, const void *data, size_t len,
-                  const pk_load_opts_t *opts, pk_value_t **out,
-                  size_t *consumed, pk_error_t *err);
+PK_API pk_err_t pk_loads(pk_doc_t *doc, const void *data, size_t len,
+                         const pk_load_opts_t *opts, pk_value_t **out,
+                         size_t *consumed, pk_error_t *err);
 
 /* A growable byte buffer for encoder output.  Zero-initialise it
  * (pk_buf_t b = {0};) before first use; free with pk_buf_free. */
@@ -99,7 +100,7 @@ typedef struct pk_buf {
 } pk_buf_t;
 
 /* Frees b->data and zeroes *b.  NULL is a no-op. */
-void pk_buf_free(pk_buf_t *b);
+PK_API void pk_buf_free(pk_buf_t *b);
 
 /* Called by the encoder at protocol 5 for each buffer it may send out of band
  * (ndarray data, PK_PICKLEBUFFER).  Return 1 to take it out of band (the
@@ -117,7 +118,7 @@ typedef struct pk_dump_opts {
 } pk_dump_opts_t;
 
 /* Fills *opts with the defaults (protocol 5, everything in band). */
-void pk_dump_opts_init(pk_dump_opts_t *opts);
+PK_API void pk_dump_opts_init(pk_dump_opts_t *opts);
 
 /* Encodes v and appends the pickle to *out (which the caller owns and frees
  * with pk_buf_free, on success and failure alike).  `opts` may be NULL.
@@ -125,8 +126,8 @@ void pk_dump_opts_init(pk_dump_opts_t *opts);
  * protocol cannot carry), PK_ECANCELED (buffer_cb returned -1), PK_ELIMIT
  * (nesting deeper than 1000 outside cycles) or PK_ENOMEM; on failure out->len
  * is restored to its value at entry. */
-pk_err_t pk_dumps(const pk_value_t *v, const pk_dump_opts_t *opts,
-                  pk_buf_t *out, pk_error_t *err);
+PK_API pk_err_t pk_dumps(const pk_value_t *v, const pk_dump_opts_t *opts,
+                         pk_buf_t *out, pk_error_t *err);
 
 /* Writes a pickletools.dis-like listing of the pickle to `fp`: one line per
  * opcode with offset, name and argument, then the globals it names and for
@@ -134,11 +135,11 @@ pk_err_t pk_dumps(const pk_value_t *v, const pk_dump_opts_t *opts,
  * Never executes or decodes into values.  Returns PK_OK or the error that
  * stopped the listing (with *err filled, and the listing up to that point
  * written). */
-pk_err_t pk_disassemble(const void *data, size_t len, FILE *fp,
-                        pk_error_t *err);
+PK_API pk_err_t pk_disassemble(const void *data, size_t len, FILE *fp,
+                               pk_error_t *err);
 
 /* Name of a pickle opcode ("BININT1") or NULL if `op` is not an opcode. */
-const char *pk_opcode_name(int op);
+PK_API const char *pk_opcode_name(int op);
 
 #ifdef __cplusplus
 }

@@ -32,6 +32,7 @@
 #include <stdint.h>
 
 #include "error.h"
+#include "export.h"
 #include "placement.h"
 #include "value.h"
 
@@ -90,18 +91,18 @@ typedef struct pool_opts {
 } pool_opts_t;
 
 /* Fills *opts with the defaults, size included.  Thread- and fork-safe. */
-void pool_opts_init(pool_opts_t *opts);
+PK_API void pool_opts_init(pool_opts_t *opts);
 
 /* Starts the fork server early (see above).  Idempotent; pool_create calls it.
  * Returns PK_OK or PK_ESYS.  Call it while the process is single-threaded. */
-pk_err_t pool_global_init(pk_error_t *err);
+PK_API pk_err_t pool_global_init(pk_error_t *err);
 
 /* Undoes pool_global_init: stops the fork server, waits for it to exit and
  * frees the topology, so that nothing of picklepool is left running (for
  * programs that unload the library or check for leaks).  A later
  * pool_global_init or pool_create starts a new fork server.  Idempotent.
  * Returns PK_OK, or PK_EINVAL (nothing done) while a pool still exists. */
-pk_err_t pool_global_fini(pk_error_t *err);
+PK_API pk_err_t pool_global_fini(pk_error_t *err);
 
 /* Creates a pool and returns when every worker is ready (opts NULL: the
  * defaults).  On success *pp owns the pool (free with pool_destroy); on
@@ -109,22 +110,23 @@ pk_err_t pool_global_fini(pk_error_t *err);
  * size pool_opts_init did not set), PK_EIO (a plugin failed to load, or the
  * fork server is gone), PK_ECRASHED (workers died before they were ready),
  * PK_ETIMEDOUT (workers not ready within 60 s), PK_ESYS or PK_ENOMEM. */
-pk_err_t pool_create(pool_t **pp, const pool_opts_t *opts, pk_error_t *err);
+PK_API pk_err_t pool_create(pool_t **pp, const pool_opts_t *opts,
+                            pk_error_t *err);
 
 /* Terminates the workers if still running, reaps them, removes the ipc
  * directory, frees everything and sets *pp to NULL.  Idempotent.  Free every
  * iterator and unfinished future of the pool first (pool_iter_free,
  * pool_future_free): destroying a pool that still has some is a programming
  * error and aborts with a message. */
-void pool_destroy(pool_t **pp);
+PK_API void pool_destroy(pool_t **pp);
 
 /* multiprocessing semantics: close() refuses new work and lets submitted work
  * finish; join() waits (up to timeout seconds, < 0 for ever) for the workers
  * to exit after close or terminate: PK_OK or PK_ETIMEDOUT; terminate() stops
  * everything now (in-flight items fail with PK_ECANCELED). */
-pk_err_t pool_close(pool_t *p);
-pk_err_t pool_join(pool_t *p, double timeout);
-void pool_terminate(pool_t *p);
+PK_API pk_err_t pool_close(pool_t *p);
+PK_API pk_err_t pool_join(pool_t *p, double timeout);
+PK_API void pool_terminate(pool_t *p);
 
 /* Per-call options; a NULL pointer means the pool's.  Like pool_opts_t the
  * struct may grow at its end: fill it with pool_call_opts_init(). */
@@ -135,7 +137,7 @@ typedef struct pool_call_opts {
 } pool_call_opts_t;
 
 /* Fills *copts with "the pool's" for every field, size included. */
-void pool_call_opts_init(pool_call_opts_t *copts);
+PK_API void pool_call_opts_init(pool_call_opts_t *copts);
 
 /* One item's outcome.  `value` and `error` are owned by whoever returned the
  * item (the results object, the iterator until its next call, the future). */
@@ -159,16 +161,17 @@ typedef struct pool_item {
  * after the call).  Blocks until every item has an outcome.  On PK_OK *out
  * owns the results (free with pool_results_free) even when some items
  * failed (pool_results_failed). */
-pk_err_t pool_map(pool_t *p, const char *module, const char *func,
-                  const pk_value_t *const *items, size_t n,
-                  const pool_call_opts_t *copts, pool_results_t **out,
-                  pk_error_t *err);
+PK_API pk_err_t pool_map(pool_t *p, const char *module, const char *func,
+                         const pk_value_t *const *items, size_t n,
+                         const pool_call_opts_t *copts, pool_results_t **out,
+                         pk_error_t *err);
 
-size_t pool_results_len(const pool_results_t *r);
-size_t pool_results_failed(const pool_results_t *r); /* items not PK_OK */
+PK_API size_t pool_results_len(const pool_results_t *r);
+/* Number of items whose status is not PK_OK. */
+PK_API size_t pool_results_failed(const pool_results_t *r);
 /* Item i (i < len), valid until pool_results_free. */
-const pool_item_t *pool_results_item(const pool_results_t *r, size_t i);
-void pool_results_free(pool_results_t **r);
+PK_API const pool_item_t *pool_results_item(const pool_results_t *r, size_t i);
+PK_API void pool_results_free(pool_results_t **r);
 
 /* Streaming input: called from the caller's thread (inside pool_imap and
  * pool_iter_next) to fetch the next item, built in `doc` (which the runtime
@@ -179,20 +182,22 @@ typedef pk_err_t (*pool_next_fn)(void *ctx, pk_doc_t *doc, pk_value_t **item);
 /* Starts a lazy map: input is pulled only to keep a bounded window in flight,
  * so memory stays flat however long the input.  pool_imap delivers in input
  * order, pool_imap_unordered as completed.  On PK_OK *it owns the iterator. */
-pk_err_t pool_imap(pool_t *p, const char *module, const char *func,
-                   pool_next_fn next, void *ctx, const pool_call_opts_t *copts,
-                   pool_iter_t **it, pk_error_t *err);
-pk_err_t pool_imap_unordered(pool_t *p, const char *module, const char *func,
-                             pool_next_fn next, void *ctx,
-                             const pool_call_opts_t *copts, pool_iter_t **it,
-                             pk_error_t *err);
+PK_API pk_err_t pool_imap(pool_t *p, const char *module, const char *func,
+                          pool_next_fn next, void *ctx,
+                          const pool_call_opts_t *copts, pool_iter_t **it,
+                          pk_error_t *err);
+PK_API pk_err_t pool_imap_unordered(pool_t *p, const char *module,
+                                    const char *func, pool_next_fn next,
+                                    void *ctx, const pool_call_opts_t *copts,
+                                    pool_iter_t **it, pk_error_t *err);
 /* Waits up to timeout seconds (< 0: for ever) for the next outcome.  Returns
  * PK_OK with *item filled (valid until the next call or pool_iter_free),
  * PK_EOF at the end of the map (and on every later call), PK_ETIMEDOUT (call
  * again), or the error that stopped the map (PK_EINTR, PK_ECRASHED, the
  * input function's error; later calls return it again). */
-pk_err_t pool_iter_next(pool_iter_t *it, pool_item_t *item, double timeout);
-void pool_iter_free(pool_iter_t **it);
+PK_API pk_err_t pool_iter_next(pool_iter_t *it, pool_item_t *item,
+                               double timeout);
+PK_API void pool_iter_free(pool_iter_t **it);
 
 /* One call module.func(*args, **kwargs) (kwargs may be NULL).  On PK_OK *fut
  * owns the future.  When a worker is idle and polling (pool_opts_t.spin_us)
@@ -201,15 +206,17 @@ void pool_iter_free(pool_iter_t **it);
  * before it sleeps: a round trip of a few microseconds.  Otherwise, and for
  * replies over ~48 KiB, it takes the scheduler and the socket; either way
  * timeouts, crashes, retries and cancellation behave the same. */
-pk_err_t pool_apply_async(pool_t *p, const char *module, const char *func,
-                          const pk_value_t *args, const pk_value_t *kwargs,
-                          pool_future_t **fut, pk_error_t *err);
+PK_API pk_err_t pool_apply_async(pool_t *p, const char *module,
+                                 const char *func, const pk_value_t *args,
+                                 const pk_value_t *kwargs, pool_future_t **fut,
+                                 pk_error_t *err);
 /* Waits up to timeout seconds (< 0: for ever).  PK_OK with *item filled
  * (valid until pool_future_free), PK_ETIMEDOUT, or PK_EINTR when SIGINT or
  * SIGTERM arrived during the wait (the future stays valid: wait again or
  * free it). */
-pk_err_t pool_future_wait(pool_future_t *f, double timeout, pool_item_t *item);
-void pool_future_free(pool_future_t **f);
+PK_API pk_err_t pool_future_wait(pool_future_t *f, double timeout,
+                                 pool_item_t *item);
+PK_API void pool_future_free(pool_future_t **f);
 
 /* Convenience maps over plain C data, for module.func taking one number and
  * returning one; workers read the numbers straight from `in`, without a
@@ -219,22 +226,23 @@ void pool_future_free(pool_future_t **f);
  * failures, and when some failed, err (may be NULL) describes the failure
  * of the lowest index (err->code its status) although the call returned
  * PK_OK.  copts may be NULL. */
-pk_err_t pool_map_i64(pool_t *p, const char *module, const char *func,
-                      const int64_t *in, int64_t *out, size_t n,
-                      const pool_call_opts_t *copts, pk_err_t *status,
-                      size_t *nfailed, pk_error_t *err);
-pk_err_t pool_map_f64(pool_t *p, const char *module, const char *func,
-                      const double *in, double *out, size_t n,
-                      const pool_call_opts_t *copts, pk_err_t *status,
-                      size_t *nfailed, pk_error_t *err);
+PK_API pk_err_t pool_map_i64(pool_t *p, const char *module, const char *func,
+                             const int64_t *in, int64_t *out, size_t n,
+                             const pool_call_opts_t *copts, pk_err_t *status,
+                             size_t *nfailed, pk_error_t *err);
+PK_API pk_err_t pool_map_f64(pool_t *p, const char *module, const char *func,
+                             const double *in, double *out, size_t n,
+                             const pool_call_opts_t *copts, pk_err_t *status,
+                             size_t *nfailed, pk_error_t *err);
 /* Maps over n float32 arrays (in[i] has lens[i] floats) with a function
  * taking and returning a float32 ndarray; results are written to out[i]
  * (lens[i] floats each).  Statuses as for pool_map_i64. */
-pk_err_t pool_map_f32_arrays(pool_t *p, const char *module, const char *func,
-                             const float *const *in, float *const *out,
-                             const size_t *lens, size_t n,
-                             const pool_call_opts_t *copts, pk_err_t *status,
-                             size_t *nfailed, pk_error_t *err);
+PK_API pk_err_t pool_map_f32_arrays(pool_t *p, const char *module,
+                                    const char *func, const float *const *in,
+                                    float *const *out, const size_t *lens,
+                                    size_t n, const pool_call_opts_t *copts,
+                                    pk_err_t *status, size_t *nfailed,
+                                    pk_error_t *err);
 
 /* Per-worker statistics. */
 typedef struct pool_worker_stats {
@@ -250,8 +258,8 @@ typedef struct pool_worker_stats {
 } pool_worker_stats_t;
 
 /* Fills up to cap entries; *n receives the number of workers. */
-pk_err_t pool_stats(pool_t *p, pool_worker_stats_t *out, size_t cap,
-                    size_t *n);
+PK_API pk_err_t pool_stats(pool_t *p, pool_worker_stats_t *out, size_t cap,
+                           size_t *n);
 
 #ifdef __cplusplus
 }

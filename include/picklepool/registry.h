@@ -18,6 +18,7 @@
 #define PICKLEPOOL_REGISTRY_H
 
 #include "error.h"
+#include "export.h"
 #include "value.h"
 
 #ifdef __cplusplus
@@ -43,11 +44,12 @@ typedef pk_err_t (*pool_fn_t)(pool_call_t *call, pk_value_t **result);
 
 /* Registers fn as module.name (both strings copied).  Registering an existing
  * name replaces it.  Returns PK_OK, PK_EINVAL (empty name) or PK_ENOMEM. */
-pk_err_t pool_register(const char *module, const char *name, pool_fn_t fn,
-                       void *udata);
+PK_API pk_err_t pool_register(const char *module, const char *name,
+                              pool_fn_t fn, void *udata);
 
 /* Looks module.name up.  Returns the function and sets *udata, or NULL. */
-pool_fn_t pool_lookup(const char *module, const char *name, void **udata);
+PK_API pool_fn_t pool_lookup(const char *module, const char *name,
+                             void **udata);
 
 /* The symbol a plugin exports: it registers its functions with
  * pool_register() and returns PK_OK (or an error code, with err filled). */
@@ -58,14 +60,15 @@ typedef pk_err_t (*pool_plugin_init_t)(pk_error_t *err);
  * Loading the same path twice is a no-op.  The plugin stays loaded for the
  * life of the process.  Returns PK_OK, PK_EIO (dlopen failed: message has
  * dlerror()), PK_ENOFUNC (no init symbol) or what the init returned. */
-pk_err_t pool_plugin_load(const char *path, pk_error_t *err);
+PK_API pk_err_t pool_plugin_load(const char *path, pk_error_t *err);
 
 /* Calls module.name in the current process (what a worker does), for tests
  * and for running a map serially.  Returns PK_ENOFUNC with a message naming
  * the function when it is not registered, else what the function returns. */
-pk_err_t pool_call_local(const char *module, const char *name, pk_doc_t *doc,
-                         const pk_value_t *args, const pk_value_t *kwargs,
-                         pk_value_t **result, pk_error_t *err);
+PK_API pk_err_t pool_call_local(const char *module, const char *name,
+                                pk_doc_t *doc, const pk_value_t *args,
+                                const pk_value_t *kwargs, pk_value_t **result,
+                                pk_error_t *err);
 
 #ifdef __cplusplus
 }

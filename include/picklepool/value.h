@@ -48,6 +48,7 @@
 
 #include "alloc.h"
 #include "error.h"
+#include "export.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -167,58 +168,60 @@ struct pk_value {
 
 /* Creates an empty document.  On success *docp owns it (free with
  * pk_doc_free).  Returns PK_OK or PK_ENOMEM. */
-pk_err_t pk_doc_new(pk_doc_t **docp);
+PK_API pk_err_t pk_doc_new(pk_doc_t **docp);
 
 /* Frees the document, every value in it, and runs its on-free callbacks in
  * reverse registration order.  Sets *docp to NULL; NULL or *docp == NULL is a
  * no-op. */
-void pk_doc_free(pk_doc_t **docp);
+PK_API void pk_doc_free(pk_doc_t **docp);
 
 /* Registers fn(arg) to run when the doc is freed (for example to release an
  * out-of-band buffer that values borrow).  Returns PK_OK or PK_ENOMEM (and
  * then fn is not registered and not called). */
-pk_err_t pk_doc_on_free(pk_doc_t *doc, void (*fn)(void *arg), void *arg);
+PK_API pk_err_t pk_doc_on_free(pk_doc_t *doc, void (*fn)(void *arg), void *arg);
 
 /* Allocates `size` bytes (8-byte aligned, uninitialised) owned by doc.
  * Returns NULL when memory runs out. */
-void *pk_doc_alloc(pk_doc_t *doc, size_t size);
+PK_API void *pk_doc_alloc(pk_doc_t *doc, size_t size);
 
 /* Bytes currently held by the doc's arena (for statistics and limits). */
-size_t pk_doc_size(const pk_doc_t *doc);
+PK_API size_t pk_doc_size(const pk_doc_t *doc);
 
 /* ---- constructors (all return doc-owned values, NULL on ENOMEM) -------- */
 
 /* None, True and False are static singletons that belong to no doc and may be
  * used in any doc. */
-pk_value_t *pk_none(void);
-pk_value_t *pk_bool(int b);
+PK_API pk_value_t *pk_none(void);
+PK_API pk_value_t *pk_bool(int b);
 
-pk_value_t *pk_int(pk_doc_t *doc, int64_t i);
+PK_API pk_value_t *pk_int(pk_doc_t *doc, int64_t i);
 /* Two's complement little-endian bytes (any length, copied); the result is
  * normalised: PK_INT when it fits in int64, else a minimal PK_BIGINT. */
-pk_value_t *pk_bigint(pk_doc_t *doc, const void *le_bytes, size_t len);
-pk_value_t *pk_float(pk_doc_t *doc, double f);
-pk_value_t *pk_complex(pk_doc_t *doc, double re, double im);
+PK_API pk_value_t *pk_bigint(pk_doc_t *doc, const void *le_bytes, size_t len);
+PK_API pk_value_t *pk_float(pk_doc_t *doc, double f);
+PK_API pk_value_t *pk_complex(pk_doc_t *doc, double re, double im);
 
 /* Copies `len` bytes.  pk_str does not validate UTF-8; pk_str_checked does and
  * returns NULL with *err = PK_EINVAL for invalid input (surrogates allowed),
  * or NULL with *err = PK_ENOMEM. */
-pk_value_t *pk_str(pk_doc_t *doc, const char *utf8, size_t len);
-pk_value_t *pk_str_checked(pk_doc_t *doc, const char *utf8, size_t len,
-                           pk_err_t *err);
-pk_value_t *pk_cstr(pk_doc_t *doc, const char *utf8); /* NUL-terminated */
-pk_value_t *pk_bytes(pk_doc_t *doc, const void *data, size_t len);
-pk_value_t *pk_bytearray(pk_doc_t *doc, const void *data, size_t len);
+PK_API pk_value_t *pk_str(pk_doc_t *doc, const char *utf8, size_t len);
+PK_API pk_value_t *pk_str_checked(pk_doc_t *doc, const char *utf8, size_t len,
+                                  pk_err_t *err);
+/* Like pk_str for a NUL-terminated string. */
+PK_API pk_value_t *pk_cstr(pk_doc_t *doc, const char *utf8);
+PK_API pk_value_t *pk_bytes(pk_doc_t *doc, const void *data, size_t len);
+PK_API pk_value_t *pk_bytearray(pk_doc_t *doc, const void *data, size_t len);
 
 /* Containers are created empty with room for `cap` items. */
-pk_value_t *pk_tuple_new(pk_doc_t *doc, size_t len); /* len NULL slots */
-pk_value_t *pk_list_new(pk_doc_t *doc, size_t cap);
-pk_value_t *pk_dict_new(pk_doc_t *doc, size_t cap);
-pk_value_t *pk_set_new(pk_doc_t *doc, size_t cap);
-pk_value_t *pk_frozenset_new(pk_doc_t *doc, size_t cap);
+PK_API pk_value_t *pk_tuple_new(pk_doc_t *doc, size_t len); /* len NULL slots */
+PK_API pk_value_t *pk_list_new(pk_doc_t *doc, size_t cap);
+PK_API pk_value_t *pk_dict_new(pk_doc_t *doc, size_t cap);
+PK_API pk_value_t *pk_set_new(pk_doc_t *doc, size_t cap);
+PK_API pk_value_t *pk_frozenset_new(pk_doc_t *doc, size_t cap);
 
 /* A reference to module.name; both strings are copied. */
-pk_value_t *pk_global(pk_doc_t *doc, const char *module, const char *name);
+PK_API pk_value_t *pk_global(pk_doc_t *doc, const char *module,
+                             const char *name);
 
 /* An object the pickle rebuilds as callable(*args), then BUILD with state when
  * state is non-NULL (pickle's REDUCE).  callable must be a PK_GLOBAL and args
@@ -226,14 +229,14 @@ pk_value_t *pk_global(pk_doc_t *doc, const char *module, const char *name);
  * one only for allow-listed callables (builtins exception classes), so a C
  * program can hand a Python reader a real exception instance.  Returns NULL
  * on ENOMEM or wrong argument types. */
-pk_value_t *pk_object(pk_doc_t *doc, pk_value_t *callable, pk_value_t *args,
-                      pk_value_t *state);
+PK_API pk_value_t *pk_object(pk_doc_t *doc, pk_value_t *callable,
+                             pk_value_t *args, pk_value_t *state);
 
 /* A pickle buffer of `len` bytes.  With PK_VF_BORROWED in `flags` the bytes are
  * referenced, not copied (keep them alive until the doc is freed); otherwise
  * they are copied.  PK_VF_READONLY marks it read-only. */
-pk_value_t *pk_picklebuffer(pk_doc_t *doc, const void *data, size_t len,
-                            unsigned flags);
+PK_API pk_value_t *pk_picklebuffer(pk_doc_t *doc, const void *data, size_t len,
+                                   unsigned flags);
 
 /* An ndarray of dtype `dt` (e.g. from pk_dtype_parse("<f4")) and shape.
  * With data == NULL the doc allocates zeroed storage (64-byte aligned;
@@ -242,72 +245,73 @@ pk_value_t *pk_picklebuffer(pk_doc_t *doc, const void *data, size_t len,
  * PK_VF_FORTRAN selects column-major strides.  Returns NULL on ENOMEM or an
  * invalid shape (negative, too many dims, size overflow), PK_VF_NPSCALAR with
  * ndim != 0, or PK_VF_BORROWED with NULL data for a non-empty array. */
-pk_value_t *pk_ndarray(pk_doc_t *doc, const pk_dtype_t *dt, int ndim,
-                       const int64_t *shape, void *data, unsigned flags);
-pk_value_t *pk_dtype_value(pk_doc_t *doc, const pk_dtype_t *dt);
+PK_API pk_value_t *pk_ndarray(pk_doc_t *doc, const pk_dtype_t *dt, int ndim,
+                              const int64_t *shape, void *data, unsigned flags);
+PK_API pk_value_t *pk_dtype_value(pk_doc_t *doc, const pk_dtype_t *dt);
 
 /* Parses a numpy type string ("<f4", "|u1", "<U8", "|S3", "|b1", "f8"...) into
  * *dt.  Returns PK_OK or PK_EUNSUPPORTED. */
-pk_err_t pk_dtype_parse(const char *str, pk_dtype_t *dt);
+PK_API pk_err_t pk_dtype_parse(const char *str, pk_dtype_t *dt);
 /* Writes the numpy type string for dt ("<f4") into buf (>= 16 bytes). */
-const char *pk_dtype_str(const pk_dtype_t *dt, char *buf, size_t size);
+PK_API const char *pk_dtype_str(const pk_dtype_t *dt, char *buf, size_t size);
 
 /* ---- mutation -------------------------------------------------------- */
 
 /* Appends item to a list or tuple; for a set or frozenset it is pk_set_add
  * (and may return PK_EUNHASHABLE).  Returns PK_OK, PK_ETYPE (any other type)
  * or PK_ENOMEM. */
-pk_err_t pk_list_append(pk_doc_t *doc, pk_value_t *list, pk_value_t *item);
+PK_API pk_err_t pk_list_append(pk_doc_t *doc, pk_value_t *list,
+                               pk_value_t *item);
 /* Sets slot i of a tuple created with pk_tuple_new (i < len). */
-void pk_tuple_set(pk_value_t *tuple, size_t i, pk_value_t *item);
+PK_API void pk_tuple_set(pk_value_t *tuple, size_t i, pk_value_t *item);
 /* Inserts or replaces key -> value (Python semantics: an equal key keeps its
  * position and original key object, the value is replaced).  Returns PK_OK,
  * PK_EUNHASHABLE (key is a list, dict, set, bytearray, ndarray, or a tuple
  * holding one), PK_ETYPE or PK_ENOMEM (also past 2^31 entries). */
-pk_err_t pk_dict_set(pk_doc_t *doc, pk_value_t *dict, pk_value_t *key,
-                     pk_value_t *value);
+PK_API pk_err_t pk_dict_set(pk_doc_t *doc, pk_value_t *dict, pk_value_t *key,
+                            pk_value_t *value);
 /* Adds item to a set or frozenset (no-op if an equal item is present).  Same
  * returns as pk_dict_set. */
-pk_err_t pk_set_add(pk_doc_t *doc, pk_value_t *set, pk_value_t *item);
+PK_API pk_err_t pk_set_add(pk_doc_t *doc, pk_value_t *set, pk_value_t *item);
 
 /* ---- access ------------------------------------------------------------ */
 
 /* Looks key up in a dict; returns the value or NULL if absent/unhashable. */
-pk_value_t *pk_dict_get(const pk_value_t *dict, const pk_value_t *key);
+PK_API pk_value_t *pk_dict_get(const pk_value_t *dict, const pk_value_t *key);
 /* Convenience for string keys. */
-pk_value_t *pk_dict_get_str(const pk_value_t *dict, const char *key);
+PK_API pk_value_t *pk_dict_get_str(const pk_value_t *dict, const char *key);
 /* Non-zero if set/frozenset contains item. */
-int pk_set_contains(const pk_value_t *set, const pk_value_t *item);
+PK_API int pk_set_contains(const pk_value_t *set, const pk_value_t *item);
 
 /* Number of items of a tuple, list, set, frozenset or dict; length in bytes of
  * str/bytes/bytearray/picklebuffer; 0 otherwise. */
-size_t pk_len(const pk_value_t *v);
+PK_API size_t pk_len(const pk_value_t *v);
 /* Item i of a tuple/list/set/frozenset, or NULL when out of range / not one. */
-pk_value_t *pk_item(const pk_value_t *v, size_t i);
+PK_API pk_value_t *pk_item(const pk_value_t *v, size_t i);
 
 /* Reads a number as int64 / double.  pk_as_int accepts bool and int (PK_ETYPE
  * otherwise); pk_as_double accepts bool, int, bigint and float (PK_ELIMIT for
  * a bigint beyond the double range). */
-pk_err_t pk_as_int(const pk_value_t *v, int64_t *out);
-pk_err_t pk_as_double(const pk_value_t *v, double *out);
+PK_API pk_err_t pk_as_int(const pk_value_t *v, int64_t *out);
+PK_API pk_err_t pk_as_double(const pk_value_t *v, double *out);
 
 /* Static name of a type ("int", "list", "numpy.ndarray", ...). */
-const char *pk_type_name(pk_type_t t);
+PK_API const char *pk_type_name(pk_type_t t);
 
 /* Python equality for hashable and unhashable values alike (1 == 1.0 == True,
  * containers compared element-wise, ndarrays by dtype, shape and bytes).
  * Cycles compare by identity at depth > 1000.  Non-zero when equal. */
-int pk_equal(const pk_value_t *a, const pk_value_t *b);
+PK_API int pk_equal(const pk_value_t *a, const pk_value_t *b);
 
 /* Hash consistent with pk_equal for hashable values (not CPython's hash()).
  * Seeded once per process from getrandom (keys come from untrusted pickles),
  * so hashes differ between unrelated processes.  Returns PK_OK or
  * PK_EUNHASHABLE (also past a nesting depth of 1000 or 2^26 nodes). */
-pk_err_t pk_hash(const pk_value_t *v, uint64_t *out);
+PK_API pk_err_t pk_hash(const pk_value_t *v, uint64_t *out);
 
 /* Writes a Python-like repr of v into buf (truncated with "..." past size);
  * for diagnostics and tests; a NULL v prints "<NULL>".  Returns buf. */
-const char *pk_repr(const pk_value_t *v, char *buf, size_t size);
+PK_API const char *pk_repr(const pk_value_t *v, char *buf, size_t size);
 
 #ifdef __cplusplus
 }
