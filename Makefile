@@ -100,9 +100,6 @@ deps:
 # pk__ functions, which those executables link too, are hidden the same way,
 # so plugins see the public API and nothing else.
 $(LIB_OBJ) $(CLI_OBJ): ALL_CFLAGS += -fvisibility=hidden
-# `picklepool version` prints PK_VERSION, given from version.h.
-$(CLI_OBJ): ALL_CFLAGS += -DPK_VERSION=\"$(VERSION)\"
-$(CLI_OBJ): $(VERSION_H)
 
 $(BUILD)/obj/%.o: %.c
 	@mkdir -p $(dir $@)

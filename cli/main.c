@@ -12,10 +12,8 @@
 
 #include "cli.h"
 #include "picklepool/pickle.h"
+#include "picklepool/version.h"
 
-#ifndef PK_VERSION
-#define PK_VERSION "unknown"
-#endif
 
 static int cmd_version(int argc, char **argv);
 
@@ -60,7 +58,7 @@ static const struct command {
 static int cmd_version(int argc, char **argv)
 {
     printf("picklepool %s (pickle protocols 0-%d read, 2-%d written)\n",
-           PK_VERSION, PK_HIGHEST_PROTOCOL, PK_HIGHEST_PROTOCOL);
+           pk_version(), PK_HIGHEST_PROTOCOL, PK_HIGHEST_PROTOCOL);
     return PK_EXIT_OK;
 }
 

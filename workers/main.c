@@ -37,12 +37,10 @@
 
 #include "picklepool/error.h"
 #include "picklepool/registry.h"
+#include "picklepool/version.h"
 #include "proc/topology.h"
 #include "proc/worker.h"
 
-#ifndef PK_VERSION
-#define PK_VERSION "unknown"
-#endif
 
 #define PROG "picklepool-worker"
 #define MAX_PLUGINS 64
@@ -290,7 +288,7 @@ static int parse_args(int argc, char **argv, args_t *a)
             fputs(usage_text, stdout);
             return -1;
         case O_VERSION:
-            printf(PROG " %s\n", PK_VERSION);
+            printf(PROG " %s\n", pk_version());
             return -1;
         case ':':
             return usage_error("%s needs a value", argv[optind - 1]);

@@ -249,6 +249,25 @@ static int plugin_known(const char *path, void *handle)
     return 0;
 }
 
+/* Plugins are built without linking libpicklepool: they resolve its API in
+ * the global scope.  A program linked with it has it there; one that loaded
+ * it with dlopen(RTLD_LOCAL) (Python's ctypes does) does not, so promote
+ * the library to the global scope once before the first plugin (called
+ * with plugin_lock held). */
+static void promote_self(void)
+{
+    static int done;
+    Dl_info info;
+    if (done)
+        return;
+    done = 1;
+    if (dladdr((void *)promote_self, &info) == 0 || info.dli_fname == NULL)
+        return;
+    void *self = dlopen(info.dli_fname, RTLD_NOW | RTLD_NOLOAD | RTLD_GLOBAL);
+    if (self != NULL)
+        dlclose(self); /* the promotion stays; drop the extra reference */
+}
+
 pk_err_t pool_plugin_load(const char *path, pk_error_t *err)
 {
     char resolved[PATH_MAX];
@@ -276,6 +295,7 @@ pk_err_t pool_plugin_load(const char *path, pk_error_t *err)
                        POOL__MAX_PLUGINS);
     }
 
+    promote_self();
     dlerror();
     void *h = dlopen(key, RTLD_NOW | RTLD_LOCAL);
     if (!h) {
