@@ -194,18 +194,10 @@ static void check_hung(pool_t *p, const pool_call_opts_t *co)
     pk_doc_free(&doc);
 }
 
-typedef struct sleeps {
-    size_t next, n, hung;
-} sleeps_t;
-
-static pk_err_t sleeps_next(void *ctx, pk_doc_t *doc, pk_value_t **item)
+/* Item i of a stream: 0.01 s of sleep, or HUNG_S for item *hung. */
+static pk_value_t *make_sleep(pk_doc_t *doc, size_t i, void *hung)
 {
-    sleeps_t *g = ctx;
-    *item = NULL;
-    if (g->next == g->n)
-        return PK_OK;
-    *item = pk_float(doc, g->next++ == g->hung ? HUNG_S : 0.01);
-    return *item ? PK_OK : PK_ENOMEM;
+    return pk_float(doc, i == *(const size_t *)hung ? HUNG_S : 0.01);
 }
 
 /* The same through pool_imap: the deadline holds for streamed items too,
@@ -213,21 +205,22 @@ static pk_err_t sleeps_next(void *ctx, pk_doc_t *doc, pk_value_t **item)
 static void check_hung_imap(pool_t *p, const pool_call_opts_t *co, size_t n,
                             size_t hung)
 {
-    sleeps_t g = {0, n, hung};
+    tp_stream_t g = {0, n, make_sleep, &hung};
     pool_iter_t *it = NULL;
     pool_item_t item;
     size_t got = 0;
     pk_err_t rc;
 
     double t0 = tp_now_s();
-    CHECK_OK(pool_imap(p, "examples", "sleep", sleeps_next, &g, co, &it, E_));
+    CHECK_OK(
+        pool_imap(p, "examples", "sleep", tp_stream_next, &g, co, &it, E_));
     while ((rc = pool_iter_next(it, &item, 60)) == PK_OK) {
         if (item.index != got++)
             fail_msg("imap delivered item %zu at %zu", item.index, got - 1);
-        if (item.index == g.hung && item.status != PK_ETIMEDOUT)
+        if (item.index == hung && item.status != PK_ETIMEDOUT)
             fail_msg("imap: hung item: %s after %.1f s (want ETIMEDOUT)",
                      pk_errname(item.status), tp_now_s() - t0);
-        if (item.index != g.hung && item.status != PK_OK)
+        if (item.index != hung && item.status != PK_OK)
             fail_msg("imap: item %zu: %s", item.index, pk_errname(item.status));
     }
     assert_int_equal(rc, PK_EOF);

@@ -47,8 +47,8 @@ static void check_imap(pool_t *p, int ordered)
         CHECK_OK(
             pool_imap(p, "examples", "square", tp_gen_next, &g, &co, &it, E_));
     else
-        CHECK_OK(pool_imap_unordered(p, "examples", "square", tp_gen_next, &g, &co,
-                                     &it, E_));
+        CHECK_OK(pool_imap_unordered(p, "examples", "square", tp_gen_next, &g,
+                                     &co, &it, E_));
     while ((rc = pool_iter_next(it, &item, 30)) == PK_OK) {
         if (item.index >= n || seen[item.index]++)
             fail_msg("index %zu delivered twice or out of range", item.index);
@@ -91,23 +91,14 @@ static void test_imap_bounded(void **state)
 
 /* Items of random length, one per batch, finish out of order on two
  * workers: imap must still deliver in order, imap_unordered each once. */
-typedef struct spins {
-    size_t next, n;
-} spins_t;
-
 static int64_t spin_us(size_t i)
 {
     return (int64_t)((i * 2654435761u) % 400); /* 0..399 us, scrambled */
 }
 
-static pk_err_t spins_next(void *ctx, pk_doc_t *doc, pk_value_t **item)
+static pk_value_t *make_spin(pk_doc_t *doc, size_t i, void *ctx)
 {
-    spins_t *g = ctx;
-    *item = NULL;
-    if (g->next == g->n)
-        return PK_OK;
-    *item = pk_int(doc, spin_us(g->next++));
-    return *item ? PK_OK : PK_ENOMEM;
+    return pk_int(doc, spin_us(i));
 }
 
 static void test_imap_reorders(void **state)
@@ -118,18 +109,18 @@ static void test_imap_reorders(void **state)
     unsigned char *seen = calloc(n, 1);
 
     for (int ordered = 1; ordered >= 0; ordered--) {
-        spins_t g = {0, n};
+        tp_stream_t g = {0, n, make_spin, NULL};
         pool_iter_t *it = NULL;
         pool_item_t item;
         size_t got = 0, out_of_order = 0, last = 0;
         pk_err_t rc;
         memset(seen, 0, n);
         if (ordered)
-            CHECK_OK(
-                pool_imap(p, "examples", "spin", spins_next, &g, &co, &it, E_));
+            CHECK_OK(pool_imap(p, "examples", "spin", tp_stream_next, &g, &co,
+                               &it, E_));
         else
-            CHECK_OK(pool_imap_unordered(p, "examples", "spin", spins_next, &g,
-                                         &co, &it, E_));
+            CHECK_OK(pool_imap_unordered(p, "examples", "spin", tp_stream_next,
+                                         &g, &co, &it, E_));
         while ((rc = pool_iter_next(it, &item, 30)) == PK_OK) {
             if (item.index >= n || seen[item.index]++)
                 fail_msg("index %zu twice or out of range", item.index);
@@ -216,7 +207,8 @@ static void test_imap_errors_and_abandon(void **state)
     size_t got = 0;
 
     /* the generator's error stops the map and comes out of pool_iter_next */
-    CHECK_OK(pool_imap(p, "examples", "square", tp_gen_next, &g, NULL, &it, E_));
+    CHECK_OK(
+        pool_imap(p, "examples", "square", tp_gen_next, &g, NULL, &it, E_));
     while ((rc = pool_iter_next(it, &item, 30)) == PK_OK)
         got++;
     if (rc != PK_EINVAL)
@@ -228,7 +220,8 @@ static void test_imap_errors_and_abandon(void **state)
 
     /* abandoning an iterator mid-map leaves no stray result behind */
     tp_gen_t g2 = {.n = 100000, .fail_at = SIZE_MAX, .caller = pthread_self()};
-    CHECK_OK(pool_imap(p, "examples", "square", tp_gen_next, &g2, NULL, &it, E_));
+    CHECK_OK(
+        pool_imap(p, "examples", "square", tp_gen_next, &g2, NULL, &it, E_));
     for (int i = 0; i < 10; i++)
         assert_int_equal(pool_iter_next(it, &item, 30), PK_OK);
     pool_iter_free(&it); /* must not wait for the rest of the input */

@@ -193,6 +193,16 @@ pk_err_t tp_gen_next(void *ctx, pk_doc_t *doc, pk_value_t **item)
     return PK_OK;
 }
 
+pk_err_t tp_stream_next(void *stream, pk_doc_t *doc, pk_value_t **item)
+{
+    tp_stream_t *g = stream;
+    *item = NULL;
+    if (g->next == g->n)
+        return PK_OK;
+    *item = g->make(doc, g->next++, g->ctx);
+    return *item ? PK_OK : PK_ENOMEM;
+}
+
 void *tp_killer_main(void *arg)
 {
     tp_killer_t *k = arg;

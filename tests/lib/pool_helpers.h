@@ -91,6 +91,16 @@ typedef struct tp_gen {
 
 pk_err_t tp_gen_next(void *ctx, pk_doc_t *doc, pk_value_t **item);
 
+/* Input for pool_imap: make(doc, i, ctx) for i = 0, 1, ... n-1, built in
+ * the runtime's doc when pulled (PK_ENOMEM when make returns NULL). */
+typedef struct tp_stream {
+    size_t next, n;
+    pk_value_t *(*make)(pk_doc_t *doc, size_t i, void *ctx);
+    void *ctx;
+} tp_stream_t;
+
+pk_err_t tp_stream_next(void *stream, pk_doc_t *doc, pk_value_t **item);
+
 /* A thread (tp_killer_main) that, every few ms, SIGKILLs one worker (round
  * robin over the slots) that is mid-map: a process that has completed work
  * since it appeared.  (Killing processes that are still starting is a
