@@ -16,13 +16,18 @@
 static _Atomic long fail_at; /* 0: never */
 static _Atomic long calls;
 static _Atomic long live;
-static _Atomic pid_t armed_tid;
+static _Atomic pid_t armed_tid, armed_pid;
+static atomic_int others; /* count the other threads', not the armer's */
 
 /* Whether this allocation is the one to fail (counting it if armed). */
 static int should_fail(void)
 {
     long n = atomic_load(&fail_at);
-    if (n == 0 || gettid() != atomic_load(&armed_tid))
+    if (n == 0)
+        return 0;
+    int mine = gettid() == atomic_load(&armed_tid);
+    if (atomic_load(&others) ? mine || getpid() != atomic_load(&armed_pid)
+                             : !mine)
         return 0;
     return atomic_fetch_add(&calls, 1) + 1 == n;
 }
@@ -68,12 +73,24 @@ void faultsim_remove(void)
     atomic_store(&fail_at, 0);
 }
 
-void faultsim_fail_at(long n)
+static void arm(long n, int other_threads)
 {
     atomic_store(&fail_at, 0);
     atomic_store(&calls, 0);
     atomic_store(&armed_tid, gettid());
+    atomic_store(&armed_pid, getpid());
+    atomic_store(&others, other_threads);
     atomic_store(&fail_at, n);
+}
+
+void faultsim_fail_at(long n)
+{
+    arm(n, 0);
+}
+
+void faultsim_fail_others_at(long n)
+{
+    arm(n, 1);
 }
 
 void faultsim_reset(long n)
