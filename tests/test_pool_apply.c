@@ -102,16 +102,6 @@ static void test_apply_async(void **state)
 
 /* ---- the fast lane (runtime/ipc/lane.h) ------------------------------------- */
 
-static uint64_t lane_items(pool_t *p)
-{
-    pool_worker_stats_t st[64];
-    size_t n = tp_stats(p, st, 64);
-    uint64_t sum = 0;
-    for (size_t i = 0; i < n && i < 64; i++)
-        sum += st[i].lane_items;
-    return sum;
-}
-
 /* n sequential applies of square(base + i), each checked. */
 static void square_calls(pool_t *p, pk_doc_t *doc, int64_t base, int n)
 {
@@ -133,7 +123,7 @@ static void test_lane_round_trips(void **state)
     assert_int_equal(pk_doc_new(&doc), PK_OK);
     pool_t *p = tp_start_n(2);
     square_calls(p, doc, -100, 500);
-    uint64_t laned = lane_items(p);
+    uint64_t laned = tp_lane_items(p);
     print_message("500 sequential applies: %" PRIu64 " through the lane\n",
                   laned);
     /* Back-to-back calls find the last worker still polling. */
@@ -146,7 +136,7 @@ static void test_lane_round_trips(void **state)
     o.spin_us = -1;
     p = tp_start(&o);
     square_calls(p, doc, 7, 200);
-    assert_int_equal(lane_items(p), 0);
+    assert_int_equal(tp_lane_items(p), 0);
     pool_destroy(&p);
     pk_doc_free(&doc);
 }
@@ -178,14 +168,14 @@ static void test_lane_worker_deaths(void **state)
     assert_int_equal(kills, 5); /* every round killed a polling worker */
     /* A call that kills its worker (crash(x) SIGKILLs itself for x < 0)
      * is retried, then fails alone naming the signal; the lane survives. */
-    uint64_t before = lane_items(p);
+    uint64_t before = tp_lane_items(p);
     pool_future_t *f = tp_apply1(p, "crash", pk_int(doc, -1), doc);
     CHECK_OK(pool_future_wait(f, 60, &item));
     assert_int_equal(item.status, PK_ECRASHED);
     assert_non_null(strstr(item.error, "SIGKILL"));
     pool_future_free(&f);
     square_calls(p, doc, 3, 200);
-    assert_true(lane_items(p) > before);
+    assert_true(tp_lane_items(p) > before);
     /* Every death is followed by a respawn (the time limit bounds this). */
     while (tp_restarts(p) < kills + 3)
         tp_sleep_s(0.01);
@@ -278,8 +268,8 @@ static void test_lane_big_reply_and_retiring(void **state)
         }
     }
     print_message("120 applies of big(): %" PRIu64 " replies in the lane\n",
-                  lane_items(p));
-    assert_true(lane_items(p) > 0);
+                  tp_lane_items(p));
+    assert_true(tp_lane_items(p) > 0);
     pool_destroy(&p);
 
     /* A retiring worker's reply goes over the socket, so the master knows
@@ -313,9 +303,9 @@ static void test_lane_abandoned_calls(void **state)
     pool_future_t *f = tp_apply1(p, "sleep", pk_float(doc, HUNG_S), doc);
     pool_future_free(&f);
     tp_sleep_s(0.5);
-    uint64_t before = lane_items(p);
+    uint64_t before = tp_lane_items(p);
     square_calls(p, doc, 0, 300);
-    assert_true(lane_items(p) > before); /* the lanes were freed */
+    assert_true(tp_lane_items(p) > before); /* the lanes were freed */
     pool_destroy(&p); /* must not wait on the hung call */
     pk_doc_free(&doc);
 }
@@ -329,7 +319,7 @@ static void test_lane_close_join_then_wait(void **state)
     assert_int_equal(pk_doc_new(&doc), PK_OK);
     pool_t *p = tp_start_n(2);
     square_calls(p, doc, 0, 50); /* the workers poll */
-    uint64_t before = lane_items(p);
+    uint64_t before = tp_lane_items(p);
     pool_future_t *f = tp_apply1(p, "square", pk_int(doc, 7), doc);
     pool_future_t *g = tp_apply1(p, "sleep", pk_float(doc, 0.2), doc);
     CHECK_OK(pool_close(p));
@@ -341,7 +331,7 @@ static void test_lane_close_join_then_wait(void **state)
     assert_int_equal(item.status, PK_OK);
     assert_true(item.value->u.f == 0.2);
     print_message("close/join/wait: %" PRIu64 " of 2 through the lane\n",
-                  lane_items(p) - before);
+                  tp_lane_items(p) - before);
     pool_future_free(&f);
     pool_future_free(&g);
     pool_destroy(&p);
@@ -423,7 +413,7 @@ static void test_lane_threads_race(void **state)
             fail_msg("thread %d: %s", i, t[i].why);
     }
     print_message("6 threads x 400 applies: %" PRIu64 " through the lane\n",
-                  lane_items(p));
+                  tp_lane_items(p));
     pool_destroy(&p);
 
     /* The same while working workers are killed every few ms: claims,
@@ -450,7 +440,7 @@ static void test_lane_threads_race(void **state)
     pthread_join(kt, NULL);
     print_message("the same under kills: %u restarts, %" PRIu64
                   " through the lane\n",
-                  tp_restarts(p), lane_items(p));
+                  tp_restarts(p), tp_lane_items(p));
     pool_destroy(&p);
 }
 

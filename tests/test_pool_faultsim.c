@@ -758,13 +758,6 @@ static void test_imap_out_of_memory(void **state)
 
 static long g_laned; /* steps whose call went through the lane */
 
-static uint64_t lane_items(pool_t *p)
-{
-    pool_worker_stats_t st[1];
-    tp_stats(p, st, 1);
-    return st[0].lane_items;
-}
-
 /* ctx: whether the call is meant for the lane.  A fresh pool's idle worker
  * polls its lane once it is ready (spin_us after its start, then after each
  * piece of work); a moment's pause makes sure it got there. */
@@ -784,14 +777,14 @@ static int step_apply(pool_t **pp, long n, void *ctx)
     pk_tuple_set(args, 0, pk_int(doc, 9));
     if (lane)
         tp_sleep_s(0.01);
-    uint64_t laned = lane_items(p);
+    uint64_t laned = tp_lane_items(p);
     pk_error_clear(&err);
     fs_arm(lane ? "pool_apply_async (lane)" : "pool_apply_async", n, 0);
     pk_err_t rc =
         pool_apply_async(p, "examples", "square", args, NULL, &f, &err);
     pk_err_t wrc = rc == PK_OK ? pool_future_wait(f, 30, &item) : PK_OK;
     int fired = fs_disarm();
-    g_laned += lane_items(p) > laned;
+    g_laned += tp_lane_items(p) > laned;
     if (rc != PK_OK) {
         fs_map_rc(rc, fired, &err);
         if (f != NULL)

@@ -85,14 +85,33 @@ size_t tp_stats(pool_t *p, pool_worker_stats_t *st, size_t cap)
     return n;
 }
 
-unsigned tp_restarts(pool_t *p)
+/* Respawns and fast-lane items of every slot together. */
+static void totals(pool_t *p, unsigned *restarts, uint64_t *lane_items)
 {
     pool_worker_stats_t st[64];
     size_t n = tp_stats(p, st, 64);
-    unsigned r = 0;
-    for (size_t i = 0; i < n && i < 64; i++)
-        r += st[i].restarts;
+    *restarts = 0;
+    *lane_items = 0;
+    for (size_t i = 0; i < n && i < 64; i++) {
+        *restarts += st[i].restarts;
+        *lane_items += st[i].lane_items;
+    }
+}
+
+unsigned tp_restarts(pool_t *p)
+{
+    unsigned r;
+    uint64_t l;
+    totals(p, &r, &l);
     return r;
+}
+
+uint64_t tp_lane_items(pool_t *p)
+{
+    unsigned r;
+    uint64_t l;
+    totals(p, &r, &l);
+    return l;
 }
 
 pk_doc_t *tp_int_items(const int64_t *v, size_t n, pk_value_t ***items)

@@ -59,6 +59,8 @@ pool_t *tp_start_n(int workers);
 size_t tp_stats(pool_t *p, pool_worker_stats_t *st, size_t cap);
 /* Respawns of every slot together. */
 unsigned tp_restarts(pool_t *p);
+/* Items that came through the fast lane, every slot together. */
+uint64_t tp_lane_items(pool_t *p);
 
 /* A doc of n ints v[i]; *items (malloc'd, free it) points into it. */
 pk_doc_t *tp_int_items(const int64_t *v, size_t n, pk_value_t ***items);
