@@ -188,10 +188,15 @@ static void test_register_lookup_replace(void **state)
                      PK_OK);
     assert_int_equal(res->u.i, 2);
 
-    /* Many names (the table grows) and long ones (beyond the stack key). */
-    char mod[600], name[32];
-    memset(mod, 'm', sizeof mod - 1);
-    mod[sizeof mod - 1] = '\0';
+    /* Many names (the table grows) and long ones (beyond the stack key:
+     * module and name may be 255 bytes each; longer is refused, since the
+     * fork server could not be told). */
+    char mod[257], name[32];
+    memset(mod, 'm', 256);
+    mod[256] = '\0';
+    assert_int_equal(pool_register(mod, "f", fn_one, NULL), PK_ELIMIT);
+    assert_int_equal(pool_register("t", mod, fn_one, NULL), PK_ELIMIT);
+    mod[255] = '\0';
     for (int i = 0; i < 2000; i++) {
         snprintf(name, sizeof name, "f%d", i);
         assert_int_equal(pool_register(i % 2 ? "many" : mod, name, fn_one,

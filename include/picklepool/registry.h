@@ -43,7 +43,8 @@ typedef struct pool_call {
 typedef pk_err_t (*pool_fn_t)(pool_call_t *call, pk_value_t **result);
 
 /* Registers fn as module.name (both strings copied).  Registering an existing
- * name replaces it.  Returns PK_OK, PK_EINVAL (empty name) or PK_ENOMEM. */
+ * name replaces it.  Returns PK_OK, PK_EINVAL (empty name or NULL fn),
+ * PK_ELIMIT (module or name longer than 255 bytes) or PK_ENOMEM. */
 PK_API pk_err_t pool_register(const char *module, const char *name,
                               pool_fn_t fn, void *udata);
 

@@ -19,9 +19,9 @@ static const pool__src_ops_t src_call = {.flags = POOL_SRC_SINGLE,
 
 struct pool_future {
     pool__drive_t d;
-    const pk_value_t *args;
     int done;
-    pk_doc_t *doc;
+    pk_doc_t *doc; /* the outcome's, made with the future so that waiting
+                      never has to allocate it (and lose the outcome) */
     pool_item_t item;
 };
 
@@ -35,12 +35,15 @@ pk_err_t pool_apply_async(pool_t *p, const char *module, const char *func,
         return pk__err(err, PK_EINVAL, "args must be a tuple, not %s",
                        pk_type_name((pk_type_t)args->type));
     pool_future_t *f = pk__calloc(1, sizeof *f);
-    if (f == NULL)
+    if (f == NULL || pk_doc_new(&f->doc) != PK_OK) {
+        pk__free(f);
         return pk__err(err, PK_ENOMEM, "out of memory");
+    }
     pk_err_t rc =
         pool__drive_start(&f->d, p, POOL_JOB_APPLY, POOL_WIRE_F_STARARGS,
                           &src_call, module, func, kwargs, NULL, 1, err);
     if (rc != PK_OK) {
+        pk_doc_free(&f->doc);
         pk__free(f);
         return rc;
     }
@@ -74,14 +77,6 @@ pk_err_t pool_future_wait(pool_future_t *f, double timeout, pool_item_t *item)
         pool__intr_leave();
         if (rc == PK_ETIMEDOUT || rc == PK_EINTR)
             return rc;
-        if (pk_doc_new(&f->doc) != PK_OK) {
-            while (got) {
-                pool__outcome_t *n = got->next;
-                pool__outcome_free(got);
-                got = n;
-            }
-            return PK_ENOMEM;
-        }
         f->done = 1;
         f->item.index = 0;
         if (rc != PK_OK || got == NULL) {

@@ -518,6 +518,12 @@ pk_err_t pool__drive_pump(pool__drive_t *d, pool__outcome_t **got,
                 rc = pk__err(err, p->lk.broken, "%s", p->lk.broken_msg);
                 break;
             }
+            if (j->lost) {
+                rc = pk__err(err, PK_ENOMEM,
+                             "out of memory in the pool's master thread: "
+                             "outcomes of this call were lost");
+                break;
+            }
             if (d->eof && d->completed >= d->submitted)
                 break;
             if (!d->eof && p->lk.terminate_req) {

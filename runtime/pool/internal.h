@@ -109,6 +109,8 @@ struct pool__job {
     /* under p->mu */
     pool__outcome_t *done_head, *done_tail;
     int canceled; /* the caller gave up: drop its batches */
+    int lost;     /* the master could not allocate an outcome of it: the
+                     call fails with PK_ENOMEM */
     uint64_t cancel_ns;
     int active; /* counted in p->active_jobs */
     int blobs;  /* live blobs */

@@ -65,8 +65,16 @@ static void synth(turn_t *t, pool__job_t *j, size_t first, uint32_t count,
                   pk_err_t status, const char *msg)
 {
     pool__outcome_t *o = pool__outcome_synth(j, first, count, status, msg);
-    if (o != NULL) /* else the caller waits for ever: only under OOM */
+    if (o != NULL) {
         deliver(t, o);
+        return;
+    }
+    /* No memory for the outcome: rather than leave its caller waiting for
+     * items that will never come, the whole call fails (no allocation). */
+    pthread_mutex_lock(&j->p->mu);
+    j->lost = 1;
+    pthread_cond_broadcast(&j->p->cv);
+    pthread_mutex_unlock(&j->p->mu);
 }
 
 static void fail_batch(turn_t *t, pool__batch_t *b, pk_err_t status,
@@ -204,7 +212,12 @@ static int send_ctl(pool_t *p, int slot, int kind)
     return send_copy(p->m.router, hb, sizeof hb, 0);
 }
 
-static int send_task(pool_t *p, int slot, pool__batch_t *b, uint64_t now)
+/* What send_task did. */
+enum send_rc { SEND_OK = 0, SEND_UNREACHABLE, SEND_NOMEM };
+#define SEND_TAB_STACK 64 /* arena buffer table entries kept on the stack */
+
+static enum send_rc send_task(pool_t *p, int slot, pool__batch_t *b,
+                              uint64_t now)
 {
     pool__mworker_t *w = &p->m.w[slot];
     uint8_t id[POOL_WIRE_ID_SIZE], hb[POOL_WIRE_HDR_SIZE];
@@ -218,11 +231,18 @@ static int send_task(pool_t *p, int slot, pool__batch_t *b, uint64_t now)
                           .aux = b->job->timeout_ns};
     pool__wire_hdr_encode(&h, hb);
     /* Only the first frame can fail (EHOSTUNREACH: the peer is gone);
-     * after it the message is committed. */
+     * after it the message is committed.  The arena's buffer table is on
+     * the stack for the usual few buffers. */
+    uint8_t stack_tab[SEND_TAB_STACK * POOL_WIRE_SHM_ENT];
     uint8_t *tab = NULL;
     for (uint32_t i = 0; i < b->nbufs && tab == NULL; i++)
-        if (b->bufs[i].shm != POOL_WIRE_SHM_INLINE)
-            tab = pk__malloc((size_t)b->nbufs * POOL_WIRE_SHM_ENT);
+        if (b->bufs[i].shm != POOL_WIRE_SHM_INLINE) {
+            tab = b->nbufs <= SEND_TAB_STACK
+                      ? stack_tab
+                      : pk__malloc((size_t)b->nbufs * POOL_WIRE_SHM_ENT);
+            if (tab == NULL)
+                return SEND_NOMEM;
+        }
     if (tab != NULL) {
         h.flags |= POOL_WIRE_F_SHM;
         pool__wire_hdr_encode(&h, hb);
@@ -234,15 +254,17 @@ static int send_task(pool_t *p, int slot, pool__batch_t *b, uint64_t now)
         }
     }
     if (send_copy(p->m.router, id, sizeof id, 1) != 0) {
-        pk__free(tab);
-        return -1;
+        if (tab != stack_tab)
+            pk__free(tab);
+        return SEND_UNREACHABLE;
     }
     send_copy(p->m.router, hb, sizeof hb, 1);
     send_copy(p->m.router, b->job->call, b->job->call_len, 1);
     send_zc(p->m.router, b->items, b->items_len, b->blob, b->nbufs > 0);
     if (tab != NULL)
         send_copy(p->m.router, tab, (size_t)b->nbufs * POOL_WIRE_SHM_ENT, 1);
-    pk__free(tab);
+    if (tab != stack_tab)
+        pk__free(tab);
     for (uint32_t i = 0; i < b->nbufs; i++) {
         int more = i + 1 < b->nbufs;
         if (b->bufs[i].shm != POOL_WIRE_SHM_INLINE)
@@ -250,7 +272,7 @@ static int send_task(pool_t *p, int slot, pool__batch_t *b, uint64_t now)
         else
             send_zc(p->m.router, b->bufs[i].data, b->bufs[i].len, b->blob, more);
     }
-    return 0;
+    return SEND_OK;
 }
 
 static void kill_worker(pool_t *p, int slot, int sig)
@@ -845,7 +867,11 @@ static void on_result(pool_t *p, turn_t *t, int slot, const pool__wire_hdr_t *h,
     if (rc == PK_OK)
         rc = pool__result_check(b, h, nf, zmq_msg_data(&f[1]),
                                 zmq_msg_size(&f[1]), &e);
-    if (rc != PK_OK) {
+    if (rc == PK_ENOMEM) {
+        /* our own shortage, not the worker's fault */
+        shm_drop(p, slot, h->nbufs, &ents);
+        fail_batch(t, b, PK_ENOMEM, "out of memory receiving a result");
+    } else if (rc != PK_OK) {
         shm_drop(p, slot, h->nbufs, &ents);
         LOG_ONCE(p, POOL_WIRE_RESULT, slot, "malformed RESULT dropped: %s",
                  e.msg);
@@ -1130,7 +1156,13 @@ static void dispatch(pool_t *p, turn_t *t)
             if (p->m.q_head == NULL)
                 p->m.q_tail = NULL;
             b->next = NULL;
-            if (send_task(p, s, b, t->now) != 0) {
+            enum send_rc sr = send_task(p, s, b, t->now);
+            if (sr == SEND_NOMEM) {
+                fail_batch(t, b, PK_ENOMEM, "out of memory sending a batch");
+                progress = 1;
+                continue;
+            }
+            if (sr == SEND_UNREACHABLE) {
                 w->unreachable = 1;
                 blist_t l = {b, b};
                 q_prepend(p, &l);

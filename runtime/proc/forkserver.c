@@ -537,16 +537,16 @@ static void on_register(const char *module, const char *name, pool_fn_t fn,
                         void *udata, const char *plugin_path)
 {
     if (plugin_path != NULL) {
-        ctl_msg_t *m = pk__calloc(1, sizeof *m);
-        if (m == NULL)
-            return;
-        m->type = CTL_PLUGIN;
-        snprintf(m->u.path, sizeof m->u.path, "%s", plugin_path);
+        /* On the stack (4 KiB): a forwarding that could fail for want of
+         * memory would leave later workers without the function. */
+        ctl_msg_t m;
+        memset(&m, 0, sizeof m);
+        m.type = CTL_PLUGIN;
+        snprintf(m.u.path, sizeof m.u.path, "%s", plugin_path);
         pthread_mutex_lock(&fs_mu);
         if (fs_ctl >= 0 && fs_owner == getpid())
-            send_fds(fs_ctl, m, sizeof *m, NULL, 0);
+            send_fds(fs_ctl, &m, sizeof m, NULL, 0);
         pthread_mutex_unlock(&fs_mu);
-        pk__free(m);
         return;
     }
     pool__fs_register(module, name, fn, udata);
@@ -727,20 +727,18 @@ pk_err_t pool__fs_plugin(const char *path, pk_error_t *err)
 void pool__fs_register(const char *module, const char *name, pool_fn_t fn,
                        void *udata)
 {
-    ctl_msg_t *m = pk__calloc(1, sizeof *m);
-    if (m == NULL)
-        return;
-    if (strlen(module) < sizeof m->u.reg.module &&
-        strlen(name) < sizeof m->u.reg.name) {
-        m->type = CTL_REGISTER;
-        strcpy(m->u.reg.module, module);
-        strcpy(m->u.reg.name, name);
-        m->u.reg.fn = fn;
-        m->u.reg.udata = udata;
+    ctl_msg_t m; /* on the stack: see on_register */
+    memset(&m, 0, sizeof m);
+    if (strlen(module) < sizeof m.u.reg.module &&
+        strlen(name) < sizeof m.u.reg.name) {
+        m.type = CTL_REGISTER;
+        strcpy(m.u.reg.module, module);
+        strcpy(m.u.reg.name, name);
+        m.u.reg.fn = fn;
+        m.u.reg.udata = udata;
         pthread_mutex_lock(&fs_mu);
         if (fs_ctl >= 0 && fs_owner == getpid())
-            (void)ctl_call(m, NULL, 0, 0, NULL);
+            (void)ctl_call(&m, NULL, 0, 0, NULL);
         pthread_mutex_unlock(&fs_mu);
     }
-    pk__free(m);
 }

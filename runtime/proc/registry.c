@@ -155,6 +155,10 @@ pk_err_t pool_register(const char *module, const char *name, pool_fn_t fn,
 
     if (!module || !name || !*module || !*name || !fn)
         return PK_EINVAL;
+    /* Names must fit the fork server's forwarding message, or workers
+     * forked later would silently lack the function. */
+    if (strlen(module) > POOL__NAME_MAX || strlen(name) > POOL__NAME_MAX)
+        return PK_ELIMIT;
     if (!(key = key_make(module, name, buf, sizeof buf, &len, &heap)))
         return PK_ENOMEM;
     uint64_t h = key_hash(key, len);

@@ -38,6 +38,10 @@ void pool__registry_set_listener(pool__registry_listener_t fn);
  * (realpath), bare names as given (dlopen searched the library path). */
 size_t pool__registry_plugins(const char ***paths);
 
+/* Longest module or function name pool_register takes (bytes, without
+ * the NUL). */
+#define POOL__NAME_MAX 255
+
 /* Most plugins one process can load (pool_plugin_load then fails with
  * PK_ELIMIT). */
 #define POOL__MAX_PLUGINS 256
