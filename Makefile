@@ -168,7 +168,7 @@ check-exports: $(LIB_SO) $(PLUGINS) $(CLI) $(TESTS) $(BENCHES)
 
 # Each C test program (and each fuzz corpus replay) counts as one test in the
 # closing line; the programs print their own cmocka detail above it.
-test-c: all check-exports
+test-c: all check-exports check-format
 	@$(PYTHON) scripts/check_layers.py
 	@pass=0; fail=0; failed=""; for t in $(TESTS); do \
 	    echo "== $$t"; \

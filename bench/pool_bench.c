@@ -193,14 +193,12 @@ static void bench_square(pool_t *p, const bench_cfg_t *c, results_t *r)
         if ((items[i] = pk_int(doc, (int64_t)i)) == NULL)
             die("pk_int", PK_ENOMEM, NULL);
     }
-    TRY("warm-up",
-        pool_map_i64(p, "examples", "square", in, out, n / 10, NULL, NULL,
-                     &nfailed, &err));
+    TRY("warm-up", pool_map_i64(p, "examples", "square", in, out, n / 10, NULL,
+                                NULL, &nfailed, &err));
     for (int k = 0; k < c->reps; k++) {
         double t0 = now_s();
-        TRY("pool_map_i64",
-            pool_map_i64(p, "examples", "square", in, out, n, NULL, NULL, &nfailed,
-                         &err));
+        TRY("pool_map_i64", pool_map_i64(p, "examples", "square", in, out, n,
+                                         NULL, NULL, &nfailed, &err));
         t[k] = now_s() - t0;
         if (out[n - 1] != (int64_t)(n - 1) * (int64_t)(n - 1))
             die("pool_map_i64: wrong result", PK_EINVAL, NULL);
@@ -236,9 +234,8 @@ static void bench_spin(pool_t *p, const bench_cfg_t *c, results_t *r)
         in[i] = 5000;
     for (int k = 0; k < c->reps; k++) {
         double t0 = now_s();
-        TRY("pool_map_i64 spin",
-            pool_map_i64(p, "examples", "spin", in, out, n, NULL, NULL, &nfailed,
-                         &err));
+        TRY("pool_map_i64 spin", pool_map_i64(p, "examples", "spin", in, out, n,
+                                              NULL, NULL, &nfailed, &err));
         t[k] = now_s() - t0;
     }
     r->spin = spread_of(t, (size_t)c->reps);

@@ -14,7 +14,6 @@
 #include "picklepool/pickle.h"
 #include "picklepool/version.h"
 
-
 static int cmd_version(int argc, char **argv);
 
 static const struct command {

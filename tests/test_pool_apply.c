@@ -306,7 +306,7 @@ static void test_lane_abandoned_calls(void **state)
     uint64_t before = tp_lane_items(p);
     square_calls(p, doc, 0, 300);
     assert_true(tp_lane_items(p) > before); /* the lanes were freed */
-    pool_destroy(&p); /* must not wait on the hung call */
+    pool_destroy(&p);                       /* must not wait on the hung call */
     pk_doc_free(&doc);
 }
 
@@ -359,14 +359,14 @@ static void *lane_thread(void *arg)
         pool_item_t item;
         int64_t x = t->base + i;
         pk_tuple_set(args, 0, pk_int(doc, x));
-        pk_err_t rc = pool_apply_async(t->p, "examples", "square", args, NULL,
-                                       &f, NULL);
+        pk_err_t rc =
+            pool_apply_async(t->p, "examples", "square", args, NULL, &f, NULL);
         if (rc == PK_OK)
             rc = pool_future_wait(f, 30, &item);
         if (rc != PK_OK || item.status != PK_OK || item.value->u.i != x * x) {
             t->failed = 1;
-            snprintf(t->why, sizeof t->why, "square(%" PRId64 "): %s %s %s",
-                     x, pk_errname(rc), rc ? "" : pk_errname(item.status),
+            snprintf(t->why, sizeof t->why, "square(%" PRId64 "): %s %s %s", x,
+                     pk_errname(rc), rc ? "" : pk_errname(item.status),
                      rc == PK_OK && item.error ? item.error : "");
         }
         pool_future_free(&f);

@@ -69,8 +69,8 @@ static void test_map_arrays(void **state)
         }
     }
     CHECK_OK(pool_map_f32_arrays(p, "examples", "normalize",
-                                 (const float *const *)in, out, lens, n, NULL, NULL, &nf,
-                                 E_));
+                                 (const float *const *)in, out, lens, n, NULL,
+                                 NULL, &nf, E_));
     assert_int_equal(nf, 0);
     for (size_t i = 0; i < n; i++)
         expect_normalized(in[i], out[i], lens[i], i);
@@ -177,8 +177,8 @@ static void test_map_arrays_shm(void **state)
     o.shm_bytes = SIZE_MAX;
     pool_t *p = tp_start(&o);
     CHECK_OK(pool_map_f32_arrays(p, "examples", "normalize",
-                                 (const float *const *)in, out, lens, N, NULL, NULL, &nf,
-                                 E_));
+                                 (const float *const *)in, out, lens, N, NULL,
+                                 NULL, &nf, E_));
     assert_int_equal(nf, 0);
     expect_arena_idle(p, 0);
     pool_destroy(&p);
@@ -281,8 +281,8 @@ static void test_kill_workers_holding_arena(void **state)
     /* and the respawned workers' regions serve again */
     size_t nf = 99;
     CHECK_OK(pool_map_f32_arrays(p, "examples", "normalize",
-                                 (const float *const *)in, out, lens, N, NULL, NULL, &nf,
-                                 E_));
+                                 (const float *const *)in, out, lens, N, NULL,
+                                 NULL, &nf, E_));
     assert_int_equal(nf, 0);
     expect_arena_idle(p, 1);
     pool_destroy(&p);

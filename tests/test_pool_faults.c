@@ -72,8 +72,7 @@ static void test_kill_workers_mid_map(void **state)
     if (tp_restarts(p) < (unsigned)k.kills)
         fail_msg("%d workers killed, %u restarts counted", k.kills,
                  tp_restarts(p));
-    print_message("%d workers killed, %u restarts\n", k.kills,
-                  tp_restarts(p));
+    print_message("%d workers killed, %u restarts\n", k.kills, tp_restarts(p));
 
     /* and the pool still serves */
     r = tp_map_values(p, "square", items, 100, NULL);

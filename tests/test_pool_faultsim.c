@@ -649,12 +649,10 @@ static int step_imap(pool_t **pp, long n, void *ctx)
                     item.index, pk_errname(item.status));
         if (c->master && item.status == PK_EPICKLE && item.error &&
             strstr(item.error, "buffer has 0 bytes"))
-            fs_fail("item %zu: %s", item.index,
-                         item.error);
+            fs_fail("item %zu: %s", item.index, item.error);
         else if (c->master && item.status == PK_EPROTO && item.error &&
                  strstr(item.error, "out of memory"))
-            fs_fail("item %zu: %s", item.index,
-                         item.error);
+            fs_fail("item %zu: %s", item.index, item.error);
         else if (item.index != c->hung)
             fs_item(&item, item.index, c->want, c->want_ctx);
         got++;
@@ -663,8 +661,8 @@ static int step_imap(pool_t **pp, long n, void *ctx)
     if (rc == PK_ETIMEDOUT && fired && c->master) {
         /* freeing the iterator cancels the rest */
         fs_fail("no outcome for 5 s after %zu of %zu "
-                     "items",
-                     got, c->n);
+                "items",
+                got, c->n);
     } else if (rc == PK_EOF) {
         if (got != c->n)
             fs_fail("PK_EOF after %zu of %zu items", got, c->n);
@@ -752,10 +750,10 @@ static int step_apply(pool_t **pp, long n, void *ctx)
     if (wrc == PK_ENOMEM && fired) {
         pk_err_t again = pool_future_wait(f, 30, &item);
         fs_fail("pool_future_wait returned PK_ENOMEM; waiting again "
-                     "gave %s with an item %s (%s)",
-                     pk_errname(again),
-                     again == PK_OK ? pk_errname(item.status) : "-",
-                     again == PK_OK && item.error ? item.error : "");
+                "gave %s with an item %s (%s)",
+                pk_errname(again),
+                again == PK_OK ? pk_errname(item.status) : "-",
+                again == PK_OK && item.error ? item.error : "");
         pool_future_free(&f);
         pk_doc_free(&doc);
         return fired;
@@ -831,8 +829,7 @@ static int step_register(pool_t **pp, long n, void *ctx)
     pool_results_t *r = tp_map_values(*pp, name, items, 3, NULL);
     const pool_item_t *it = pool_results_item(r, 0);
     if (fired && it->status == PK_ENOFUNC)
-        fs_fail("PK_OK, then examples.%s: %s", name,
-                     it->error);
+        fs_fail("PK_OK, then examples.%s: %s", name, it->error);
     else
         for (size_t i = 0; i < 3; i++)
             fs_item(pool_results_item(r, i), i, want_twice, NULL);

@@ -167,15 +167,15 @@ static void test_api_rules(void **state)
     pk_err_t st[3] = {PK_EIO, PK_EIO, PK_EIO};
     size_t nf = 99;
     pool_call_opts_t co = {0, 0, 0}; /* size 0: not from pool_call_opts_init */
-    assert_int_equal(pool_map_i64(p, "examples", "square", v, out, 3, &co, st,
-                                  &nf, &err),
-                     PK_EINVAL);
+    assert_int_equal(
+        pool_map_i64(p, "examples", "square", v, out, 3, &co, st, &nf, &err),
+        PK_EINVAL);
     assert_non_null(strstr(err.msg, "pool_call_opts_init"));
     pool_call_opts_init(&co);
     co.chunksize = 1;
-    assert_int_equal(pool_map_i64(p, "examples", "square", v, out, 3, &co, st,
-                                  &nf, &err),
-                     PK_OK);
+    assert_int_equal(
+        pool_map_i64(p, "examples", "square", v, out, 3, &co, st, &nf, &err),
+        PK_OK);
     assert_int_equal(nf, 0);
     for (int i = 0; i < 3; i++) {
         assert_int_equal(st[i], PK_OK);
@@ -188,7 +188,8 @@ static void test_api_rules(void **state)
     tp_gen_t g = {.n = 3, .fail_at = SIZE_MAX, .caller = pthread_self()};
     pool_iter_t *it = NULL;
     pool_item_t item;
-    CHECK_OK(pool_imap(p, "examples", "square", tp_gen_next, &g, NULL, &it, E_));
+    CHECK_OK(
+        pool_imap(p, "examples", "square", tp_gen_next, &g, NULL, &it, E_));
     size_t got = 0;
     pk_err_t rc;
     while ((rc = pool_iter_next(it, &item, 30)) == PK_OK)
@@ -205,7 +206,7 @@ static void test_api_rules(void **state)
     pool_destroy(&p);
     CHECK_OK(pool_global_fini(E_));
     CHECK_OK(pool_global_fini(E_)); /* idempotent */
-    p = tp_start_n(1); /* a new fork server */
+    p = tp_start_n(1);              /* a new fork server */
     CHECK_OK(pool_map_i64(p, "examples", "square", v, out, 3, VEC_));
     assert_int_equal(out[2], 9);
 
@@ -437,8 +438,8 @@ static void test_destroy_with_open_iterator_aborts(void **state)
     assert_true(pid >= 0);
     if (pid == 0) {
         pool_t *p = tp_start_n(1);
-        tp_gen_t g = {.n = 100000, .fail_at = SIZE_MAX,
-                   .caller = pthread_self()};
+        tp_gen_t g = {
+            .n = 100000, .fail_at = SIZE_MAX, .caller = pthread_self()};
         pool_iter_t *it = NULL;
         pool_item_t item;
         if (pool_imap(p, "examples", "square", tp_gen_next, &g, NULL, &it,
@@ -565,5 +566,6 @@ static const runner_test_t tests[] = {
 
 int main(int argc, char **argv)
 {
-    return runner_main(argc, argv, tests, RUNNER_COUNT(tests), teardown_scratch);
+    return runner_main(argc, argv, tests, RUNNER_COUNT(tests),
+                       teardown_scratch);
 }

@@ -43,7 +43,8 @@ static void test_map_1m_in_order(void **state)
         in[i] = (int64_t)i - 500000;
         out[i] = INT64_MIN;
     }
-    CHECK_OK(pool_map_i64(p, "examples", "square", in, out, n, NULL, NULL, &nf, E_));
+    CHECK_OK(
+        pool_map_i64(p, "examples", "square", in, out, n, NULL, NULL, &nf, E_));
     assert_int_equal(nf, 0);
     for (size_t i = 0; i < n; i++)
         if (out[i] != in[i] * in[i])

@@ -26,6 +26,8 @@ typedef struct plan_case {
     pool__rec_piece_t want[3];
 } plan_case_t;
 
+/* One case a paragraph: the table is the test. */
+/* clang-format off */
 static const plan_case_t plans[] = {
     {"canceled job: dropped, whatever else is true",
      {.count = 8, .canceled = 1, .blamed = 1, .running = 3, .retries = 2},
@@ -72,6 +74,7 @@ static const plan_case_t plans[] = {
       .retries = 2},
      POOL_REC_PIECES, 1, {{0, 1, C, 0}}},
 };
+/* clang-format on */
 
 static void test_plans(void **state)
 {
@@ -91,9 +94,8 @@ static void test_plans(void **state)
                 g->action != w->action || g->crashes != w->crashes)
                 fail_msg("%s: piece %d is [%u,%u) action %d crashes %u, "
                          "want [%u,%u) action %d crashes %u",
-                         c->what, k, g->from, g->to, (int)g->action,
-                         g->crashes, w->from, w->to, (int)w->action,
-                         w->crashes);
+                         c->what, k, g->from, g->to, (int)g->action, g->crashes,
+                         w->from, w->to, (int)w->action, w->crashes);
             /* pieces cover the batch in order, once each, never empty */
             assert_int_equal(g->from, covered);
             assert_true(g->to > g->from);
@@ -111,8 +113,8 @@ static void test_split_isolates(void **state)
 {
     (void)state;
     const uint32_t n = 1000, poison = 617;
-    pool__rec_batch_t b = {.count = n, .blamed = 1, .running = UINT32_MAX,
-                           .retries = 2};
+    pool__rec_batch_t b = {
+        .count = n, .blamed = 1, .running = UINT32_MAX, .retries = 2};
     uint32_t first = 0;
     int rounds = 0;
     for (;;) {
@@ -150,6 +152,7 @@ typedef struct respawn_case {
 
 #define MS 1000000ull
 
+/* clang-format off */
 static const respawn_case_t respawns[] = {
     {"a worker killed from outside after it worked: at once",
      {.was_ready = 1, .productive = 1, .lived_ns = 50 * MS, .nworkers = 2,
@@ -189,6 +192,7 @@ static const respawn_case_t respawns[] = {
       .startup_deaths = 4},
      0, 0, 0, 4},
 };
+/* clang-format on */
 
 static void test_respawn(void **state)
 {
@@ -198,8 +202,8 @@ static void test_respawn(void **state)
         pool__rec_respawn_t got;
         pool__rec_respawn(&c->in, &got);
         if (got.broken != c->broken ||
-            (!c->broken && (got.delay_ns != c->delay_ns ||
-                            got.quick_deaths != c->quick)) ||
+            (!c->broken &&
+             (got.delay_ns != c->delay_ns || got.quick_deaths != c->quick)) ||
             got.startup_deaths != c->startup)
             fail_msg("%s: broken %d delay %llu quick %u startup %u; want "
                      "%d %llu %u %u",

@@ -1634,7 +1634,7 @@ int main(void)
         T(test_memo_forms),
         T(test_stack_ops),
         T(test_frames),
-    T(test_atoms),
+        T(test_atoms),
         T(test_py2_strings),
         T(test_text_opcodes),
         T(test_binary_scalars),

@@ -1033,7 +1033,6 @@ static void test_type_names(void **state)
 
 /* ---- allocation failure injection --------------------------------------- */
 
-
 static void on_free_counter(void *arg)
 {
     ++*(int *)arg;

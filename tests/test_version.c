@@ -102,9 +102,9 @@ static void test_plugin_in_process(void **state)
     pk_value_t *args = pk_tuple_new(doc, 1);
     assert_non_null(args);
     pk_tuple_set(args, 0, pk_int(doc, 7));
-    assert_int_equal(pool_call_local("examples", "square", doc, args, NULL,
-                                     &res, &err),
-                     PK_OK);
+    assert_int_equal(
+        pool_call_local("examples", "square", doc, args, NULL, &res, &err),
+        PK_OK);
     assert_int_equal(pk_as_int(res, &n), PK_OK);
     assert_int_equal(n, 49);
     pk_doc_free(&doc);

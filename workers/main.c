@@ -41,7 +41,6 @@
 #include "proc/topology.h"
 #include "proc/worker.h"
 
-
 #define PROG "picklepool-worker"
 #define MAX_PLUGINS 64
 

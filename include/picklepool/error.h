@@ -42,7 +42,7 @@ extern "C" {
     X(EINTR, 16, "interrupted")                                                \
     X(EPROTO, 17, "wire protocol error")                                       \
     X(EIO, 18, "input/output error")                                           \
-    X(ECANCELED, 19, "canceled")                                            \
+    X(ECANCELED, 19, "canceled")                                               \
     X(EOF, 20, "end of iteration")
 
 typedef enum pk_err {

@@ -57,7 +57,7 @@ typedef struct pk_buffer {
 } pk_buffer_t;
 
 typedef struct pk_load_opts {
-    size_t max_depth;    /* nesting of MARKs and containers as the opcodes
+    size_t max_depth; /* nesting of MARKs and containers as the opcodes
                             build them (default 1000).  A container filled
                             after it was memoized keeps the depth it had,
                             so a crafted pickle can nest lists deeper than
@@ -65,10 +65,10 @@ typedef struct pk_load_opts {
                             that walks a decoded graph recursively must
                             bound its own depth, as pk_dumps, pk_equal,
                             pk_hash and pk_repr do. */
-    size_t max_memo;     /* memo entries (default 1<<26) */
-    size_t max_stack;    /* values on the stack (default 1<<26) */
-    size_t max_ops;      /* opcodes executed (default 1<<32 on 64-bit) */
-    size_t max_bytes;    /* input length accepted (default 1<<40) */
+    size_t max_memo;  /* memo entries (default 1<<26) */
+    size_t max_stack; /* values on the stack (default 1<<26) */
+    size_t max_ops;   /* opcodes executed (default 1<<32 on 64-bit) */
+    size_t max_bytes; /* input length accepted (default 1<<40) */
     pk_str_encoding_t encoding; /* Python 2 str decoding (default ASCII) */
     const pk_buffer_t *buffers; /* out-of-band buffers, in order */
     size_t nbuffers;
@@ -112,7 +112,7 @@ typedef int (*pk_buffer_cb)(void *ctx, const void *data, size_t len,
                             int readonly);
 
 typedef struct pk_dump_opts {
-    int protocol;          /* 2..5, default 5 */
+    int protocol;           /* 2..5, default 5 */
     pk_buffer_cb buffer_cb; /* NULL: everything in band */
     void *buffer_ctx;
 } pk_dump_opts_t;

@@ -15,8 +15,8 @@ extern "C" {
 
 typedef enum pool_placement {
     POOL_PLACE_COMPACT = 0, /* consecutive cores (OpenMP "close") */
-    POOL_PLACE_SPREAD,      /* spread over packages / NUMA nodes (hwloc_distrib) */
-    POOL_PLACE_NONE         /* no binding: every worker may use every allowed CPU */
+    POOL_PLACE_SPREAD, /* spread over packages / NUMA nodes (hwloc_distrib) */
+    POOL_PLACE_NONE    /* no binding: every worker may use every allowed CPU */
 } pool_placement_t;
 
 #ifdef __cplusplus

@@ -62,13 +62,13 @@ typedef struct pool_opts {
     size_t chunksize;           /* items per batch; 0: adaptive (default) */
     double timeout;             /* per-item seconds; 0: none (default) */
     int retries;                /* crashes an item may survive (default 2) */
-    size_t maxtasksperchild;    /* items before a worker is recycled; 0: never */
-    size_t max_rss;             /* bytes; recycle a worker above it; 0: none */
+    size_t maxtasksperchild;    /* items before a worker retires; 0: never */
+    size_t max_rss;             /* bytes; retire a worker above it; 0: none */
     void (*initializer)(void *arg); /* run in each worker once, may be NULL */
     void *initarg;
-    const char *const *plugins; /* plugin .so paths loaded in master + workers */
+    const char *const *plugins; /* plugin .so paths, loaded everywhere */
     size_t nplugins;
-    const char *topology;       /* hwloc synthetic topology for tests, or NULL */
+    const char *topology; /* hwloc synthetic topology (tests), or NULL */
     /* Shared-memory arena for large out-of-band buffers (numpy arrays): one
      * memfd per pool, mapped by the master and every worker, so a buffer of
      * at least shm_threshold bytes is copied once into it instead of going
@@ -142,11 +142,11 @@ PK_API void pool_call_opts_init(pool_call_opts_t *copts);
 /* One item's outcome.  `value` and `error` are owned by whoever returned the
  * item (the results object, the iterator until its next call, the future). */
 typedef struct pool_item {
-    size_t index;           /* position in the input */
-    pk_err_t status;        /* PK_OK, PK_EFUNC, PK_ECRASHED, PK_ETIMEDOUT,
-                               PK_ENOFUNC, PK_ECANCELED, ... */
+    size_t index;            /* position in the input */
+    pk_err_t status;         /* PK_OK, PK_EFUNC, PK_ECRASHED, PK_ETIMEDOUT,
+                                PK_ENOFUNC, PK_ECANCELED, ... */
     const pk_value_t *value; /* the result when status == PK_OK, else NULL */
-    const char *error;      /* message when status != PK_OK, else NULL */
+    const char *error;       /* message when status != PK_OK, else NULL */
 } pool_item_t;
 
 /* Partial failure, one rule for every map call: a map returns PK_OK when it

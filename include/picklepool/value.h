@@ -54,6 +54,7 @@
 extern "C" {
 #endif
 
+/* clang-format off */
 typedef enum pk_type {
     PK_NONE = 0,
     PK_BOOL,
@@ -78,12 +79,13 @@ typedef enum pk_type {
                     such as builtins exceptions, decode to this) */
     PK__TYPE_MAX
 } pk_type_t;
+/* clang-format on */
 
 /* pk_value_t.flags */
 #define PK_VF_READONLY 0x01 /* buffer/array data must not be written */
 #define PK_VF_BORROWED 0x02 /* data points into memory the doc does not own */
 #define PK_VF_NPSCALAR 0x04 /* PK_NDARRAY that is a numpy scalar (ndim 0) */
-#define PK_VF_FORTRAN 0x08  /* PK_NDARRAY stored in Fortran (column-major) order */
+#define PK_VF_FORTRAN 0x08  /* PK_NDARRAY in Fortran (column-major) order */
 /* Constructor flag only (never stored): pk_ndarray with data == NULL leaves the
  * storage uninitialised instead of zeroing it, for kernels that overwrite it. */
 #define PK_VF_UNINIT 0x80
@@ -95,13 +97,16 @@ typedef struct pk_value pk_value_t;
 typedef struct pk_doc pk_doc_t;
 
 /* numpy dtype for the supported kinds: b (bool), i, u, f, c, S, U, V (raw). */
+/* clang-format off */
 typedef struct pk_dtype {
     char kind;         /* 'b','i','u','f','c','S','U','V' */
     char byteorder;    /* '<', '>' or '|' (not applicable); never '=' */
     uint16_t reserved;
     uint32_t itemsize; /* bytes per element (for 'U': 4 * characters) */
 } pk_dtype_t;
+/* clang-format on */
 
+/* clang-format off */
 typedef struct pk_ndarray {
     pk_dtype_t dtype;
     int ndim;                /* 0..PK_MAXDIMS */
@@ -110,12 +115,14 @@ typedef struct pk_ndarray {
     void *data;              /* nbytes bytes; borrowed when PK_VF_BORROWED */
     size_t nbytes;           /* product(shape) * itemsize */
 } pk_ndarray_t;
+/* clang-format on */
 
 typedef struct pk_dict_entry {
     pk_value_t *key;
     pk_value_t *value;
 } pk_dict_entry_t;
 
+/* clang-format off */
 struct pk_value {
     uint8_t type;  /* pk_type_t */
     uint8_t flags; /* PK_VF_* */
@@ -163,6 +170,7 @@ struct pk_value {
         pk_dtype_t *dtype;            /* PK_DTYPE */
     } u;
 };
+/* clang-format on */
 
 /* ---- documents --------------------------------------------------------- */
 

@@ -496,8 +496,8 @@ static pk_err_t call_frombuffer(pk_doc_t *doc, const char *what,
                     ? aligned_for(buf->u.str.ptr, dt->u.dtype)
                     : ((uintptr_t)buf->u.str.ptr % 64) == 0;
     if (!share) {
-        *out = pk_ndarray(doc, dt->u.dtype, ndim, shape,
-                          (void *)buf->u.str.ptr, flags);
+        *out = pk_ndarray(doc, dt->u.dtype, ndim, shape, (void *)buf->u.str.ptr,
+                          flags);
         return *out ? PK_OK : nomem(err);
     }
     pk_value_t *v = pk_ndarray(doc, dt->u.dtype, ndim, shape,

@@ -916,7 +916,7 @@ static pk_err_t write_global_op(pickler_t *p, const char *module,
 }
 
 static pk_err_t save_modname(pickler_t *p, const char *module,
-                            enum name_kind kind)
+                             enum name_kind kind)
 {
     opcode_boundary(p);
     if (kind == NAME_MOD_OWN) {

@@ -103,7 +103,6 @@ typedef struct dis {
     int proto; /* from PROTO (0 without one): below 3 names are renamed */
 } dis_t;
 
-
 static void imap_free(imap_t *m)
 {
     pk__free(m->keys);

@@ -529,8 +529,8 @@ static pk_err_t load_unicode(loader_t *L)
         uint8_t c = s[i++];
         if (c != '\\' || i == n || (s[i] != 'u' && s[i] != 'U')) {
             k += pk__utf8_put((uint8_t *)d + k, c);
-            if (c == '\\' && i < n)
-                k += pk__utf8_put((uint8_t *)d + k, s[i++]); /* "\\x" stays as is */
+            if (c == '\\' && i < n) /* "\\x" stays as is */
+                k += pk__utf8_put((uint8_t *)d + k, s[i++]);
             continue;
         }
         size_t cnt = s[i++] == 'u' ? 4 : 8;
@@ -1282,6 +1282,7 @@ static int loads_atom(pk_doc_t *doc, const uint8_t *base, size_t len,
     }
     if (p >= end)
         return 0;
+    /* clang-format off */
     uint8_t op = *p++;
     size_t arg;
     switch (op) {
@@ -1313,6 +1314,7 @@ static int loads_atom(pk_doc_t *doc, const uint8_t *base, size_t len,
     case PK_OP_NONE: v = pk_none(); break;
     default: v = pk_bool(op == PK_OP_NEWTRUE); break;
     }
+    /* clang-format on */
     if (v == NULL)
         return 0;
     *out = v;

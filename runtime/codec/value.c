@@ -1122,8 +1122,7 @@ static int equal_rec(const pk_value_t *a, const pk_value_t *b, int depth,
                equal_rec(a->u.obj.args, b->u.obj.args, depth + 1, budget) &&
                (a->u.obj.state == b->u.obj.state ||
                 (a->u.obj.state != NULL && b->u.obj.state != NULL &&
-                 equal_rec(a->u.obj.state, b->u.obj.state, depth + 1,
-                           budget)));
+                 equal_rec(a->u.obj.state, b->u.obj.state, depth + 1, budget)));
     default:
         return 0;
     }
@@ -1279,8 +1278,7 @@ pk_err_t pk__dict_set_batch(pk_doc_t *doc, pk_value_t *dict,
         if (dict->u.dict.len + ok > dict->u.dict.cap) {
             void *arr = dict->u.dict.entries;
             if (array_grow(doc, &arr, dict->u.dict.len, &dict->u.dict.cap,
-                           sizeof(pk_dict_entry_t),
-                           dict->u.dict.len + ok) != 0)
+                           sizeof(pk_dict_entry_t), dict->u.dict.len + ok) != 0)
                 return PK_ENOMEM;
             dict->u.dict.entries = arr;
         }

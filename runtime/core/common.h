@@ -39,7 +39,8 @@ pk_err_t pk__err(pk_error_t *err, pk_err_t code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 /* Same, keeping errno (PK_ESYS / PK_EIO): message gets ": strerror(errno)". */
 pk_err_t pk__err_sys(pk_error_t *err, pk_err_t code, int errnum,
-                     const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+                     const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
 
 static inline uint16_t pk__ld16(const uint8_t *p)
 {
@@ -57,8 +58,14 @@ static inline uint64_t pk__ld64(const uint8_t *p)
     memcpy(&v, p, 8);
     return v;
 }
-static inline void pk__st32(uint8_t *p, uint32_t v) { memcpy(p, &v, 4); }
-static inline void pk__st64(uint8_t *p, uint64_t v) { memcpy(p, &v, 8); }
+static inline void pk__st32(uint8_t *p, uint32_t v)
+{
+    memcpy(p, &v, 4);
+}
+static inline void pk__st64(uint8_t *p, uint64_t v)
+{
+    memcpy(p, &v, 8);
+}
 
 #if !defined(__BYTE_ORDER__) || __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
 #error "picklepool assumes a little-endian host"

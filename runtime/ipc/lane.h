@@ -79,7 +79,7 @@ enum pool__lane_state {
     POOL_LANE_ORPHAN
 };
 
-#define POOL_LANE_ST(v) ((v) & 0xffu)
+#define POOL_LANE_ST(v) ((v)&0xffu)
 #define POOL_LANE_TAG(v) ((v) & ~0xffu)
 #define POOL_LANE_NEXT_TAG(v) (((v) & ~0xffu) + 0x100u)
 

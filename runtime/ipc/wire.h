@@ -65,9 +65,11 @@ typedef enum pool__wire_kind {
     0x0008 /* TASK: call frame = u64 FUNC id (reserved) */
 #define POOL_WIRE_F_RETIRING 0x0010 /* RESULT/READY: the worker exits now */
 #define POOL_WIRE_F_RES_I64 0x0020  /* TASK: results must be ints; reply vec */
-#define POOL_WIRE_F_RES_F64 0x0040  /* TASK: results must be floats; reply vec \
+#define POOL_WIRE_F_RES_F64                                                    \
+    0x0040 /* TASK: results must be floats; reply vec \
                                      */
-#define POOL_WIRE_F_SHM 0x0080 /* TASK/RESULT: a buffer table frame follows \
+#define POOL_WIRE_F_SHM                                                        \
+    0x0080 /* TASK/RESULT: a buffer table frame follows \
                                   the payload (shared-memory arena) */
 
 /* The buffer table of a POOL_WIRE_F_SHM message: hdr.nbufs entries of 16

@@ -60,15 +60,17 @@ pk_err_t pool_future_wait(pool_future_t *f, double timeout, pool_item_t *item)
     if (f == NULL || item == NULL)
         return PK_EINVAL;
     struct timespec dl = pool__deadline_in(timeout);
-    uint64_t dl_ns = timeout < 0 ? 0 : (uint64_t)dl.tv_sec * 1000000000u +
-                                           (uint64_t)dl.tv_nsec;
+    uint64_t dl_ns =
+        timeout < 0 ? 0
+                    : (uint64_t)dl.tv_sec * 1000000000u + (uint64_t)dl.tv_nsec;
     while (!f->done) {
         pool__outcome_t *got = NULL;
         pk_error_t e;
         pk_err_t rc = PK_OK;
         pool__intr_enter();
         if (f->d.lane.slot >= 0) {
-            rc = pool__lane_wait(f->d.p, &f->d.lane, dl_ns, &pool__intr_flag, &got);
+            rc = pool__lane_wait(f->d.p, &f->d.lane, dl_ns, &pool__intr_flag,
+                                 &got);
             if (got != NULL)
                 f->d.completed += got->count;
         }
@@ -112,4 +114,3 @@ void pool_future_free(pool_future_t **fp)
     pk_doc_free(&f->doc);
     pk__free(f);
 }
-

@@ -490,7 +490,7 @@ void pool__drive_end(pool__drive_t *d)
  * (NULL when the map is complete), PK_ETIMEDOUT, PK_EINTR, or the pool's
  * failure (PK_ECRASHED when workers keep dying) with err filled. */
 pk_err_t pool__drive_pump(pool__drive_t *d, pool__outcome_t **got,
-                     const struct timespec *deadline, pk_error_t *err)
+                          const struct timespec *deadline, pk_error_t *err)
 {
     pool_t *p = d->p;
     pool__job_t *j = d->j;
@@ -568,7 +568,8 @@ pk_err_t pool__drive_pump(pool__drive_t *d, pool__outcome_t **got,
 }
 
 /* Runs a whole map on the caller's thread; `sink` consumes each outcome. */
-pk_err_t pool__drive_run(pool__drive_t *d, pool__sink_fn sink, void *ctx, pk_error_t *err)
+pk_err_t pool__drive_run(pool__drive_t *d, pool__sink_fn sink, void *ctx,
+                         pk_error_t *err)
 {
     pk_err_t rc = PK_OK;
     pool__intr_enter();
@@ -599,7 +600,6 @@ pk_err_t pool__drive_run(pool__drive_t *d, pool__sink_fn sink, void *ctx, pk_err
     pool__drive_end(d);
     return rc;
 }
-
 
 pk_err_t pool__src_items_next(pool__drive_t *d, pk_doc_t *doc,
                               const pk_value_t **v, pk_error_t *err)

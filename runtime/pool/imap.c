@@ -149,7 +149,8 @@ pk_err_t pool_iter_next(pool_iter_t *it, pool_item_t *item, double timeout)
         pool__outcome_t *got = NULL;
         pk_error_t e;
         pool__intr_enter();
-        pk_err_t rc = pool__drive_pump(&it->d, &got, timeout < 0 ? NULL : &dl, &e);
+        pk_err_t rc =
+            pool__drive_pump(&it->d, &got, timeout < 0 ? NULL : &dl, &e);
         pool__intr_leave();
         if (rc == PK_ETIMEDOUT)
             return rc;
@@ -202,4 +203,3 @@ void pool_iter_free(pool_iter_t **itp)
     }
     pk__free(it);
 }
-

@@ -176,25 +176,25 @@ typedef struct pool__slot_stats {
  * after: any thread may read it without the lock. */
 typedef struct pool__cfg {
     int nworkers, prefetch, retries;
-    size_t chunksize;          /* pool default, 0: adaptive */
-    double timeout;            /* pool default per item, 0: none */
-    uint64_t spin_ns;          /* busy-poll budget of lanes (0: no lanes) */
-    int bind;                  /* workers bind to their places */
-    pool__place_t *places;     /* nworkers */
-    pool__topo_t *own_topo;    /* synthetic topology, or NULL */
-    char dir[256];             /* the private 0700 ipc directory */
-    char endpoint[300];        /* ipc://<dir>/pool.sock */
-    int efd;                   /* eventfd: API -> master */
-    int memfd;                 /* scoreboard, then the arena at shm_off */
-    pool__sb_slot_t *sb;       /* the scoreboard mapping (workers write) */
-    size_t sb_size;            /* the scoreboard and the lanes */
-    pool__lane_t *lanes;       /* one per slot, in the sb mapping; or NULL */
-    pool__shm_t *shm;          /* the arena, or NULL */
+    size_t chunksize;       /* pool default, 0: adaptive */
+    double timeout;         /* pool default per item, 0: none */
+    uint64_t spin_ns;       /* busy-poll budget of lanes (0: no lanes) */
+    int bind;               /* workers bind to their places */
+    pool__place_t *places;  /* nworkers */
+    pool__topo_t *own_topo; /* synthetic topology, or NULL */
+    char dir[256];          /* the private 0700 ipc directory */
+    char endpoint[300];     /* ipc://<dir>/pool.sock */
+    int efd;                /* eventfd: API -> master */
+    int memfd;              /* scoreboard, then the arena at shm_off */
+    pool__sb_slot_t *sb;    /* the scoreboard mapping (workers write) */
+    size_t sb_size;         /* the scoreboard and the lanes */
+    pool__lane_t *lanes;    /* one per slot, in the sb mapping; or NULL */
+    pool__shm_t *shm;       /* the arena, or NULL */
     uint64_t shm_off;
-    void *zctx;                /* the master's ZeroMQ context */
-    pthread_t thread;          /* the master thread */
+    void *zctx;       /* the master's ZeroMQ context */
+    pthread_t thread; /* the master thread */
     int thread_started;
-    int counted;               /* counted in the live pools (global_fini) */
+    int counted; /* counted in the live pools (global_fini) */
 } pool__cfg_t;
 
 /* Shared between API calls and the master thread: only under pool->mu. */
@@ -202,25 +202,25 @@ typedef struct pool__locked {
     pool__batch_t *subq_head, *subq_tail; /* submissions for the master */
     pool__lane_rec_t *lane_recs;          /* per slot, with lanes */
     pool__slot_stats_t *stats;            /* per slot */
-    int closed;         /* no new calls */
+    int closed;                           /* no new calls */
     int terminate_req;
     int shutdown_req;   /* destroy: master exits when workers are gone */
     int cancel_pending; /* some job got canceled */
     int active_jobs;
-    int open_drives;    /* maps, iterators and futures not yet ended */
-    int nready;         /* workers that said READY since creation */
-    int nlive;          /* processes alive or being spawned */
-    int exited;         /* after close/terminate: every worker is gone */
-    pk_err_t broken;    /* PK_ECRASHED once workers keep dying at start-up
+    int open_drives; /* maps, iterators and futures not yet ended */
+    int nready;      /* workers that said READY since creation */
+    int nlive;       /* processes alive or being spawned */
+    int exited;      /* after close/terminate: every worker is gone */
+    pk_err_t broken; /* PK_ECRASHED once workers keep dying at start-up
                            or the fork server died; PK_OK before */
     char broken_msg[256];
 } pool__locked_t;
 
 /* The master thread's own: nothing else touches it after pool_create. */
 typedef struct pool__mstate {
-    void *router;               /* the ROUTER socket */
-    int chan;                   /* the fork-server channel */
-    pool__mworker_t *w;         /* per slot */
+    void *router;                   /* the ROUTER socket */
+    int chan;                       /* the fork-server channel */
+    pool__mworker_t *w;             /* per slot */
     pool__batch_t *q_head, *q_tail; /* the batch queue */
     uint64_t next_batch_id;
     int stop_sent;
@@ -232,14 +232,14 @@ typedef struct pool__mstate {
 
 /* A pool: ownership of each part is in its type. */
 struct pool {
-    pool__cfg_t cfg;         /* immutable after pool_create */
-    pthread_mutex_t mu;      /* the only lock; never held across a socket
+    pool__cfg_t cfg;       /* immutable after pool_create */
+    pthread_mutex_t mu;    /* the only lock; never held across a socket
                                 call */
-    pthread_cond_t cv;       /* broadcast when jobs get outcomes or the
+    pthread_cond_t cv;     /* broadcast when jobs get outcomes or the
                                 pool's state changes */
-    pool__locked_t lk;       /* under mu */
-    pool__mstate_t m;        /* master thread only */
-    _Atomic int lane_hint;   /* the slot a lane call went to last */
+    pool__locked_t lk;     /* under mu */
+    pool__mstate_t m;      /* master thread only */
+    _Atomic int lane_hint; /* the slot a lane call went to last */
     _Atomic uint64_t lane_next_id;
 };
 

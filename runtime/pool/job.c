@@ -141,4 +141,3 @@ pool__outcome_t *pool__outcome_synth(pool__job_t *j, size_t first,
     o->msg = pk__strdup(msg);
     return o;
 }
-

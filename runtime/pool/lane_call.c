@@ -34,9 +34,8 @@ int pool__lane_post(pool_t *p, pool__batch_t *b, pool__lane_ticket_t *t)
         if (POOL_LANE_ST(v) != POOL_LANE_ARMED)
             continue;
         uint32_t c = POOL_LANE_NEXT_TAG(v) | POOL_LANE_CLAIMED;
-        if (atomic_compare_exchange_strong_explicit(&l->state, &v, c,
-                                                    memory_order_acquire,
-                                                    memory_order_relaxed)) {
+        if (atomic_compare_exchange_strong_explicit(
+                &l->state, &v, c, memory_order_acquire, memory_order_relaxed)) {
             slot = s;
             claimed = c;
         }
@@ -77,8 +76,7 @@ int pool__lane_post(pool_t *p, pool__batch_t *b, pool__lane_ticket_t *t)
         pthread_mutex_unlock(&p->mu);
         uint32_t orphan = POOL_LANE_TAG(claimed) | POOL_LANE_ORPHAN;
         atomic_compare_exchange_strong(&l->state, &orphan,
-                                       POOL_LANE_TAG(claimed) |
-                                           POOL_LANE_FREE);
+                                       POOL_LANE_TAG(claimed) | POOL_LANE_FREE);
         if (ours) {
             b->id = 0;
             return 0;
@@ -111,8 +109,7 @@ static pool__outcome_t *lane_outcome(pool_t *p, int slot, pool__batch_t *b)
         ;
     else if (h.kind != POOL_WIRE_RESULT || h.batch != b->id)
         rc = pk__err(&e, PK_EPROTO, "the lane holds a %s for batch %llu",
-                     pool__wire_kind_name(h.kind),
-                     (unsigned long long)h.batch);
+                     pool__wire_kind_name(h.kind), (unsigned long long)h.batch);
     else if (h.flags & POOL_WIRE_F_SHM)
         rc = pk__err(&e, PK_EPROTO, "arena buffers in a lane reply");
     else if ((fr = pk__malloc((1 + (size_t)h.nbufs) * sizeof *fr)) == NULL)
@@ -142,10 +139,9 @@ static pool__outcome_t *lane_outcome(pool_t *p, int slot, pool__batch_t *b)
                                     zmq_msg_size(&fr[0]), &e);
     }
     /* The bytes are ours now: the worker may arm again. */
-    atomic_store_explicit(&l->state,
-                          POOL_LANE_TAG(atomic_load(&l->state)) |
-                              POOL_LANE_FREE,
-                          memory_order_release);
+    atomic_store_explicit(
+        &l->state, POOL_LANE_TAG(atomic_load(&l->state)) | POOL_LANE_FREE,
+        memory_order_release);
     pool__outcome_t *o = NULL;
     if (rc == PK_OK && (o = pk__calloc(1, sizeof *o)) != NULL) {
         o->job = b->job;

@@ -105,13 +105,14 @@ static void open_arena(pool_t *p, size_t bytes, size_t threshold,
     memset(lay, 0, sizeof *lay);
     if (bytes == SIZE_MAX)
         return;
-    if (pool__shm_layout(bytes ? bytes : POOL_SHM_DEFAULT_BYTES, p->cfg.nworkers,
-                         lay) != 0)
+    if (pool__shm_layout(bytes ? bytes : POOL_SHM_DEFAULT_BYTES,
+                         p->cfg.nworkers, lay) != 0)
         return;
     uint64_t off = ((uint64_t)p->cfg.sb_size + POOL_SHM_PAGE - 1) &
                    ~(uint64_t)(POOL_SHM_PAGE - 1);
     if (ftruncate(p->cfg.memfd, (off_t)(off + lay->size)) != 0 ||
-        pool__shm_open(&p->cfg.shm, p->cfg.memfd, off, lay, threshold, NULL) != PK_OK) {
+        pool__shm_open(&p->cfg.shm, p->cfg.memfd, off, lay, threshold, NULL) !=
+            PK_OK) {
         p->cfg.shm = NULL;
         memset(lay, 0, sizeof *lay);
         return;
@@ -160,7 +161,8 @@ pk_err_t pool_create(pool_t **pp, const pool_opts_t *user, pk_error_t *err)
     pool_opts_t o;
     pool_opts_init(&o);
     if (user != NULL) {
-        if (user->size < offsetof(pool_opts_t, workers) + sizeof user->workers ||
+        if (user->size <
+                offsetof(pool_opts_t, workers) + sizeof user->workers ||
             user->size > sizeof o)
             return pk__err(err, PK_EINVAL,
                            "pool_opts_t.size is %zu, not %zu: fill the options "
@@ -216,7 +218,8 @@ pk_err_t pool_create(pool_t **pp, const pool_opts_t *user, pk_error_t *err)
         rc = pk__err(err, PK_ENOMEM, "out of memory");
         goto fail;
     }
-    rc = pool__topo_place(topo, p->cfg.nworkers, opts->placement, p->cfg.places, err);
+    rc = pool__topo_place(topo, p->cfg.nworkers, opts->placement, p->cfg.places,
+                          err);
     if (rc != PK_OK)
         goto fail;
     p->cfg.bind = opts->placement != POOL_PLACE_NONE && opts->topology == NULL;
@@ -236,15 +239,17 @@ pk_err_t pool_create(pool_t **pp, const pool_opts_t *user, pk_error_t *err)
         p->cfg.dir[0] = '\0';
         goto fail;
     }
-    snprintf(p->cfg.endpoint, sizeof p->cfg.endpoint, "ipc://%s/pool.sock", p->cfg.dir);
+    snprintf(p->cfg.endpoint, sizeof p->cfg.endpoint, "ipc://%s/pool.sock",
+             p->cfg.dir);
 
     /* The scoreboard, then (unless opted out) the fast lanes. */
     if (opts->spin_us >= 0) {
         p->cfg.spin_ns = (uint64_t)(opts->spin_us ? opts->spin_us
-                                              : POOL_LANE_DEFAULT_SPIN_US) *
-                     1000u;
+                                                  : POOL_LANE_DEFAULT_SPIN_US) *
+                         1000u;
         p->cfg.sb_size = (size_t)pool__lanes_end(p->cfg.nworkers);
-        p->lk.lane_recs = pk__calloc((size_t)p->cfg.nworkers, sizeof *p->lk.lane_recs);
+        p->lk.lane_recs =
+            pk__calloc((size_t)p->cfg.nworkers, sizeof *p->lk.lane_recs);
         if (p->lk.lane_recs == NULL) {
             rc = pk__err(err, PK_ENOMEM, "out of memory");
             goto fail;
@@ -253,7 +258,8 @@ pk_err_t pool_create(pool_t **pp, const pool_opts_t *user, pk_error_t *err)
         p->cfg.sb_size = sizeof(pool__sb_slot_t) * (size_t)p->cfg.nworkers;
     }
     p->cfg.memfd = memfd_create("picklepool-scoreboard", MFD_CLOEXEC);
-    if (p->cfg.memfd < 0 || ftruncate(p->cfg.memfd, (off_t)p->cfg.sb_size) != 0) {
+    if (p->cfg.memfd < 0 ||
+        ftruncate(p->cfg.memfd, (off_t)p->cfg.sb_size) != 0) {
         rc = pk__err_sys(err, PK_ESYS, errno, "memfd for the scoreboard");
         goto fail;
     }
@@ -261,8 +267,8 @@ pk_err_t pool_create(pool_t **pp, const pool_opts_t *user, pk_error_t *err)
     size_t shm_threshold =
         opts->shm_threshold ? opts->shm_threshold : POOL_SHM_DEFAULT_THRESHOLD;
     open_arena(p, opts->shm_bytes, shm_threshold, &lay);
-    p->cfg.sb =
-        mmap(NULL, p->cfg.sb_size, PROT_READ | PROT_WRITE, MAP_SHARED, p->cfg.memfd, 0);
+    p->cfg.sb = mmap(NULL, p->cfg.sb_size, PROT_READ | PROT_WRITE, MAP_SHARED,
+                     p->cfg.memfd, 0);
     if (p->cfg.sb == MAP_FAILED) {
         p->cfg.sb = NULL;
         rc = pk__err_sys(err, PK_ESYS, errno, "mmap of the scoreboard");
@@ -270,7 +276,7 @@ pk_err_t pool_create(pool_t **pp, const pool_opts_t *user, pk_error_t *err)
     }
     if (p->cfg.spin_ns > 0)
         p->cfg.lanes = (pool__lane_t *)((uint8_t *)p->cfg.sb +
-                                    pool__lanes_off(p->cfg.nworkers));
+                                        pool__lanes_off(p->cfg.nworkers));
     p->cfg.efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     if (p->cfg.efd < 0) {
         rc = pk__err_sys(err, PK_ESYS, errno, "eventfd");
@@ -315,7 +321,8 @@ pk_err_t pool_create(pool_t **pp, const pool_opts_t *user, pk_error_t *err)
     zmq_setsockopt(p->m.router, ZMQ_RCVHWM, &zero, sizeof zero);
     zmq_setsockopt(p->m.router, ZMQ_ROUTER_MANDATORY, &one, sizeof one);
     if (zmq_bind(p->m.router, p->cfg.endpoint) != 0) {
-        rc = pk__err_sys(err, PK_ESYS, errno, "cannot bind %s", p->cfg.endpoint);
+        rc =
+            pk__err_sys(err, PK_ESYS, errno, "cannot bind %s", p->cfg.endpoint);
         goto fail;
     }
     int terr = pthread_create(&p->cfg.thread, NULL, pool__master_main, p);
@@ -334,9 +341,9 @@ pk_err_t pool_create(pool_t **pp, const pool_opts_t *user, pk_error_t *err)
     if (p->lk.broken != PK_OK)
         rc = pk__err(err, p->lk.broken, "%s", p->lk.broken_msg);
     else if (p->lk.nready < p->cfg.nworkers)
-        rc = pk__err(err, PK_ETIMEDOUT,
-                     "%d of %d workers were ready after %g s", p->lk.nready,
-                     p->cfg.nworkers, CREATE_TIMEOUT_S);
+        rc =
+            pk__err(err, PK_ETIMEDOUT, "%d of %d workers were ready after %g s",
+                    p->lk.nready, p->cfg.nworkers, CREATE_TIMEOUT_S);
     pthread_mutex_unlock(&p->mu);
     if (rc != PK_OK) {
         pool_destroy(&p);
@@ -453,4 +460,3 @@ pk_err_t pool_stats(pool_t *p, pool_worker_stats_t *out, size_t cap, size_t *n)
     pthread_mutex_unlock(&p->mu);
     return PK_OK;
 }
-

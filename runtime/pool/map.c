@@ -60,7 +60,8 @@ static void map_sink(void *ctx, pool__outcome_t *o)
         pool__outcome_free(o);
         return;
     }
-    s->r->nfailed += pool__outcome_decode(o, s->r->doc, s->r->items + o->first, 0);
+    s->r->nfailed +=
+        pool__outcome_decode(o, s->r->doc, s->r->items + o->first, 0);
 }
 
 pk_err_t pool_map(pool_t *p, const char *module, const char *func,
@@ -272,9 +273,9 @@ static pk_err_t vec_map(pool_t *p, const char *module, const char *func,
     static const pool__src_ops_t *const srcs[] = {
         [VEC_I64] = &src_raw, [VEC_F64] = &src_raw, [VEC_F32] = &src_f32};
     pool__drive_t d;
-    pk_err_t rc = pool__drive_start(&d, p, POOL_JOB_MAP, flags[kind],
-                                    srcs[kind], module, func, NULL, copts, n,
-                                    err);
+    pk_err_t rc =
+        pool__drive_start(&d, p, POOL_JOB_MAP, flags[kind], srcs[kind], module,
+                          func, NULL, copts, n, err);
     if (rc != PK_OK)
         return rc;
     if (status != NULL)
@@ -300,9 +301,8 @@ static pk_err_t vec_map(pool_t *p, const char *module, const char *func,
     if (nfailed != NULL)
         *nfailed = s.nfailed;
     if (s.nfailed > 0)
-        pk__err(err, s.first_rc, "%zu item%s failed; item %zu: %s",
-                s.nfailed, s.nfailed == 1 ? "" : "s", s.first_fail,
-                s.first_msg);
+        pk__err(err, s.first_rc, "%zu item%s failed; item %zu: %s", s.nfailed,
+                s.nfailed == 1 ? "" : "s", s.first_fail, s.first_msg);
     return PK_OK;
 }
 
@@ -333,4 +333,3 @@ pk_err_t pool_map_f32_arrays(pool_t *p, const char *module, const char *func,
     return vec_map(p, module, func, VEC_F32, NULL, NULL, in, out, lens, n,
                    copts, status, nfailed, err);
 }
-

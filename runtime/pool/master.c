@@ -38,7 +38,6 @@
 #define TERM_GRACE_NS 300000000ull   /* SIGTERM -> SIGKILL on terminate */
 #define MAX_RECV_PER_TURN 4096
 
-
 void pool__master_wake(pool_t *p)
 {
     uint64_t one = 1;
@@ -169,7 +168,7 @@ static void push_slice(turn_t *t, blist_t *l, const pool__batch_t *b,
     do {                                                                       \
         char who_[32];                                                         \
         snprintf(who_, sizeof who_, "worker %d", (slot));                      \
-        pool__wire_log_once(&(p)->m.logged, (kind), who_, __VA_ARGS__);          \
+        pool__wire_log_once(&(p)->m.logged, (kind), who_, __VA_ARGS__);        \
     } while (0)
 
 static int send_copy(void *sock, const void *data, size_t len, int more)
@@ -270,7 +269,8 @@ static enum send_rc send_task(pool_t *p, int slot, pool__batch_t *b,
         if (b->bufs[i].shm != POOL_WIRE_SHM_INLINE)
             send_copy(p->m.router, NULL, 0, more);
         else
-            send_zc(p->m.router, b->bufs[i].data, b->bufs[i].len, b->blob, more);
+            send_zc(p->m.router, b->bufs[i].data, b->bufs[i].len, b->blob,
+                    more);
     }
     return SEND_OK;
 }
@@ -481,9 +481,9 @@ static int lane_busy(pool_t *p)
         return 0;
     pthread_mutex_lock(&p->mu);
     for (int s = 0; s < p->cfg.nworkers && !busy; s++)
-        busy = p->lk.lane_recs[s].b != NULL &&
-               POOL_LANE_ST(atomic_load(&p->cfg.lanes[s].state)) !=
-                   POOL_LANE_DONE;
+        busy =
+            p->lk.lane_recs[s].b != NULL &&
+            POOL_LANE_ST(atomic_load(&p->cfg.lanes[s].state)) != POOL_LANE_DONE;
     pthread_mutex_unlock(&p->mu);
     return busy;
 }
@@ -793,7 +793,8 @@ static pk_err_t shm_take(pool_t *p, int slot, const pool__wire_hdr_t *h,
     uint32_t k = 0;
     for (; k < h->nbufs; k++)
         if (v[k].off != POOL_WIRE_SHM_INLINE &&
-            pool__shm_res_accept(p->cfg.shm, slot, v[k].off, (size_t)v[k].len) != 0)
+            pool__shm_res_accept(p->cfg.shm, slot, v[k].off,
+                                 (size_t)v[k].len) != 0)
             break;
     if (k == h->nbufs) {
         *ents = v;
@@ -842,8 +843,7 @@ pk_err_t pool__result_check(const pool__batch_t *b, const pool__wire_hdr_t *h,
             (unsigned)h->flags);
     if (h->flags & vec)
         return pool__wire_vec_check(plen, h->count, e);
-    return pool__wire_recs_parse(payload, plen, h->count, h->nbufs, 1, NULL,
-                                 e);
+    return pool__wire_recs_parse(payload, plen, h->count, h->nbufs, 1, NULL, e);
 }
 
 static void on_result(pool_t *p, turn_t *t, int slot, const pool__wire_hdr_t *h,
@@ -1103,7 +1103,8 @@ static int tick(pool_t *p, turn_t *t)
     int need = 0;
     for (int s = 0; s < p->cfg.nworkers; s++) {
         pool__mworker_t *w = &p->m.w[s];
-        if (w->inflight == NULL || w->kill_reason != POOL_KILL_NONE || w->pid <= 0)
+        if (w->inflight == NULL || w->kill_reason != POOL_KILL_NONE ||
+            w->pid <= 0)
             continue;
         for (pool__batch_t *b = w->inflight; b; b = b->next) {
             if (b->job->m_canceled) {
@@ -1251,7 +1252,8 @@ void *pool__master_main(void *arg)
         zmq_pollitem_t it[3] = {
             {.socket = p->m.router, .events = ZMQ_POLLIN},
             {.fd = p->cfg.efd, .events = ZMQ_POLLIN},
-            {.fd = chan_ok ? p->m.chan : -1, .events = chan_ok ? ZMQ_POLLIN : 0},
+            {.fd = chan_ok ? p->m.chan : -1,
+             .events = chan_ok ? ZMQ_POLLIN : 0},
         };
         int r = zmq_poll(it, chan_ok ? 3 : 2, tmo);
         if (r < 0 && errno != EINTR)
@@ -1316,8 +1318,8 @@ void *pool__master_main(void *arg)
         }
         pthread_mutex_lock(&p->mu);
         int nlive = p->lk.nlive;
-        if ((p->m.stop_sent || p->m.terminating || p->lk.broken) && nlive == 0 &&
-            !p->lk.exited) {
+        if ((p->m.stop_sent || p->m.terminating || p->lk.broken) &&
+            nlive == 0 && !p->lk.exited) {
             p->lk.exited = 1;
             pthread_cond_broadcast(&p->cv);
         }

@@ -31,7 +31,7 @@ static const char *doc_strdup(pk_doc_t *doc, const char *s, size_t len)
 }
 
 void pool__item_fail(pool_item_t *it, pk_doc_t *doc, pk_err_t st,
-                      const char *msg, size_t len)
+                     const char *msg, size_t len)
 {
     it->status = st;
     it->value = NULL;
@@ -39,7 +39,7 @@ void pool__item_fail(pool_item_t *it, pk_doc_t *doc, pk_err_t st,
 }
 
 size_t pool__outcome_decode(pool__outcome_t *o, pk_doc_t *doc,
-                             pool_item_t *items, int borrow_shm)
+                            pool_item_t *items, int borrow_shm)
 {
     size_t failed = 0, count = o->count;
     for (size_t i = 0; i < count; i++) {
@@ -130,7 +130,7 @@ size_t pool__outcome_decode(pool__outcome_t *o, pk_doc_t *doc,
     for (size_t i = 0; i < count; i++) {
         if (r[i].status != 0) {
             pool__item_fail(&items[i], doc, (pk_err_t)r[i].status,
-                      (const char *)r[i].data, r[i].len);
+                            (const char *)r[i].data, r[i].len);
             failed++;
             continue;
         }
@@ -146,8 +146,9 @@ size_t pool__outcome_decode(pool__outcome_t *o, pk_doc_t *doc,
             char m[300];
             int n =
                 snprintf(m, sizeof m, "cannot unpickle the result: %s", e.msg);
-            pool__item_fail(&items[i], doc, rc, m,
-                      (size_t)(n < (int)sizeof m ? n : (int)sizeof m - 1));
+            pool__item_fail(
+                &items[i], doc, rc, m,
+                (size_t)(n < (int)sizeof m ? n : (int)sizeof m - 1));
             failed++;
             continue;
         }
@@ -160,4 +161,3 @@ size_t pool__outcome_decode(pool__outcome_t *o, pk_doc_t *doc,
         pool__outcome_free(o);
     return failed;
 }
-

@@ -58,8 +58,7 @@ void pool__rec_plan_batch(const pool__rec_batch_t *b, pool__rec_plan_t *plan)
          * of one carries its count over (it is that item's own history). */
         uint32_t k = b->running;
         piece(plan, 0, k, POOL_REC_REQUEUE, 0);
-        crashed_item(plan, k, (b->count == 1 ? b->crashes : 0) + 1,
-                     b->retries);
+        crashed_item(plan, k, (b->count == 1 ? b->crashes : 0) + 1, b->retries);
         piece(plan, k + 1, b->count, POOL_REC_REQUEUE, 0);
     } else if (b->count == 1) {
         crashed_item(plan, 0, b->crashes + 1, b->retries);
@@ -77,9 +76,8 @@ void pool__rec_respawn(const pool__rec_death_t *d, pool__rec_respawn_t *out)
     out->startup_deaths = d->startup_deaths;
     if (!d->was_ready && !d->clean && !d->killed) {
         out->startup_deaths++;
-        unsigned limit = 2 * (unsigned)d->nworkers < 5
-                             ? 5
-                             : 2 * (unsigned)d->nworkers;
+        unsigned limit =
+            2 * (unsigned)d->nworkers < 5 ? 5 : 2 * (unsigned)d->nworkers;
         if (out->startup_deaths >= limit) {
             out->broken = 1;
             return;

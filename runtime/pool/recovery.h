@@ -73,13 +73,13 @@ void pool__rec_plan_batch(const pool__rec_batch_t *b, pool__rec_plan_t *plan);
 
 /* What the master knows of a worker slot when its process died. */
 typedef struct pool__rec_death {
-    int was_ready;         /* this generation said READY */
-    int clean;             /* exit status 0 after STOP or retirement */
-    int killed;            /* the master killed it (timeout, cancel, retire) */
-    int productive;        /* this generation returned a result */
-    uint64_t lived_ns;     /* from spawn to death */
+    int was_ready;     /* this generation said READY */
+    int clean;         /* exit status 0 after STOP or retirement */
+    int killed;        /* the master killed it (timeout, cancel, retire) */
+    int productive;    /* this generation returned a result */
+    uint64_t lived_ns; /* from spawn to death */
     int nworkers;
-    unsigned quick_deaths; /* the slot's count so far */
+    unsigned quick_deaths;   /* the slot's count so far */
     unsigned startup_deaths; /* the pool's consecutive deaths before READY */
 } pool__rec_death_t;
 

@@ -115,4 +115,3 @@ pk_err_t pool__cv_wait(pool_t *p, const struct timespec *deadline)
     }
     return PK_OK;
 }
-

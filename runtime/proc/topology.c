@@ -306,7 +306,8 @@ pk_err_t pool__topo_load(pool__topo_t **tp, const char *synthetic,
                          hwloc_topology_get_topology_cpuset(t->full));
         hwloc_bitmap_free(mask);
         if (hwloc_bitmap_iszero(t->allowed)) {
-            rc = pk__err(err, PK_EUNSUPPORTED, "no CPU of the topology is allowed");
+            rc = pk__err(err, PK_EUNSUPPORTED,
+                         "no CPU of the topology is allowed");
             goto fail;
         }
         if (hwloc_topology_dup(&t->topo, t->full) < 0) {
@@ -416,8 +417,7 @@ static pk_err_t spread_pick(const pool__topo_t *t, int n, int *cores,
         rc = pk__err(err, PK_ENOMEM, "out of memory for placement");
     else if (k != n)
         rc = pk__err(err, PK_EUNSUPPORTED,
-                     "inconsistent spread placement (%d of %d)",
-                     k, n);
+                     "inconsistent spread placement (%d of %d)", k, n);
 out:
     if (sets)
         for (int i = 0; i < n; i++)

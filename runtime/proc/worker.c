@@ -747,11 +747,11 @@ static void lane_run(worker_t *w, uint32_t v)
     pk_error_clear(&e);
     zmq_msg_t fr[3];
     size_t pos = POOL_WIRE_HDR_SIZE;
-    int ok = len <= POOL_LANE_REQ && len >= POOL_WIRE_HDR_SIZE &&
-             pool__wire_hdr_parse(l->req, POOL_WIRE_HDR_SIZE, &h, &e) ==
-                 PK_OK &&
-             h.kind == POOL_WIRE_TASK && h.nbufs == 0 &&
-             !(h.flags & POOL_WIRE_F_SHM);
+    int ok =
+        len <= POOL_LANE_REQ && len >= POOL_WIRE_HDR_SIZE &&
+        pool__wire_hdr_parse(l->req, POOL_WIRE_HDR_SIZE, &h, &e) == PK_OK &&
+        h.kind == POOL_WIRE_TASK && h.nbufs == 0 &&
+        !(h.flags & POOL_WIRE_F_SHM);
     zmq_msg_init_data(&fr[0], l->req, POOL_WIRE_HDR_SIZE, NULL, NULL);
     for (int i = 1; i < 3; i++) {
         const uint8_t *d = NULL;
@@ -810,8 +810,7 @@ static void lane_idle(worker_t *w)
             end = pool__now_ns() + w->cfg->spin_ns;
             continue;
         }
-        if ((++k & 255) == 0 &&
-            (pool__now_ns() >= end || sock_readable(w)))
+        if ((++k & 255) == 0 && (pool__now_ns() >= end || sock_readable(w)))
             break;
         pool__cpu_relax();
     }
