@@ -13,6 +13,7 @@
  *   picklepool/registry.h  native functions callable by workers, plugins
  *   picklepool/placement.h how workers are pinned to cores
  *   picklepool/pool.h      the worker pool: pool_map and friends
+ *   picklepool/worker.h    exec'd workers (Python workers): pool_worker_serve
  */
 #ifndef PICKLEPOOL_H
 #define PICKLEPOOL_H
@@ -25,5 +26,6 @@
 #include "picklepool/registry.h"
 #include "picklepool/placement.h"
 #include "picklepool/pool.h"
+#include "picklepool/worker.h"
 
 #endif /* PICKLEPOOL_H */

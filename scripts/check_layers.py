@@ -35,6 +35,7 @@ PUBLIC = {
     "picklepool/pickle.h": "codec",
     "picklepool/registry.h": "proc",
     "picklepool/placement.h": "proc",
+    "picklepool/worker.h": "proc",
     "picklepool/pool.h": "pool",
     "picklepool.h": "pool",
 }

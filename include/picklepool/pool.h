@@ -33,6 +33,7 @@
 
 #include "error.h"
 #include "export.h"
+#include "pickle.h"
 #include "placement.h"
 #include "value.h"
 
@@ -88,6 +89,16 @@ typedef struct pool_opts {
      * through the scheduler thread and the socket).  Costs: each idle
      * worker burns up to spin_us of CPU after its last piece of work. */
     int spin_us;
+    /* Exec'd workers (picklepool/worker.h): NULL (default) forks native
+     * workers from the fork server.  Otherwise each worker runs this
+     * command (argv[0] a path, run with execv: no PATH search;
+     * NULL-terminated), with the variables of worker_env ("NAME=value",
+     * NULL-terminated, may be NULL) added to its environment; the command
+     * must call pool_worker_serve.  Such workers run raw maps
+     * (pool_imap_raw) only.  Both lists are copied by pool_create and take
+     * at most 8 KiB each.  The initializer is not run in them. */
+    const char *const *worker_argv;
+    const char *const *worker_env;
 } pool_opts_t;
 
 /* Fills *opts with the defaults, size included.  Thread- and fork-safe. */
@@ -217,6 +228,56 @@ PK_API pk_err_t pool_apply_async(pool_t *p, const char *module,
 PK_API pk_err_t pool_future_wait(pool_future_t *f, double timeout,
                                  pool_item_t *item);
 PK_API void pool_future_free(pool_future_t **f);
+
+/* Raw maps: items and results travel as bytes the runtime does not read,
+ * for pools of exec'd workers (pool_opts_t.worker_argv), whose handler
+ * (pool_worker_serve) gets each item's bytes and the call frame as given
+ * here.  Scheduling, ordering, retries, poison-item isolation, timeouts and
+ * cancellation are the same as for every map.  Python's front-end ships
+ * CPython pickles this way. */
+typedef struct pool_raw_item {
+    const void *data; /* the item's bytes (copied at once) */
+    size_t len;
+    /* Out-of-band buffers of the item: copied into the shared arena when
+     * big enough, else sent from the caller's memory, which must then stay
+     * valid until that item's outcome was delivered or the iterator is
+     * freed. */
+    const pk_buffer_t *bufs;
+    size_t nbufs;
+} pool_raw_item_t;
+
+/* Called from the caller's thread (inside pool_imap_raw and
+ * pool_iter_next_raw) for the next item: fill *item and return PK_OK,
+ * return PK_EOF at the end of input, or another code to stop the map with
+ * it. */
+typedef pk_err_t (*pool_raw_next_fn)(void *ctx, pool_raw_item_t *item);
+
+/* Starts a lazy raw map (as pool_imap) calling `call` (the call frame's
+ * bytes, copied) on each item; ordered non-zero delivers in input order,
+ * else as completed.  On PK_OK *it owns the iterator: read it with
+ * pool_iter_next_raw, free it with pool_iter_free. */
+PK_API pk_err_t pool_imap_raw(pool_t *p, const void *call, size_t call_len,
+                              pool_raw_next_fn next, void *ctx, int ordered,
+                              const pool_call_opts_t *copts, pool_iter_t **it,
+                              pk_error_t *err);
+
+/* One raw outcome.  Pointers are valid until the next call on the iterator
+ * or pool_iter_free. */
+typedef struct pool_raw_result {
+    size_t index;     /* position in the input */
+    pk_err_t status;  /* PK_OK or the item's error */
+    const void *data; /* PK_OK: the result's bytes */
+    size_t len;
+    const pk_buffer_t *bufs; /* PK_OK: its out-of-band buffers */
+    size_t nbufs;
+    const char *error; /* not PK_OK: the message */
+} pool_raw_result_t;
+
+/* pool_iter_next for raw maps: same returns (PK_OK, PK_EOF, PK_ETIMEDOUT,
+ * or the error that stopped the map).  PK_EINVAL on an iterator of
+ * pool_imap. */
+PK_API pk_err_t pool_iter_next_raw(pool_iter_t *it, pool_raw_result_t *res,
+                                   double timeout);
 
 /* Convenience maps over plain C data, for module.func taking one number and
  * returning one; workers read the numbers straight from `in`, without a

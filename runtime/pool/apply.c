@@ -41,7 +41,7 @@ pk_err_t pool_apply_async(pool_t *p, const char *module, const char *func,
     }
     pk_err_t rc =
         pool__drive_start(&f->d, p, POOL_JOB_APPLY, POOL_WIRE_F_STARARGS,
-                          &src_call, module, func, kwargs, NULL, 1, err);
+                          &src_call, module, func, kwargs, NULL, NULL, 1, err);
     if (rc != PK_OK) {
         pk_doc_free(&f->doc);
         pk__free(f);

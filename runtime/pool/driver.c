@@ -31,11 +31,11 @@ typedef struct enc {
     pool__shm_t *shm; /* copy those of shm->threshold bytes there, or NULL */
 } enc_t;
 
-static int enc_cb(void *ctx, const void *data, size_t len, int readonly)
+/* Takes a buffer of at least min bytes out of band (1), copying it into
+ * the arena when it is big enough, else keeps it in band (0). */
+static int enc_buf(enc_t *e, const void *data, size_t len, size_t min)
 {
-    PK_UNUSED(readonly);
-    enc_t *e = ctx;
-    if (!e->oob || !pool__oob_take(&e->bufs, data, len, OOB_MIN))
+    if (!pool__oob_take(&e->bufs, data, len, min))
         return 0;
     if (e->shm != NULL && len >= e->shm->threshold) {
         /* One copy into the arena now, none through the socket later. */
@@ -51,6 +51,13 @@ static int enc_cb(void *ctx, const void *data, size_t len, int readonly)
     return 1;
 }
 
+static int enc_cb(void *ctx, const void *data, size_t len, int readonly)
+{
+    PK_UNUSED(readonly);
+    enc_t *e = ctx;
+    return e->oob ? enc_buf(e, data, len, OOB_MIN) : 0;
+}
+
 /* Forgets buffers [from, n), freeing their arena blocks. */
 static void enc_drop_bufs(enc_t *e, size_t from)
 {
@@ -60,17 +67,54 @@ static void enc_drop_bufs(enc_t *e, size_t from)
     e->bufs.n = from;
 }
 
+/* Makes room for `extra` more bytes of records. */
+static int enc_reserve(enc_t *e, size_t extra)
+{
+    if (e->buf.cap - e->buf.len >= extra)
+        return 0;
+    size_t nc = e->buf.cap ? e->buf.cap : 1024;
+    while (nc - e->buf.len < extra)
+        nc *= 2;
+    uint8_t *d = pk__realloc(e->buf.data, nc);
+    if (d == NULL)
+        return -1;
+    e->buf.data = d;
+    e->buf.cap = nc;
+    return 0;
+}
+
+/* Appends a record of an item given as bytes and buffers (raw sources):
+ * the bytes are copied, every buffer goes out of band (into the arena when
+ * big, else borrowed from the caller: the drive then borrows). */
+static pk_err_t enc_raw(enc_t *e, const pool_raw_item_t *it, pk_error_t *err)
+{
+    size_t nb = e->bufs.n;
+    if (it->len > UINT32_MAX)
+        return pk__err(err, PK_ELIMIT, "an item of %zu bytes", it->len);
+    if ((it->len > 0 && it->data == NULL) ||
+        (it->nbufs > 0 && it->bufs == NULL))
+        return pk__err(err, PK_EINVAL, "item bytes or buffers are NULL");
+    if (enc_reserve(e, POOL_WIRE_REC_SIZE + it->len) != 0)
+        return pk__err(err, PK_ENOMEM, "out of memory");
+    for (size_t i = 0; i < it->nbufs; i++)
+        if (!enc_buf(e, it->bufs[i].data, it->bufs[i].len, 0)) {
+            enc_drop_bufs(e, nb);
+            return pk__err(err, PK_ENOMEM, "out of memory");
+        }
+    pool__wire_rec_encode(e->buf.data + e->buf.len, (uint32_t)it->len,
+                          (uint32_t)(e->bufs.n - nb), 0);
+    if (it->len)
+        memcpy(e->buf.data + e->buf.len + POOL_WIRE_REC_SIZE, it->data,
+               it->len);
+    e->buf.len += POOL_WIRE_REC_SIZE + it->len;
+    return PK_OK;
+}
+
 static pk_err_t enc_item(enc_t *e, const pk_value_t *v, pk_error_t *err)
 {
     size_t start = e->buf.len, nb = e->bufs.n;
-    if (e->buf.cap - e->buf.len < POOL_WIRE_REC_SIZE) {
-        size_t nc = e->buf.cap ? e->buf.cap * 2 : 1024;
-        uint8_t *d = pk__realloc(e->buf.data, nc);
-        if (d == NULL)
-            return pk__err(err, PK_ENOMEM, "out of memory");
-        e->buf.data = d;
-        e->buf.cap = nc;
-    }
+    if (enc_reserve(e, POOL_WIRE_REC_SIZE) != 0)
+        return pk__err(err, PK_ENOMEM, "out of memory");
     e->buf.len += POOL_WIRE_REC_SIZE;
     pk_dump_opts_t o;
     pk_dump_opts_init(&o);
@@ -137,9 +181,18 @@ static pool__batch_t *enc_batch(pool__job_t *j, enc_t *e, pk_doc_t **doc,
 }
 
 static pk_err_t make_call(const char *module, const char *func,
-                          const pk_value_t *kwargs, pool__job_t *j,
-                          pk_error_t *err)
+                          const pk_value_t *kwargs, const pool_raw_item_t *raw,
+                          pool__job_t *j, pk_error_t *err)
 {
+    if (raw != NULL) { /* a call frame the caller made (raw maps) */
+        j->call = pk__malloc(raw->len ? raw->len : 1);
+        if (j->call == NULL)
+            return pk__err(err, PK_ENOMEM, "out of memory");
+        if (raw->len)
+            memcpy(j->call, raw->data, raw->len);
+        j->call_len = raw->len;
+        return PK_OK;
+    }
     if (module == NULL || func == NULL || module[0] == '\0' || func[0] == '\0')
         return pk__err(err, PK_EINVAL, "module and func must be named");
     if (kwargs != NULL && kwargs->type != PK_DICT)
@@ -170,6 +223,7 @@ pk_err_t pool__drive_start(pool__drive_t *d, pool_t *p,
                            enum pool__job_kind kind, uint16_t flags,
                            const pool__src_ops_t *src, const char *module,
                            const char *func, const pk_value_t *kwargs,
+                           const pool_raw_item_t *raw_call,
                            const pool_call_opts_t *copts, size_t total,
                            pk_error_t *err)
 {
@@ -206,7 +260,7 @@ pk_err_t pool__drive_start(pool__drive_t *d, pool_t *p,
     j->timeout_ns = to > 0 ? (uint64_t)(to * 1e9) : 0;
     if (j->timeout_ns == 0 && to > 0)
         j->timeout_ns = 1;
-    pk_err_t rc = make_call(module, func, kwargs, j, err);
+    pk_err_t rc = make_call(module, func, kwargs, raw_call, j, err);
     if (rc != PK_OK) {
         pk__free(j);
         return rc;
@@ -313,9 +367,11 @@ static pool__batch_t *make_batch(pool__drive_t *d, size_t chunk)
     uint32_t count = 0;
     while (count < chunk && !d->eof) {
         const pk_value_t *v = NULL;
+        pool_raw_item_t raw = {0};
         pk_error_t ie;
         pk_error_clear(&ie);
-        pk_err_t in = d->src->next(d, doc, &v, &ie);
+        pk_err_t in = d->src->next_raw != NULL ? d->src->next_raw(d, &raw, &ie)
+                                               : d->src->next(d, doc, &v, &ie);
         if (in == PK_EOF) {
             d->eof = 1;
             break;
@@ -329,8 +385,9 @@ static pool__batch_t *make_batch(pool__drive_t *d, size_t chunk)
             d->eof = 1;
             break;
         }
-        pk_err_t rc =
-            v ? enc_item(&e, v, &ie) : pk__err(&ie, PK_EINVAL, "item is NULL");
+        pk_err_t rc = d->src->next_raw != NULL ? enc_raw(&e, &raw, &ie)
+                      : v != NULL              ? enc_item(&e, v, &ie)
+                                  : pk__err(&ie, PK_EINVAL, "item is NULL");
         size_t idx = d->pos++;
         if (!(d->src->flags & POOL_SRC_STREAM) && d->pos == d->n)
             d->eof = 1;

@@ -48,7 +48,11 @@ typedef struct pool__src_ops {
      * POOL_SRC_DOC, else NULL.  NULL for raw sources. */
     pk_err_t (*next)(pool__drive_t *d, pk_doc_t *doc, const pk_value_t **v,
                      pk_error_t *err);
-    /* Raw sources: a batch of up to `chunk` items read straight from the
+    /* Sources of items given as bytes (raw maps): the next item, PK_EOF at
+     * the end, or an input error.  Used instead of next when set. */
+    pk_err_t (*next_raw)(pool__drive_t *d, pool_raw_item_t *item,
+                         pk_error_t *err);
+    /* Vector sources: a batch of up to `chunk` items read straight from the
      * caller's memory, or NULL when memory runs out.  NULL otherwise. */
     pool__batch_t *(*raw_batch)(pool__drive_t *d, size_t chunk);
     /* Bytes of the item at d->pos when the source knows them before
@@ -71,6 +75,10 @@ struct pool__drive {
             const float *const *arrays;
             const size_t *lens;
         } f32;
+        struct {
+            pool_raw_next_fn fn;
+            void *ctx;
+        } raw;
     } in;
     size_t n;   /* input length when known */
     size_t pos; /* next input index */
@@ -86,13 +94,15 @@ struct pool__drive {
 };
 
 /* Starts a job of `kind` with TASK `flags` calling module.func (with
- * kwargs, for one call) over `total` items (SIZE_MAX: unknown) from `src`,
- * and sets up *d for it.  Returns PK_OK, PK_EINVAL (bad names or options),
+ * kwargs, for one call), or with the call frame raw_call (raw maps; module
+ * and func NULL), over `total` items (SIZE_MAX: unknown) from `src`, and
+ * sets up *d for it.  Returns PK_OK, PK_EINVAL (bad names or options),
  * PK_ECLOSED, PK_ENOMEM or the pool's breakage (PK_ECRASHED). */
 pk_err_t pool__drive_start(pool__drive_t *d, pool_t *p,
                            enum pool__job_kind kind, uint16_t flags,
                            const pool__src_ops_t *src, const char *module,
                            const char *func, const pk_value_t *kwargs,
+                           const pool_raw_item_t *raw_call,
                            const pool_call_opts_t *copts, size_t total,
                            pk_error_t *err);
 

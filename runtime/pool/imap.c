@@ -36,15 +36,41 @@ static const pool__src_ops_t src_pull = {
 struct pool_iter {
     pool__drive_t d;
     int ordered;
+    int raw;                  /* a raw map: read with pool_iter_next_raw */
     pool__outcome_t *pending; /* sorted by first when ordered */
     size_t next_index;
+    /* the outcome being handed out, one item per call */
     pk_doc_t *cdoc;
-    pool_item_t *citems;
+    pool_item_t *citems;     /* decoded maps */
+    pool_raw_result_t *craw; /* raw maps: pointing into cur */
+    pk_buffer_t *cbufs;      /* raw maps: buffer table of cur */
+    pool__outcome_t *cur;    /* raw maps */
     size_t ccount, cpos;
     int ended;
     pk_err_t final;
     pk_error_t ferr;
 };
+
+static pk_err_t iter_start(pool_t *p, pool_iter_t **itp, int ordered,
+                           const pool__src_ops_t *src, const char *module,
+                           const char *func, const pool_raw_item_t *raw_call,
+                           const pool_call_opts_t *copts, pk_error_t *err)
+{
+    pool_iter_t *it = pk__calloc(1, sizeof *it);
+    if (it == NULL)
+        return pk__err(err, PK_ENOMEM, "out of memory");
+    pk_err_t rc = pool__drive_start(
+        &it->d, p, ordered ? POOL_JOB_IMAP : POOL_JOB_IMAP_UNORDERED, 0, src,
+        module, func, NULL, raw_call, copts, SIZE_MAX, err);
+    if (rc != PK_OK) {
+        pk__free(it);
+        return rc;
+    }
+    it->ordered = ordered;
+    it->raw = raw_call != NULL;
+    *itp = it;
+    return PK_OK;
+}
 
 static pk_err_t imap_start(pool_t *p, const char *module, const char *func,
                            pool_next_fn next, void *ctx,
@@ -53,20 +79,49 @@ static pk_err_t imap_start(pool_t *p, const char *module, const char *func,
 {
     if (p == NULL || next == NULL || itp == NULL)
         return pk__err(err, PK_EINVAL, "pool_imap: NULL argument");
-    pool_iter_t *it = pk__calloc(1, sizeof *it);
-    if (it == NULL)
-        return pk__err(err, PK_ENOMEM, "out of memory");
-    pk_err_t rc = pool__drive_start(
-        &it->d, p, ordered ? POOL_JOB_IMAP : POOL_JOB_IMAP_UNORDERED, 0,
-        &src_pull, module, func, NULL, copts, SIZE_MAX, err);
-    if (rc != PK_OK) {
-        pk__free(it);
+    pool_iter_t *it = NULL;
+    pk_err_t rc =
+        iter_start(p, &it, ordered, &src_pull, module, func, NULL, copts, err);
+    if (rc != PK_OK)
         return rc;
-    }
     it->d.in.pull.fn = next;
     it->d.in.pull.ctx = ctx;
-    it->ordered = ordered;
     pool__drive_feed(&it->d); /* prime the window */
+    *itp = it;
+    return PK_OK;
+}
+
+/* The raw source: the caller's function gives bytes and buffers, which may
+ * borrow its memory (so the drive borrows). */
+static pk_err_t raw_next(pool__drive_t *d, pool_raw_item_t *item,
+                         pk_error_t *err)
+{
+    PK_UNUSED(err);
+    memset(item, 0, sizeof *item);
+    return d->in.raw.fn(d->in.raw.ctx, item);
+}
+
+static const pool__src_ops_t src_raw = {.flags = POOL_SRC_STREAM,
+                                        .next_raw = raw_next};
+
+pk_err_t pool_imap_raw(pool_t *p, const void *call, size_t call_len,
+                       pool_raw_next_fn next, void *ctx, int ordered,
+                       const pool_call_opts_t *copts, pool_iter_t **itp,
+                       pk_error_t *err)
+{
+    if (p == NULL || next == NULL || itp == NULL ||
+        (call == NULL && call_len > 0))
+        return pk__err(err, PK_EINVAL, "pool_imap_raw: NULL argument");
+    pool_raw_item_t frame = {.data = call, .len = call_len};
+    pool_iter_t *it = NULL;
+    pk_err_t rc = iter_start(p, &it, ordered != 0, &src_raw, NULL, NULL, &frame,
+                             copts, err);
+    if (rc != PK_OK)
+        return rc;
+    it->d.in.raw.fn = next;
+    it->d.in.raw.ctx = ctx;
+    it->d.borrows = 1;
+    pool__drive_feed(&it->d);
     *itp = it;
     return PK_OK;
 }
@@ -103,63 +158,82 @@ static void chunk_clear(pool_iter_t *it)
 {
     pk_doc_free(&it->cdoc);
     pk__free(it->citems);
+    pk__free(it->craw);
+    pk__free(it->cbufs);
+    pool__outcome_free(it->cur);
     it->citems = NULL;
+    it->craw = NULL;
+    it->cbufs = NULL;
+    it->cur = NULL;
     it->ccount = it->cpos = 0;
 }
 
-pk_err_t pool_iter_next(pool_iter_t *it, pool_item_t *item, double timeout)
+/* Ends the iteration with `code` (and its detail). */
+static void iter_end(pool_iter_t *it, pk_err_t code, const pk_error_t *e)
 {
-    if (it == NULL || item == NULL)
-        return PK_EINVAL;
-    struct timespec dl = pool__deadline_in(timeout);
+    it->ended = 1;
+    it->final = code;
+    if (e != NULL)
+        it->ferr = *e;
+    if (code != PK_EOF)
+        pool__drive_cancel(&it->d);
+    pool__drive_end(&it->d);
+}
+
+/* Opens the outcome that comes next (in input order when ordered) as the
+ * current chunk, waiting until the deadline (NULL: none) for it.  Returns
+ * PK_OK, PK_ETIMEDOUT, or (it->ended set) the map's end or error. */
+static pk_err_t open_next(pool_iter_t *it, const struct timespec *dl)
+{
     for (;;) {
-        if (it->cpos < it->ccount) {
-            *item = it->citems[it->cpos++];
-            return PK_OK;
-        }
-        chunk_clear(it);
         if (it->ended)
             return it->final;
         pool__outcome_t *o = it->pending;
         if (o != NULL && (!it->ordered || o->first == it->next_index)) {
             it->pending = o->next;
             o->next = NULL;
-            it->d.held -= o->count;
-            it->citems = pk__malloc((size_t)o->count * sizeof *it->citems);
-            if (it->citems == NULL || pk_doc_new(&it->cdoc) != PK_OK) {
+            size_t count = o->count;
+            it->d.held -= count;
+            it->next_index = o->first + count;
+            int ok = pk_doc_new(&it->cdoc) == PK_OK;
+            if (ok && it->raw) {
+                it->craw = pk__malloc((size_t)o->count * sizeof *it->craw);
+                ok = it->craw != NULL;
+                if (ok) {
+                    pool__outcome_raw(o, it->cdoc, it->craw, &it->cbufs);
+                    it->cur = o;
+                    o = NULL;
+                }
+            } else if (ok) {
+                it->citems = pk__malloc((size_t)o->count * sizeof *it->citems);
+                ok = it->citems != NULL;
+                if (ok) {
+                    pool__outcome_decode(o, it->cdoc, it->citems, 0);
+                    o = NULL;
+                }
+            }
+            if (!ok) {
                 pool__outcome_free(o);
-                it->ended = 1;
-                it->final = PK_ENOMEM;
-                pool__drive_end(&it->d);
+                chunk_clear(it);
+                iter_end(it, PK_ENOMEM, NULL);
                 continue;
             }
-            it->ccount = o->count;
-            it->next_index = o->first + o->count;
-            pool__outcome_decode(o, it->cdoc, it->citems, 0);
-            continue;
+            it->ccount = count;
+            return PK_OK;
         }
         if (it->d.input_rc != PK_OK) {
-            it->ended = 1;
-            it->final = it->d.input_rc;
-            it->ferr = it->d.input_err;
-            pool__drive_cancel(&it->d);
-            pool__drive_end(&it->d);
+            iter_end(it, it->d.input_rc, &it->d.input_err);
             continue;
         }
         pool__outcome_t *got = NULL;
         pk_error_t e;
         pool__intr_enter();
-        pk_err_t rc =
-            pool__drive_pump(&it->d, &got, timeout < 0 ? NULL : &dl, &e);
+        pk_err_t rc = pool__drive_pump(&it->d, &got, dl, &e);
         pool__intr_leave();
         if (rc == PK_ETIMEDOUT)
             return rc;
         if (rc != PK_OK) {
-            it->ended = 1;
-            it->final = rc;
-            it->ferr = e;
-            pool__drive_cancel(&it->d);
-            pool__drive_end(&it->d);
+            iter_end(it, rc, &e);
             continue;
         }
         if (got == NULL) {
@@ -170,9 +244,7 @@ pk_err_t pool_iter_next(pool_iter_t *it, pool_item_t *item, double timeout)
             }
             if (it->d.input_rc != PK_OK)
                 continue;
-            it->ended = 1;
-            it->final = PK_EOF;
-            pool__drive_end(&it->d);
+            iter_end(it, PK_EOF, NULL);
             continue;
         }
         while (got != NULL) {
@@ -182,6 +254,41 @@ pk_err_t pool_iter_next(pool_iter_t *it, pool_item_t *item, double timeout)
             pending_add(it, got);
             got = n;
         }
+    }
+}
+
+pk_err_t pool_iter_next(pool_iter_t *it, pool_item_t *item, double timeout)
+{
+    if (it == NULL || item == NULL || it->raw)
+        return PK_EINVAL;
+    struct timespec dl = pool__deadline_in(timeout);
+    for (;;) {
+        if (it->cpos < it->ccount) {
+            *item = it->citems[it->cpos++];
+            return PK_OK;
+        }
+        chunk_clear(it);
+        pk_err_t rc = open_next(it, timeout < 0 ? NULL : &dl);
+        if (rc != PK_OK)
+            return rc;
+    }
+}
+
+pk_err_t pool_iter_next_raw(pool_iter_t *it, pool_raw_result_t *res,
+                            double timeout)
+{
+    if (it == NULL || res == NULL || !it->raw)
+        return PK_EINVAL;
+    struct timespec dl = pool__deadline_in(timeout);
+    for (;;) {
+        if (it->cpos < it->ccount) {
+            *res = it->craw[it->cpos++];
+            return PK_OK;
+        }
+        chunk_clear(it);
+        pk_err_t rc = open_next(it, timeout < 0 ? NULL : &dl);
+        if (rc != PK_OK)
+            return rc;
     }
 }
 

@@ -120,6 +120,24 @@ static void open_arena(pool_t *p, size_t bytes, size_t threshold,
     p->cfg.shm_off = off;
 }
 
+/* Packs a NULL-terminated list as NUL-separated strings ending with an
+ * empty one into out[size].  Returns 0, or -1 when it does not fit. */
+static int pack_list(const char *const *v, char *out, size_t size)
+{
+    size_t at = 0;
+    for (size_t i = 0; v != NULL && v[i] != NULL; i++) {
+        size_t n = strlen(v[i]) + 1;
+        if (n == 1 || at + n + 1 > size)
+            return -1;
+        memcpy(out + at, v[i], n);
+        at += n;
+    }
+    if (at + 1 > size)
+        return -1;
+    out[at] = '\0';
+    return 0;
+}
+
 static pk_err_t check_opts(const pool_opts_t *o, pk_error_t *err)
 {
     /* The fork server reports deaths on a non-blocking channel with room
@@ -149,6 +167,22 @@ static pk_err_t check_opts(const pool_opts_t *o, pk_error_t *err)
     for (size_t i = 0; i < o->nplugins; i++)
         if (o->plugins[i] == NULL || o->plugins[i][0] == '\0')
             return pk__err(err, PK_EINVAL, "plugin %zu has no path", i);
+    if (o->worker_argv != NULL) {
+        char tmp[POOL_FS_EXEC_BYTES];
+        if (o->worker_argv[0] == NULL || strchr(o->worker_argv[0], '/') == NULL)
+            return pk__err(err, PK_EINVAL,
+                           "worker_argv[0] must be a path to the worker "
+                           "program (it is run with execv, without a PATH "
+                           "search)");
+        if (pack_list(o->worker_argv, tmp, sizeof tmp) != 0 ||
+            pack_list(o->worker_env, tmp, sizeof tmp) != 0)
+            return pk__err(err, PK_EINVAL,
+                           "worker_argv and worker_env must have non-empty "
+                           "strings and fit in %d bytes each",
+                           POOL_FS_EXEC_BYTES);
+    } else if (o->worker_env != NULL) {
+        return pk__err(err, PK_EINVAL, "worker_env without worker_argv");
+    }
     return PK_OK;
 }
 
@@ -299,6 +333,10 @@ pk_err_t pool_create(pool_t **pp, const pool_opts_t *user, pk_error_t *err)
         cfg.shm_threshold = shm_threshold;
     }
     cfg.spin_ns = p->cfg.spin_ns;
+    if (opts->worker_argv != NULL) { /* checked by check_opts */
+        pack_list(opts->worker_argv, cfg.exec_argv, sizeof cfg.exec_argv);
+        pack_list(opts->worker_env, cfg.exec_env, sizeof cfg.exec_env);
+    }
     rc = pool__fs_open_pool(&cfg, p->cfg.memfd, &p->m.chan, err);
     if (rc != PK_OK)
         goto fail;

@@ -80,7 +80,7 @@ pk_err_t pool_map(pool_t *p, const char *module, const char *func,
     r->n = n;
     pool__drive_t d;
     pk_err_t rc = pool__drive_start(&d, p, POOL_JOB_MAP, 0, &src_values, module,
-                                    func, NULL, copts, n, err);
+                                    func, NULL, NULL, copts, n, err);
     if (rc != PK_OK) {
         pool_results_free(&r);
         return rc;
@@ -275,7 +275,7 @@ static pk_err_t vec_map(pool_t *p, const char *module, const char *func,
     pool__drive_t d;
     pk_err_t rc =
         pool__drive_start(&d, p, POOL_JOB_MAP, flags[kind], srcs[kind], module,
-                          func, NULL, copts, n, err);
+                          func, NULL, NULL, copts, n, err);
     if (rc != PK_OK)
         return rc;
     if (status != NULL)

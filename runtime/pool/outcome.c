@@ -161,3 +161,76 @@ size_t pool__outcome_decode(pool__outcome_t *o, pk_doc_t *doc,
         pool__outcome_free(o);
     return failed;
 }
+
+size_t pool__outcome_raw(pool__outcome_t *o, pk_doc_t *doc,
+                         pool_raw_result_t *res, pk_buffer_t **bufs)
+{
+    size_t failed = 0, count = o->count;
+    *bufs = NULL;
+    for (size_t i = 0; i < count; i++) {
+        memset(&res[i], 0, sizeof res[i]);
+        res[i].index = o->first + i;
+    }
+    const char *why = NULL;
+    pk_err_t st = PK_OK;
+    if (o->frames == NULL) {
+        st = o->status;
+        why = o->msg ? o->msg : pk_strerror(o->status);
+    } else if (o->flags & (POOL_WIRE_F_VEC_I64 | POOL_WIRE_F_VEC_F64)) {
+        /* raw vectors: each result is its 8 little-endian bytes */
+        const uint8_t *data = zmq_msg_data(&o->frames[0]);
+        for (size_t i = 0; i < count; i++) {
+            res[i].data = data + i * 8;
+            res[i].len = 8;
+        }
+        return 0;
+    } else {
+        pool__wire_rec_t *r = pk__malloc(count * sizeof *r);
+        pk_buffer_t *b = pk__malloc(((size_t)o->nbufs + 1) * sizeof *b);
+        if (r == NULL || b == NULL) {
+            st = PK_ENOMEM;
+            why = "out of memory";
+        } else if (pool__wire_recs_parse(zmq_msg_data(&o->frames[0]),
+                                         zmq_msg_size(&o->frames[0]), o->count,
+                                         o->nbufs, 1, r, NULL) != PK_OK) {
+            st = PK_EPROTO; /* checked by the master: cannot happen */
+            why = "malformed result records";
+        }
+        if (st != PK_OK) {
+            pk__free(r);
+            pk__free(b);
+        } else {
+            for (uint32_t k = 0; k < o->nbufs; k++) {
+                int in_arena =
+                    o->ents != NULL && o->ents[k].off != POOL_WIRE_SHM_INLINE;
+                b[k].data = in_arena ? o->shm->base + o->ents[k].off
+                                     : zmq_msg_data(&o->frames[1 + k]);
+                b[k].len = in_arena ? (size_t)o->ents[k].len
+                                    : zmq_msg_size(&o->frames[1 + k]);
+                b[k].readonly = 1;
+            }
+            for (size_t i = 0; i < count; i++) {
+                if (r[i].status != 0) {
+                    res[i].status = (pk_err_t)r[i].status;
+                    res[i].error =
+                        doc_strdup(doc, (const char *)r[i].data, r[i].len);
+                    failed++;
+                } else {
+                    res[i].data = r[i].data;
+                    res[i].len = r[i].len;
+                    res[i].bufs = b + r[i].buf0;
+                    res[i].nbufs = r[i].nbufs;
+                }
+            }
+            pk__free(r);
+            *bufs = b;
+            return failed;
+        }
+    }
+    const char *m = doc_strdup(doc, why, strlen(why));
+    for (size_t i = 0; i < count; i++) {
+        res[i].status = st;
+        res[i].error = m;
+    }
+    return st != PK_OK ? count : 0;
+}

@@ -25,4 +25,12 @@ void pool__item_fail(pool_item_t *it, pk_doc_t *doc, pk_err_t st,
 size_t pool__outcome_decode(pool__outcome_t *o, pk_doc_t *doc,
                             pool_item_t *items, int borrow_shm);
 
+/* The raw view of o (raw maps): res[0..o->count) point into o's frames and
+ * arena blocks, messages are copied into doc, and *bufs receives the
+ * buffer table the results point into (free it with pk__free).  o stays
+ * owned by the caller and must outlive the results.  Returns the number of
+ * failed items. */
+size_t pool__outcome_raw(pool__outcome_t *o, pk_doc_t *doc,
+                         pool_raw_result_t *res, pk_buffer_t **bufs);
+
 #endif /* POOL_OUTCOME_H */

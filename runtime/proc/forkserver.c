@@ -31,8 +31,9 @@
 
 #include "core/common.h"
 #include "ipc/lane.h"
-#include "proc/registry_int.h"
 #include "ipc/scoreboard.h"
+#include "proc/attach.h"
+#include "proc/registry_int.h"
 #include "proc/worker.h"
 
 /* ---- control-channel messages ------------------------------------------ */
@@ -204,6 +205,50 @@ static void remove_dir(const char *dir)
 
 /* ---- the fork server ---------------------------------------------------- */
 
+/* Splits a NUL-separated list (ending with an empty string) into v[0..max)
+ * with a NULL after the last; returns the count, or -1 when too many. */
+static int split_list(char *list, char **v, int max)
+{
+    int n = 0;
+    for (char *p = list; *p != '\0'; p += strlen(p) + 1) {
+        if (n + 1 >= max)
+            return -1;
+        v[n++] = p;
+    }
+    v[n] = NULL;
+    return n;
+}
+
+/* The exec'd worker's side of fs_child: keep the memfd at descriptor 3 and
+ * nothing else, bind, say in PICKLEPOOL_WORKER what to map, and exec the
+ * pool's command (which calls pool_worker_serve). */
+static void fs_exec(fs_pool_t *fp, const pool__fs_msg_t *m)
+{
+    static char *argv[256], *envv[256];
+    char val[1024];
+    if (fp->memfd != 3 && dup2(fp->memfd, 3) != 3)
+        _exit(127);
+    fcntl(3, F_SETFD, 0);
+    if (syscall(SYS_close_range, 4u, ~0u, 0u) != 0) {
+        for (int fd = 4; fd < 1024; fd++)
+            close(fd);
+    }
+    if (m->bind && fs_topology != NULL)
+        (void)pool__topo_bind_self(fs_topology, &m->cpus, NULL);
+    if (pool__worker_env_format(&fp->cfg, m->slot, m->gen, 3, val,
+                                sizeof val) != 0 ||
+        setenv(POOL_WORKER_ENV, val, 1) != 0 ||
+        split_list(fp->cfg.exec_argv, argv, 256) < 1 ||
+        split_list(fp->cfg.exec_env, envv, 256) < 0)
+        _exit(127);
+    for (int i = 0; envv[i] != NULL; i++)
+        putenv(envv[i]);
+    execv(argv[0], argv);
+    fprintf(stderr, "picklepool: cannot run worker %s: %s\n", argv[0],
+            strerror(errno));
+    _exit(127);
+}
+
 static void fs_child(fs_pool_t *fp, const pool__fs_msg_t *m, pid_t server)
 {
     /* In the order forkserver.h gives, and why: die with the server; start
@@ -219,62 +264,20 @@ static void fs_child(fs_pool_t *fp, const pool__fs_msg_t *m, pid_t server)
             continue;
         signal(s, SIG_DFL);
     }
-    size_t sbsize = sizeof(pool__sb_slot_t) * (size_t)fp->cfg.nworkers;
-    pool__sb_slot_t *sb = NULL;
-    void *map =
-        mmap(NULL, sbsize, PROT_READ | PROT_WRITE, MAP_SHARED, fp->memfd, 0);
-    if (map != MAP_FAILED)
-        sb = (pool__sb_slot_t *)map + m->slot;
-    pool__lane_t *lane = NULL;
-    if (fp->cfg.spin_ns > 0) {
-        void *lm = mmap(NULL, POOL_LANE_BYTES, PROT_READ | PROT_WRITE,
-                        MAP_SHARED, fp->memfd,
-                        (off_t)(pool__lanes_off(fp->cfg.nworkers) +
-                                POOL_LANE_BYTES * (uint64_t)m->slot));
-        if (lm != MAP_FAILED)
-            lane = lm;
-    }
-    uint8_t *arena = NULL;
-    const pool__shm_layout_t *lay = &fp->cfg.shm;
-    if (lay->size > 0) {
-        void *a = mmap(NULL, lay->size, PROT_READ, MAP_SHARED, fp->memfd,
-                       (off_t)fp->cfg.shm_off);
-        uint64_t own = lay->res_off + (uint64_t)m->slot * lay->res_size;
-        if (a != MAP_FAILED &&
-            (mprotect((uint8_t *)a + (uint64_t)m->slot * lay->bm_bytes,
-                      lay->bm_bytes, PROT_READ | PROT_WRITE) != 0 ||
-             mprotect((uint8_t *)a + own, lay->res_size,
-                      PROT_READ | PROT_WRITE) != 0)) {
-            munmap(a, lay->size);
-            a = MAP_FAILED;
-        }
-        if (a != MAP_FAILED)
-            arena = a;
-    }
+    if (fp->cfg.exec_argv[0] != '\0')
+        fs_exec(fp, m); /* does not return */
+    pool__worker_cfg_t wc;
+    pool__worker_attach(&fp->cfg, fp->memfd, m->slot, m->gen, &wc);
     if (syscall(SYS_close_range, 3u, ~0u, 0u) != 0) {
         for (int fd = 3; fd < 1024; fd++)
             close(fd);
     }
     if (m->bind && fs_topology != NULL)
         (void)pool__topo_bind_self(fs_topology, &m->cpus, NULL);
-    if (sb != NULL)
-        POOL_SB_STORE(sb->pid, (int32_t)getpid());
+    if (wc.sb != NULL)
+        POOL_SB_STORE(wc.sb->pid, (int32_t)getpid());
     if (fp->cfg.initializer != NULL)
         fp->cfg.initializer(fp->cfg.initarg);
-    pool__worker_cfg_t wc = {
-        .endpoint = fp->cfg.endpoint,
-        .slot = m->slot,
-        .gen = m->gen,
-        .prefetch = fp->cfg.prefetch,
-        .maxtasks = fp->cfg.maxtasks,
-        .max_rss = fp->cfg.max_rss,
-        .sb = sb,
-        .shm = arena,
-        .shm_lay = arena != NULL ? lay : NULL,
-        .shm_threshold = (size_t)fp->cfg.shm_threshold,
-        .lane = lane,
-        .spin_ns = fp->cfg.spin_ns,
-    };
     int rc = pool__worker_main(&wc);
     fflush(NULL);
     _exit(rc);
@@ -437,6 +440,9 @@ static void fs_ctl_msg(ctl_msg_t *m)
         fp->memfd = fds[1];
         fp->cfg = m->u.pool;
         fp->cfg.dir[sizeof fp->cfg.dir - 1] = '\0';
+        /* NUL-separated lists end with an empty string, whatever came. */
+        memset(fp->cfg.exec_argv + sizeof fp->cfg.exec_argv - 2, 0, 2);
+        memset(fp->cfg.exec_env + sizeof fp->cfg.exec_env - 2, 0, 2);
         fp->cfg.endpoint[sizeof fp->cfg.endpoint - 1] = '\0';
         fcntl(fp->chan, F_SETFL, O_NONBLOCK);
         fs_pools[slot] = fp;

@@ -56,6 +56,8 @@
 #include "ipc/shm.h"
 #include "proc/topology.h"
 
+#define POOL_FS_EXEC_BYTES 8192 /* an exec'd worker's argv, and its env */
+
 /* What the fork server needs to know about a pool (sent once, by value). */
 typedef struct pool__fs_pool_cfg {
     char dir[256];      /* the pool's 0700 ipc directory (removed at close) */
@@ -70,6 +72,12 @@ typedef struct pool__fs_pool_cfg {
     uint64_t shm_off;       /* its offset in the scoreboard memfd */
     uint64_t shm_threshold; /* result buffers this big go through it */
     uint64_t spin_ns;       /* fast lanes' busy-poll budget (0: no lanes) */
+    /* Exec'd workers (picklepool/worker.h): the command, as NUL-separated
+     * arguments ending with an empty one, and variables added to its
+     * environment ("NAME=value", the same way); exec_argv[0] == '\0':
+     * native workers forked from the fork server. */
+    char exec_argv[POOL_FS_EXEC_BYTES];
+    char exec_env[POOL_FS_EXEC_BYTES];
 } pool__fs_pool_cfg_t;
 
 /* Pool-channel messages (fixed size, one per SEQPACKET datagram). */

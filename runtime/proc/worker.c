@@ -183,6 +183,23 @@ static void put_error(worker_t *w, pk_err_t code, const char *msg)
     w->out.len += POOL_WIRE_REC_SIZE + len;
 }
 
+/* A result record of bytes a raw handler returned (in band). */
+static void put_raw(worker_t *w, const void *data, size_t len)
+{
+    if (len > UINT32_MAX) {
+        put_error(w, PK_ELIMIT, "the result is over 4 GiB");
+        return;
+    }
+    if (out_reserve(&w->out, POOL_WIRE_REC_SIZE + len) != 0) {
+        put_error(w, PK_ENOMEM, "out of memory for the result");
+        return;
+    }
+    pool__wire_rec_encode(w->out.data + w->out.len, (uint32_t)len, 0, 0);
+    if (len)
+        memcpy(w->out.data + w->out.len + POOL_WIRE_REC_SIZE, data, len);
+    w->out.len += POOL_WIRE_REC_SIZE + len;
+}
+
 static void put_value(worker_t *w, const pk_value_t *v)
 {
     size_t start = w->out.len, noob = w->oob.n;
@@ -242,6 +259,8 @@ static void load_call(worker_t *w, const void *data, size_t len)
     w->kwargs = NULL;
     w->call_rc = PK_OK;
     w->call_msg[0] = '\0';
+    if (w->cfg->raw != NULL)
+        goto cache; /* the handler reads the frame itself */
     pk_error_t e;
     pk_error_clear(&e);
     pk_value_t *v = NULL;
@@ -277,7 +296,8 @@ static void load_call(worker_t *w, const void *data, size_t len)
         }
         w->kwargs = kw != NULL && pk_len(kw) > 0 ? kw : NULL;
     }
-    w->call_bytes = pk__malloc(len);
+cache:
+    w->call_bytes = pk__malloc(len ? len : 1);
     if (w->call_bytes != NULL) {
         memcpy(w->call_bytes, data, len);
         w->call_len = len;
@@ -348,6 +368,29 @@ static pk_err_t run_item(worker_t *w, const batch_in_t *b, uint32_t i,
     if (rc != PK_OK && e->msg[0] == '\0')
         pk__err(e, rc, "%s", pk_strerror(rc));
     return rc;
+}
+
+/* Runs record item i through the raw handler and writes its result or
+ * error record. */
+static void run_raw_item(worker_t *w, const batch_in_t *b, uint32_t i,
+                         pk_error_t *e)
+{
+    const pool__wire_rec_t *r = &b->recs[i];
+    pool_raw_call_t call = {.call = w->call_bytes,
+                            .call_len = w->call_len,
+                            .item = r->data,
+                            .len = r->len,
+                            .bufs = b->bufs + r->buf0,
+                            .nbufs = r->nbufs,
+                            .index = i};
+    const void *res = NULL;
+    size_t res_len = 0;
+    pk_err_t rc = w->cfg->raw(w->cfg->raw_ctx, &call, &res, &res_len, e);
+    if (rc == PK_OK && (res != NULL || res_len == 0))
+        put_raw(w, res, res_len);
+    else
+        put_error(w, rc == PK_OK ? PK_EFUNC : rc,
+                  e->msg[0] ? e->msg : "the handler returned no result");
 }
 
 /* Points bufs[0..nbufs) at a TASK's buffers: its frames, or with
@@ -476,7 +519,11 @@ static void run_batch(worker_t *w, const pool__wire_hdr_t *h, zmq_msg_t *frames)
     atomic_init(&w->holder->refs, 1);
 
     load_call(w, zmq_msg_data(&frames[1]), zmq_msg_size(&frames[1]));
-    if (h->flags & POOL_WIRE_F_FUNC_ID) {
+    if (w->cfg->raw != NULL && vec_in) {
+        batch_rc = PK_EUNSUPPORTED;
+        snprintf(batch_msg, sizeof batch_msg,
+                 "vector maps need a native worker");
+    } else if ((h->flags & POOL_WIRE_F_FUNC_ID) && w->cfg->raw == NULL) {
         batch_rc = PK_EUNSUPPORTED;
         snprintf(batch_msg, sizeof batch_msg,
                  "functions sent by value need a Python worker");
@@ -553,8 +600,12 @@ static void run_batch(worker_t *w, const pool__wire_hdr_t *h, zmq_msg_t *frames)
                 POOL_SB_STORE(sb->start_ns, pool__now_ns());
             atomic_store_explicit(&sb->item, i, memory_order_release);
         }
-        pk_value_t *res = NULL;
         e.msg[0] = '\0';
+        if (w->cfg->raw != NULL) {
+            run_raw_item(w, &b, i, &e);
+            continue;
+        }
+        pk_value_t *res = NULL;
         pk_err_t rc = run_item(w, &b, i, item_doc, vec_args, vec_arg, &res, &e);
         if (vec_ok || vec != NULL) {
             /* Vector reply wanted: convert now; remember failures. */

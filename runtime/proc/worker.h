@@ -18,6 +18,7 @@
 #include <stdint.h>
 
 #include "ipc/lane.h"
+#include "picklepool/worker.h"
 #include "ipc/scoreboard.h"
 #include "ipc/shm.h"
 
@@ -35,6 +36,9 @@ typedef struct pool__worker_cfg {
     size_t shm_threshold; /* result buffers this big go through the arena */
     pool__lane_t *lane;   /* this worker's fast lane (lane.h), or NULL */
     uint64_t spin_ns;     /* how long it polls the lane when idle */
+    pool_raw_fn raw;      /* exec'd workers: items go to this handler as
+                             bytes (picklepool/worker.h); NULL: native */
+    void *raw_ctx;
 } pool__worker_cfg_t;
 
 /* Runs the worker until it should exit; returns the process exit status

@@ -1,0 +1,65 @@
+/*
+ * picklepool/worker.h - exec'd workers: a process the pool starts with a
+ * command of its own (pool_opts_t.worker_argv), such as a Python interpreter
+ * running `picklepool.worker`, that serves the pool through the same worker
+ * loop as native workers: pinned, supervised, its scoreboard slot, the
+ * shared-memory arena and the fast lane all as for a forked native worker.
+ *
+ * The difference is who runs an item.  A native worker decodes each item's
+ * pickle in C and calls a registered function; an exec'd worker hands each
+ * item's pickle bytes, untouched, to a handler (pool_raw_fn) and sends back
+ * the bytes the handler returns.  What the bytes mean is between the caller
+ * (pool_imap_raw) and the handler: picklepool's Python front-end ships
+ * CPython pickles of chunks of Python items both ways.
+ *
+ * Thread-safety: pool_worker_serve runs the calling process as a worker
+ * until it should exit; call it once, from one thread.  Fork-safety: call
+ * it in the process the pool exec'd, not in a fork of it.
+ */
+#ifndef PICKLEPOOL_WORKER_H
+#define PICKLEPOOL_WORKER_H
+
+#include <stddef.h>
+
+#include "error.h"
+#include "export.h"
+#include "pickle.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* One item for a handler.  Everything is borrowed for the call only. */
+typedef struct pool_raw_call {
+    const void *call; /* the call frame the caller gave (pool_imap_raw) */
+    size_t call_len;
+    const void *item; /* the item's bytes */
+    size_t len;
+    const pk_buffer_t *bufs; /* its out-of-band buffers */
+    size_t nbufs;
+    size_t index; /* the item's position in its map */
+} pool_raw_call_t;
+
+/* Runs one item.  On success returns PK_OK with *res / *res_len the result
+ * bytes, which must stay valid until the handler is called again or
+ * pool_worker_serve returns (the loop copies them before that).  On failure
+ * returns an error code (PK_EFUNC for "the call raised") with err->msg
+ * describing it; that item alone fails. */
+typedef pk_err_t (*pool_raw_fn)(void *ctx, const pool_raw_call_t *call,
+                                const void **res, size_t *res_len,
+                                pk_error_t *err);
+
+/* Serves the pool that exec'd this process, reading where to connect and
+ * which shared memory to map from the environment the pool set
+ * (PICKLEPOOL_WORKER) and the descriptor it left open, and returns when the
+ * worker should exit (STOP, retirement, or the master gone): PK_OK with
+ * *exit_status (may be NULL) the status to exit with.  Returns PK_EINVAL
+ * (with err filled) when the process was not started by a pool, or
+ * PK_ESYS when the shared memory cannot be mapped. */
+PK_API pk_err_t pool_worker_serve(pool_raw_fn fn, void *ctx, int *exit_status,
+                                  pk_error_t *err);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* PICKLEPOOL_WORKER_H */

@@ -1,0 +1,318 @@
+/*
+ * test_pool_exec.c - exec'd workers (picklepool/worker.h) and raw maps
+ * (pool_imap_raw): a pool whose workers are this very program, exec'd by
+ * the fork server with `--worker`, serving items through
+ * pool_worker_serve with a handler that reverses each item's bytes, fails
+ * on "fail", dies on "die" and hangs on "hang".  Ordering, per-item errors,
+ * a poison item, a timeout, out-of-band buffers through the arena and the
+ * socket, and refusals, against real processes.
+ *
+ *   build/tests/test_pool_exec [NAME-SUBSTRING...]
+ */
+#define _GNU_SOURCE
+#include <limits.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "lib/pool_helpers.h"
+#include "lib/runner.h"
+#include "picklepool.h"
+
+/* ---- the worker side ---------------------------------------------------- */
+
+/* Reverses the item's bytes, appending the call frame and, for each
+ * out-of-band buffer, its length and byte sum: "olleh|frame|4096:1234". */
+static pk_err_t handler(void *ctx, const pool_raw_call_t *c, const void **res,
+                        size_t *res_len, pk_error_t *err)
+{
+    static char out[1 << 16];
+    (void)ctx;
+    const char *in = c->item;
+    if (c->len == 4 && memcmp(in, "fail", 4) == 0) {
+        snprintf(err->msg, sizeof err->msg, "ValueError: item %zu said fail",
+                 c->index);
+        return PK_EFUNC;
+    }
+    if (c->len == 3 && memcmp(in, "die", 3) == 0)
+        raise(SIGKILL);
+    if (c->len == 4 && memcmp(in, "hang", 4) == 0)
+        for (;;)
+            pause();
+    size_t n = 0;
+    for (size_t i = 0; i < c->len && n < sizeof out - 1; i++)
+        out[n++] = in[c->len - 1 - i];
+    n += (size_t)snprintf(out + n, sizeof out - n, "|%.*s", (int)c->call_len,
+                          (const char *)c->call);
+    for (size_t k = 0; k < c->nbufs; k++) {
+        unsigned long sum = 0;
+        const unsigned char *b = c->bufs[k].data;
+        for (size_t i = 0; i < c->bufs[k].len; i++)
+            sum += b[i];
+        n += (size_t)snprintf(out + n, sizeof out - n, "|%zu:%lu",
+                              c->bufs[k].len, sum);
+    }
+    *res = out;
+    *res_len = n;
+    return PK_OK;
+}
+
+static int worker_main(void)
+{
+    int status = 1;
+    pk_error_t err;
+    if (pool_worker_serve(handler, NULL, &status, &err) != PK_OK) {
+        fprintf(stderr, "test_pool_exec worker: %s\n", err.msg);
+        return 2;
+    }
+    return status;
+}
+
+/* ---- the caller side ---------------------------------------------------- */
+
+static char self_path[PATH_MAX];
+static const char *worker_argv[3];
+
+static void exec_opts(pool_opts_t *o, int workers)
+{
+    pool_opts_init(o);
+    o->workers = workers;
+    if (realpath("/proc/self/exe", self_path) == NULL)
+        fail_msg("realpath /proc/self/exe");
+    worker_argv[0] = self_path;
+    worker_argv[1] = "--worker";
+    worker_argv[2] = NULL;
+    o->worker_argv = worker_argv;
+}
+
+typedef struct items {
+    const char *const *v;
+    size_t n, pos;
+    const pk_buffer_t *bufs; /* for every item, or NULL */
+    size_t nbufs;
+} items_t;
+
+static pk_err_t items_next(void *ctx, pool_raw_item_t *item)
+{
+    items_t *s = ctx;
+    if (s->pos == s->n)
+        return PK_EOF;
+    const char *v = s->v[s->pos++];
+    item->data = v;
+    item->len = strlen(v);
+    item->bufs = s->bufs;
+    item->nbufs = s->bufs ? s->nbufs : 0;
+    return PK_OK;
+}
+
+static pool_iter_t *start_raw(pool_t *p, items_t *s, int ordered,
+                              const pool_call_opts_t *co)
+{
+    pool_iter_t *it = NULL;
+    CHECK_OK(pool_imap_raw(p, "F", 1, items_next, s, ordered, co, &it, E_));
+    return it;
+}
+
+static void expect_reversed(const pool_raw_result_t *r, const char *in,
+                            const char *tail)
+{
+    char want[256];
+    size_t n = strlen(in);
+    for (size_t i = 0; i < n; i++)
+        want[i] = in[n - 1 - i];
+    snprintf(want + n, sizeof want - n, "|F%s", tail);
+    if (r->status != PK_OK)
+        fail_msg("item %zu: %s: %s", r->index, pk_errname(r->status),
+                 r->error ? r->error : "");
+    if (r->len != strlen(want) || memcmp(r->data, want, r->len) != 0)
+        fail_msg("item %zu: got '%.*s', want '%s'", r->index, (int)r->len,
+                 (const char *)r->data, want);
+}
+
+static void test_exec_raw_map(void **state)
+{
+    pool_opts_t o;
+    exec_opts(&o, 2);
+    pool_t *p = tp_start(&o);
+    char names[200][16];
+    const char *v[200];
+    for (int i = 0; i < 200; i++) {
+        snprintf(names[i], sizeof names[i], "item-%d", i);
+        v[i] = names[i];
+    }
+    for (int ordered = 1; ordered >= 0; ordered--) {
+        items_t s = {v, 200, 0, NULL, 0};
+        pool_iter_t *it = start_raw(p, &s, ordered, NULL);
+        pool_raw_result_t r;
+        unsigned char seen[200] = {0};
+        size_t got = 0;
+        pk_err_t rc;
+        while ((rc = pool_iter_next_raw(it, &r, 30)) == PK_OK) {
+            assert_true(r.index < 200 && !seen[r.index]++);
+            if (ordered)
+                assert_int_equal(r.index, got);
+            expect_reversed(&r, v[r.index], "");
+            got++;
+        }
+        assert_int_equal(rc, PK_EOF);
+        assert_int_equal(got, 200);
+        /* a raw iterator is not read as a decoded one, nor the reverse */
+        pool_item_t item;
+        assert_int_equal(pool_iter_next(it, &item, 0), PK_EINVAL);
+        pool_iter_free(&it);
+    }
+    /* the workers really are exec'd: their pids run this program */
+    pool_worker_stats_t st[2];
+    tp_stats(p, st, 2);
+    for (int i = 0; i < 2; i++) {
+        char exe[64], path[PATH_MAX];
+        snprintf(exe, sizeof exe, "/proc/%d/exe", st[i].pid);
+        ssize_t n = readlink(exe, path, sizeof path - 1);
+        assert_true(n > 0);
+        path[n] = '\0';
+        assert_string_equal(path, self_path);
+    }
+    pool_destroy(&p);
+}
+
+static void test_exec_failures(void **state)
+{
+    pool_opts_t o;
+    exec_opts(&o, 2);
+    o.retries = 1;
+    pool_t *p = tp_start(&o);
+    const char *v[] = {"a", "fail", "b", "die", "c", "hang", "d"};
+    pool_call_opts_t co;
+    pool_call_opts_init(&co);
+    co.chunksize = 1;
+    co.timeout = 0.5;
+    items_t s = {v, 7, 0, NULL, 0};
+    pool_iter_t *it = start_raw(p, &s, 1, &co);
+    pool_raw_result_t r;
+    size_t got = 0;
+    pk_err_t rc;
+    while ((rc = pool_iter_next_raw(it, &r, 60)) == PK_OK) {
+        assert_int_equal(r.index, got);
+        if (got == 1) {
+            assert_int_equal(r.status, PK_EFUNC);
+            assert_string_equal(r.error, "ValueError: item 0 said fail");
+        } else if (got == 3) {
+            assert_int_equal(r.status, PK_ECRASHED);
+            assert_non_null(strstr(r.error, "SIGKILL"));
+        } else if (got == 5) {
+            assert_int_equal(r.status, PK_ETIMEDOUT);
+        } else {
+            expect_reversed(&r, v[got], "");
+        }
+        got++;
+    }
+    assert_int_equal(rc, PK_EOF);
+    assert_int_equal(got, 7);
+    pool_iter_free(&it);
+    assert_true(tp_restarts(p) >= 2); /* the poison item's, the timeout's */
+    /* the respawned exec'd workers serve */
+    const char *w[] = {"again"};
+    items_t s2 = {w, 1, 0, NULL, 0};
+    it = start_raw(p, &s2, 1, NULL);
+    CHECK_OK(pool_iter_next_raw(it, &r, 30));
+    expect_reversed(&r, "again", "");
+    pool_iter_free(&it);
+    pool_destroy(&p);
+}
+
+/* Buffers reach the handler out of band: a big one through the arena, a
+ * small one through the socket, both with their bytes intact. */
+static void test_exec_buffers(void **state)
+{
+    pool_opts_t o;
+    exec_opts(&o, 1);
+    pool_t *p = tp_start(&o);
+    static unsigned char big[1 << 20], small[100];
+    unsigned long sbig = 0, ssmall = 0;
+    for (size_t i = 0; i < sizeof big; i++)
+        sbig += big[i] = (unsigned char)(i * 7);
+    for (size_t i = 0; i < sizeof small; i++)
+        ssmall += small[i] = (unsigned char)i;
+    pk_buffer_t bufs[2] = {{big, sizeof big, 1}, {small, sizeof small, 1}};
+    const char *v[] = {"x", "yz"};
+    items_t s = {v, 2, 0, bufs, 2};
+    pool_iter_t *it = start_raw(p, &s, 1, NULL);
+    char tail[128];
+    snprintf(tail, sizeof tail, "|%zu:%lu|%zu:%lu", sizeof big, sbig,
+             sizeof small, ssmall);
+    pool_raw_result_t r;
+    for (int i = 0; i < 2; i++) {
+        CHECK_OK(pool_iter_next_raw(it, &r, 30));
+        expect_reversed(&r, v[i], tail);
+    }
+    assert_int_equal(pool_iter_next_raw(it, &r, 30), PK_EOF);
+    pool_iter_free(&it);
+    pool_destroy(&p);
+}
+
+static void test_exec_refusals(void **state)
+{
+    pool_opts_t o;
+    pool_t *p = NULL;
+    pk_error_t err;
+    const char *bare[] = {"python3", NULL};
+    const char *env[] = {"X=1", NULL};
+
+    pool_opts_init(&o);
+    o.worker_argv = bare; /* no path: execv would not search PATH */
+    assert_int_equal(pool_create(&p, &o, &err), PK_EINVAL);
+    assert_non_null(strstr(err.msg, "worker_argv[0]"));
+    pool_opts_init(&o);
+    o.worker_env = env;
+    assert_int_equal(pool_create(&p, &o, &err), PK_EINVAL);
+    /* a command that does not run: the pool says its workers keep dying */
+    const char *missing[] = {"/nonexistent/picklepool-worker", NULL};
+    pool_opts_init(&o);
+    o.workers = 1;
+    o.worker_argv = missing;
+    assert_int_equal(pool_create(&p, &o, &err), PK_ECRASHED);
+    assert_non_null(strstr(err.msg, "start-up"));
+    assert_null(p);
+    /* pool_worker_serve in a process no pool started */
+    int st = -1;
+    unsetenv("PICKLEPOOL_WORKER");
+    assert_int_equal(pool_worker_serve(handler, NULL, &st, &err), PK_EINVAL);
+    assert_non_null(strstr(err.msg, "PICKLEPOOL_WORKER"));
+    setenv("PICKLEPOOL_WORKER", "v1;slot=x", 1);
+    assert_int_equal(pool_worker_serve(handler, NULL, &st, &err), PK_EINVAL);
+    assert_int_equal(st, -1);
+    /* a raw map is refused by a NULL iterator pointer, as every call */
+    exec_opts(&o, 1);
+    p = tp_start(&o);
+    items_t s = {NULL, 0, 0, NULL, 0};
+    assert_int_equal(
+        pool_imap_raw(p, "F", 1, items_next, &s, 1, NULL, NULL, &err),
+        PK_EINVAL);
+    pool_destroy(&p);
+}
+
+/* ---- runner ------------------------------------------------------------- */
+
+/* clang-format off */
+static const runner_test_t tests[] = {
+    RUNNER_TEST(test_exec_raw_map, 60),
+    RUNNER_TEST(test_exec_failures, 90),
+    RUNNER_TEST(test_exec_buffers, 60),
+    RUNNER_TEST(test_exec_refusals, 60),
+};
+/* clang-format on */
+
+int main(int argc, char **argv)
+{
+    if (argc == 2 && strcmp(argv[1], "--worker") == 0)
+        return worker_main();
+    return runner_main(argc, argv, tests, RUNNER_COUNT(tests), NULL);
+}
