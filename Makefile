@@ -17,6 +17,10 @@
 
 PREFIX   ?= /usr/local
 PYTHON   ?= /usr/bin/python3
+# Where `make install` puts the Python package: the site directory of
+# $(PYTHON) under $(PREFIX) (Debian's python3 reads
+# /usr/local/lib/python3.X/dist-packages).
+PYDIR    ?= $(shell $(PYTHON) -c 'import sys; print("$(PREFIX)/lib/python%d.%d/dist-packages" % sys.version_info[:2])' 2>/dev/null)
 NM       ?= nm
 SANITIZER ?=
 
@@ -222,6 +226,8 @@ install: $(LIB_A) $(LIB_SO) $(CLI) $(WORKER) $(PLUGINS)
 	for p in $(PLUGINS); do install -m 755 $$p $(DESTDIR)$(PREFIX)/lib/picklepool/plugins/; done
 	sed -e 's|@PREFIX@|$(PREFIX)|g' -e 's|@VERSION@|$(VERSION)|g' picklepool.pc.in \
 	    > $(DESTDIR)$(PREFIX)/lib/pkgconfig/picklepool.pc
+	install -d $(DESTDIR)$(PYDIR)/picklepool
+	install -m 644 python/picklepool/*.py $(DESTDIR)$(PYDIR)/picklepool/
 
 # The C sources clang-format owns (.clang-format at the root); the generated
 # compat_names.h stays as its generator writes it.

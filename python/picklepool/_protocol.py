@@ -1,0 +1,164 @@
+"""_protocol - what the caller and the Python worker put in the bytes the C
+runtime carries for them (raw maps, picklepool/worker.h).
+
+One wire item is a chunk of arguments, so one CPython pickle and one foreign
+call serve many items, as multiprocessing's chunks do; a chunk that kills its
+worker or times out is run again one argument at a time by the caller
+(pool.py), so only the guilty argument fails.
+
+- call frame: ``pickle((PROTOCOL, mode, fpickle))`` where fpickle is the
+  function pickled by reference (importable functions, builtins, native
+  kernels) or by value (lambdas, closures, functions of ``__main__``) with
+  cloudpickle, or dill when cloudpickle is missing;
+- item: ``pickle(list of arguments)`` at protocol 5 with out-of-band buffers;
+- result: ``pickle(list of (True, value) | (False, error))``, where error is
+  ``(exception or None, type name, message, traceback text)``.
+"""
+
+import os
+import pickle
+import traceback
+
+PROTOCOL = 1
+INIT_ENV = "PICKLEPOOL_PY_INIT"
+
+MAP, STAR, APPLY = "map", "star", "apply"
+
+
+def _byvalue_pickler():
+    try:
+        import cloudpickle
+        return cloudpickle.dumps
+    except ImportError:
+        pass
+    try:
+        import dill
+        return dill.dumps
+    except ImportError:
+        return None
+
+
+def dumps(obj):
+    """pickle.dumps at protocol 5, or by value (cloudpickle) for what plain
+    pickle cannot name, such as classes and functions of the caller's
+    __main__ (they come back as the caller's own)."""
+    try:
+        return pickle.dumps(obj, protocol=5)
+    except Exception:
+        byvalue = _byvalue_pickler()
+        if byvalue is None:
+            raise
+        return byvalue(obj, protocol=5)
+
+
+def dump_function(func):
+    """The pickle of func: by reference when that works (and the worker
+    can import it: not from __main__, which is not the worker's), else by
+    value."""
+    if getattr(func, "__module__", None) != "__main__":
+        try:
+            data = pickle.dumps(func, protocol=5)
+            if pickle.loads(data) is func:
+                return data
+        except Exception:
+            pass
+    byvalue = _byvalue_pickler()
+    if byvalue is None:
+        raise pickle.PicklingError(
+            "cannot pickle %r by reference, and neither cloudpickle nor dill "
+            "is installed to pickle it by value: install python3-cloudpickle "
+            "(Debian) or cloudpickle" % (func,))
+    return byvalue(func, protocol=5)
+
+
+def dump_call(mode, func):
+    return pickle.dumps((PROTOCOL, mode, dump_function(func)), protocol=5)
+
+
+def load_call(frame):
+    version, mode, fpickle = pickle.loads(frame)
+    if version != PROTOCOL or mode not in (MAP, STAR, APPLY):
+        raise ValueError("unknown call frame version %r or mode %r"
+                         % (version, mode))
+    return mode, pickle.loads(fpickle)
+
+
+def error_of(exc, context=None):
+    """The error tuple of an exception raised here, picklable or not."""
+    tb = "".join(traceback.format_exception(type(exc), exc,
+                                            exc.__traceback__))
+    if context:
+        tb = "%s:\n%s" % (context, tb)
+    try:
+        pickle.loads(dumps(exc))
+        obj = exc
+    except Exception:
+        obj = None
+    exc.__traceback__ = None
+    return (False, (obj, type(exc).__qualname__, str(exc), tb))
+
+
+class BadArg:
+    """Stands in a chunk for an argument the caller could not pickle: the
+    worker fails that argument alone with the caller's message."""
+
+    def __init__(self, message):
+        self.message = message
+
+
+def run(mode, func, args):
+    out = []
+    for a in args:
+        if isinstance(a, BadArg):
+            out.append((False, (None, "PicklingError", a.message, a.message)))
+            continue
+        try:
+            if mode == MAP:
+                v = func(a)
+            elif mode == STAR:
+                v = func(*a)
+            else:
+                v = func(*a[0], **a[1])
+            out.append((True, v))
+        except BaseException as e:  # the item's error, whatever it is
+            out.append(error_of(e))
+    return out
+
+
+def dump_results(results):
+    try:
+        return dumps(results)
+    except Exception:
+        pass
+    fixed = []
+    for r in results:  # find the results that cannot be pickled
+        try:
+            dumps(r)
+            fixed.append(r)
+        except Exception as e:
+            fixed.append(error_of(e, "cannot pickle the result"))
+    return dumps(fixed)
+
+
+def dump_initializer(initializer, initargs):
+    import base64
+    data = pickle.dumps((PROTOCOL, dump_function(initializer), tuple(initargs)),
+                        protocol=5)
+    return base64.b64encode(data).decode("ascii")
+
+
+def run_initializer(text):
+    import base64
+    version, fpickle, initargs = pickle.loads(base64.b64decode(text))
+    pickle.loads(fpickle)(*initargs)
+
+
+def worker_env():
+    """What a Python worker needs in its environment to import what the
+    caller can (its sys.path, and this package's library)."""
+    from . import _lib
+    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    import sys
+    path = [here] + [p or os.getcwd() for p in sys.path]
+    return ["PYTHONPATH=" + os.pathsep.join(path),
+            "PICKLEPOOL_LIB=" + os.path.abspath(_lib.path)]

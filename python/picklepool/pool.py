@@ -1,0 +1,573 @@
+"""pool - picklepool.Pool: multiprocessing.Pool's API on the C runtime.
+
+Thin over C (STYLE.md 16): scheduling, supervision (pinning, respawn, poison
+items, timeouts, recycling), ordering and transport are the C runtime's; this
+module pickles chunks of arguments with CPython, hands them to a raw map
+(``pool_imap_raw``) of Python workers (picklepool.worker), and turns the
+chunks' results back into values and exceptions.
+
+A chunk whose worker dies (or that runs past its deadline) is run again one
+argument at a time, so that only the guilty argument fails, with
+``WorkerCrashed`` (naming the signal) or ``TimeoutError``.
+"""
+
+import ctypes
+import itertools
+import os
+import pickle
+import re
+import sys
+import threading
+
+from . import _lib, _protocol
+
+__all__ = ["Pool", "AsyncResult", "WorkerCrashed", "RemoteTraceback"]
+
+_PLACEMENTS = {"compact": 0, "spread": 1, "none": 2}
+_POLL_S = 0.1  # how often a blocked call looks at Python's signals
+
+
+class WorkerCrashed(Exception):
+    """The worker running this item died (a signal, the OOM killer, an exit)
+    every time it was tried; the message names how."""
+
+
+class RemoteTraceback(Exception):
+    """The traceback text of an exception raised in a worker, attached as
+    the ``__cause__`` of the exception re-raised in the caller."""
+
+    def __init__(self, tb):
+        super().__init__(tb)
+        self.tb = tb
+
+    def __str__(self):
+        return self.tb
+
+
+class RemoteError(Exception):
+    """An exception raised in a worker that could not be pickled back: its
+    type name and message."""
+
+
+def _rebuild(err):
+    obj, typename, msg, tb = err
+    exc = obj if isinstance(obj, BaseException) else RemoteError(
+        "%s: %s" % (typename, msg))
+    exc.__cause__ = RemoteTraceback(tb)
+    return exc
+
+
+def _raise(code, err, what="picklepool"):
+    raise RuntimeError("%s: %s (%s)" % (what, err.text(), _lib.errname(code)))
+
+
+class _Handle:
+    """The C pool, destroyed when the Pool is done with it and no iterator
+    still refers to it (pool_destroy must not race a live iterator)."""
+
+    def __init__(self, ptr):
+        self.ptr = ptr
+        self.refs = 1
+        self.lock = threading.Lock()
+
+    def ref(self):
+        with self.lock:
+            if self.refs == 0:
+                raise ValueError("Pool not running")
+            self.refs += 1
+
+    def unref(self):
+        with self.lock:
+            self.refs -= 1
+            last = self.refs == 0
+        if last:
+            _lib.pool_destroy(ctypes.byref(self.ptr))
+
+
+class _RawMap:
+    """One raw map over chunks of arguments: an iterator of
+    (index, ok, value-or-error-tuple) per argument."""
+
+    def __init__(self, pool, frame, iterable, chunksize, ordered,
+                 timeout=None, base=0):
+        self._pool = pool
+        self._frame = frame
+        self._src = iter(iterable)
+        self._chunksize = max(1, int(chunksize))
+        self._ordered = ordered
+        self._timeout = timeout
+        self._chunks = {}  # wire index -> (first argument, count, buffers)
+        self._nchunks = 0
+        self._nargs = base  # index of the next argument
+        self._input_error = None
+        self._it = ctypes.c_void_p()
+        self._cb = _lib.RAW_NEXT(self._next)  # must outlive the iterator
+        co = _lib.CallOpts()
+        _lib.pool_call_opts_init(ctypes.byref(co))
+        if timeout is not None:
+            co.timeout = timeout if timeout > 0 else -1.0
+        if timeout is not None or pool._maxtasks:
+            # deadlines and recycling count the runtime's items, which are
+            # our chunks: one chunk a batch keeps both per chunk
+            co.chunksize = 1
+        err = _lib.PkError()
+        pool._handle.ref()
+        self._handle = pool._handle
+        rc = _lib.pool_imap_raw(pool._handle.ptr, frame, len(frame), self._cb,
+                                None, 1 if ordered else 0, ctypes.byref(co),
+                                ctypes.byref(self._it), ctypes.byref(err))
+        if rc != 0:
+            self._handle.unref()
+            self._handle = None
+            if self._input_error is not None:
+                raise self._input_error
+            if rc == _lib.PK["ECLOSED"]:
+                raise ValueError("Pool not running")
+            _raise(rc, err)
+
+    # -- the input side: called by C from pool_imap_raw / pool_iter_next_raw
+
+    def _next(self, ctx, item_p):
+        try:
+            chunk = list(itertools.islice(self._src, self._chunksize))
+            if not chunk:
+                return _lib.PK["EOF"]
+            bufs = []
+            try:
+                data = pickle.dumps(chunk, protocol=5,
+                                    buffer_callback=bufs.append)
+            except Exception:
+                bufs = []
+                data = pickle.dumps(self._badargs(chunk), protocol=5,
+                                    buffer_callback=bufs.append)
+            table = (_lib.PkBuffer * max(1, len(bufs)))()
+            alive = [table]  # what C may read until the chunk's outcome
+            for k, b in enumerate(bufs):
+                raw = b.raw()
+                try:
+                    ptr = ctypes.addressof(ctypes.c_char.from_buffer(raw))
+                except TypeError:  # read-only memory: lend a copy
+                    cp = ctypes.create_string_buffer(bytes(raw), len(raw))
+                    ptr = ctypes.addressof(cp)
+                    alive.append(cp)
+                alive.append(raw)
+                table[k].data = ptr
+                table[k].len = len(raw)
+                table[k].readonly = 1
+            it = item_p.contents
+            it.data = ctypes.cast(ctypes.c_char_p(data), ctypes.c_void_p)
+            it.len = len(data)
+            it.bufs = table
+            it.nbufs = len(bufs)
+            self._chunks[self._nchunks] = (self._nargs, len(chunk), data,
+                                           bufs, alive)
+            self._nchunks += 1
+            self._nargs += len(chunk)
+            return 0
+        except BaseException as e:  # the input raised: the map stops
+            self._input_error = e
+            return _lib.PK["EFUNC"]
+
+    @staticmethod
+    def _badargs(chunk):
+        out = []
+        for a in chunk:
+            try:
+                pickle.dumps(a, protocol=5)
+                out.append(a)
+            except Exception as e:
+                out.append(_protocol.BadArg(
+                    "cannot pickle the argument: %s: %s"
+                    % (type(e).__name__, e)))
+        return out
+
+    # -- the output side
+
+    def __iter__(self):
+        return self
+
+    def next_chunk(self, timeout=None):
+        """The next chunk's outcomes as [(index, ok, value/error)]; raises
+        StopIteration at the end, TimeoutError when timeout passes."""
+        res = _lib.RawResult()
+        waited = 0.0
+        while True:
+            if self._it is None or not self._it:
+                raise StopIteration
+            step = _POLL_S if timeout is None else min(_POLL_S,
+                                                       timeout - waited)
+            rc = _lib.pool_iter_next_raw(self._it, ctypes.byref(res),
+                                         max(step, 0.0))
+            if rc == 0:
+                return self._outcomes(res)
+            if rc == _lib.PK["ETIMEDOUT"]:
+                waited += step
+                if timeout is not None and waited >= timeout:
+                    raise TimeoutError
+                continue
+            self.close()
+            if rc == _lib.PK["EOF"]:
+                raise StopIteration
+            if self._input_error is not None:
+                e, self._input_error = self._input_error, None
+                raise e
+            raise RuntimeError("picklepool: the map stopped: %s"
+                               % _lib.errname(rc))
+
+    def _outcomes(self, res):
+        first, count, data, bufs, _alive = self._chunks.pop(res.index)
+        if res.status == 0:
+            rbufs = [bytearray(ctypes.string_at(res.bufs[k].data,
+                                                res.bufs[k].len))
+                     for k in range(res.nbufs)]
+            results = pickle.loads(ctypes.string_at(res.data, res.len),
+                                   buffers=rbufs)
+            return [(first + i, ok, v) for i, (ok, v) in enumerate(results)]
+        msg = (res.error or b"").decode("utf-8", "replace")
+        status = _lib.errname(res.status)
+        if status in ("ECRASHED", "ETIMEDOUT") and count > 1:
+            return self._one_by_one(first, pickle.loads(data, buffers=bufs))
+        if count == 1:  # the runtime counts chunks: name the argument
+            msg = re.sub(r"\bitem \d+", "item %d" % first, msg)
+        if status == "ECRASHED":
+            exc = WorkerCrashed(msg)
+        elif status == "ETIMEDOUT":
+            exc = TimeoutError(msg)
+        else:
+            exc = RuntimeError("picklepool: %s: %s" % (status, msg))
+        err = (exc, type(exc).__name__, msg, msg)
+        return [(first + i, False, err) for i in range(count)]
+
+    def _one_by_one(self, first, args):
+        """Runs a failed chunk's arguments again, each alone."""
+        sub = _RawMap(self._pool, self._frame, args, 1, True, self._timeout,
+                      base=first)
+        out = []
+        try:
+            for chunk in sub.chunks():
+                out.extend(chunk)
+        finally:
+            sub.close()
+        return out
+
+    def chunks(self):
+        try:
+            while True:
+                try:
+                    yield self.next_chunk()
+                except StopIteration:
+                    return
+        finally:
+            self.close()
+
+    def close(self):
+        if self._it:
+            _lib.pool_iter_free(ctypes.byref(self._it))
+        self._it = None
+        self._chunks.clear()
+        if self._handle is not None:
+            self._handle.unref()
+            self._handle = None
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:
+            pass
+
+
+class IMapIterator:
+    """What Pool.imap and imap_unordered return: an iterator, with
+    ``next(timeout)`` as multiprocessing's has."""
+
+    def __init__(self, rawmap, ordered):
+        self._raw = rawmap
+        self._ordered = ordered
+        self._buf = []
+
+    def __iter__(self):
+        return self
+
+    def next(self, timeout=None):
+        while not self._buf:
+            try:
+                self._buf = list(reversed(self._raw.next_chunk(timeout)))
+            except TimeoutError:
+                raise  # the map goes on: call again
+            except BaseException:  # the end, an error, Ctrl-C: it is over
+                self._raw.close()
+                raise
+        idx, ok, v = self._buf.pop()
+        if ok:
+            return v
+        raise _rebuild(v)
+
+    __next__ = next
+
+    def close(self):
+        self._raw.close()
+
+
+class AsyncResult:
+    """multiprocessing.pool.AsyncResult: get, wait, ready, successful; the
+    callbacks run in the thread that collected the result."""
+
+    def __init__(self, callback=None, error_callback=None):
+        self._event = threading.Event()
+        self._callback = callback
+        self._error_callback = error_callback
+        self._ok = None
+        self._value = None
+
+    def _set(self, ok, value):
+        self._ok, self._value = ok, value
+        try:
+            if ok and self._callback is not None:
+                self._callback(value)
+            elif not ok and self._error_callback is not None:
+                self._error_callback(value)
+        finally:
+            self._event.set()
+
+    def ready(self):
+        return self._event.is_set()
+
+    def successful(self):
+        if not self.ready():
+            raise ValueError("%r not ready" % self)
+        return self._ok
+
+    def wait(self, timeout=None):
+        self._event.wait(timeout)
+
+    def get(self, timeout=None):
+        if not self._event.wait(timeout):
+            raise TimeoutError
+        if self._ok:
+            return self._value
+        raise self._value
+
+
+class Pool:
+    """A pool of Python worker processes with multiprocessing.Pool's API.
+
+    ``Pool(processes=None, initializer=None, initargs=(),
+    maxtasksperchild=None, *, placement="compact", timeout=None,
+    retries=2, max_rss=None)``: processes defaults to one per core the
+    process may use, each worker pinned to its core (placement "compact",
+    "spread" or "none").  Extras over multiprocessing: ``timeout`` (seconds
+    an item may run before its worker is killed and the item fails with
+    TimeoutError), ``retries`` (worker deaths an item may survive before it
+    fails with WorkerCrashed), ``max_rss`` (bytes; a worker above it is
+    recycled).  Functions may be lambdas, closures or defined in __main__:
+    they are pickled by value with cloudpickle (or dill).
+    """
+
+    def __init__(self, processes=None, initializer=None, initargs=(),
+                 maxtasksperchild=None, *, placement="compact", timeout=None,
+                 retries=2, max_rss=None):
+        if processes is not None and processes < 1:
+            raise ValueError("Number of processes must be at least 1")
+        if placement not in _PLACEMENTS:
+            raise ValueError("placement must be one of %s, not %r"
+                             % (", ".join(_PLACEMENTS), placement))
+        if maxtasksperchild is not None and (
+                not isinstance(maxtasksperchild, int) or
+                maxtasksperchild <= 0):
+            raise ValueError("maxtasksperchild must be a positive int or None")
+        if initializer is not None and not callable(initializer):
+            raise TypeError("initializer must be a callable")
+        self._timeout = timeout
+        self._maxtasks = maxtasksperchild or 0
+        o = _lib.PoolOpts()
+        _lib.pool_opts_init(ctypes.byref(o))
+        o.workers = processes or 0
+        o.placement = _PLACEMENTS[placement]
+        o.retries = retries
+        o.maxtasksperchild = maxtasksperchild or 0
+        o.max_rss = max_rss or 0
+        argv = [sys.executable, "-m", "picklepool.worker"]
+        env = _protocol.worker_env()
+        if initializer is not None:
+            env.append("%s=%s" % (_protocol.INIT_ENV,
+                                  _protocol.dump_initializer(initializer,
+                                                             initargs)))
+        c_argv = (ctypes.c_char_p * (len(argv) + 1))(
+            *[os.fsencode(a) for a in argv], None)
+        c_env = (ctypes.c_char_p * (len(env) + 1))(
+            *[os.fsencode(e) for e in env], None)
+        o.worker_argv = c_argv
+        o.worker_env = c_env
+        ptr = ctypes.c_void_p()
+        err = _lib.PkError()
+        rc = _lib.pool_create(ctypes.byref(ptr), ctypes.byref(o),
+                              ctypes.byref(err))
+        if rc != 0:
+            _raise(rc, err, "cannot start the pool")
+        self._handle = _Handle(ptr)
+        n = ctypes.c_size_t(0)
+        _lib.pool_stats(ptr, None, 0, ctypes.byref(n))
+        self._processes = n.value
+        self._state = "RUN"
+        self._lock = threading.Lock()
+        self._threads = []
+
+    # -- helpers
+
+    def _check_running(self):
+        if self._state != "RUN":
+            raise ValueError("Pool not running")
+
+    def _chunksize_for(self, n, chunksize):
+        if chunksize is not None:
+            if chunksize < 1:
+                raise ValueError("Chunksize must be 1+, not %r" % chunksize)
+            return chunksize
+        c, extra = divmod(n, self._processes * 4)
+        return c + 1 if extra else max(c, 1)
+
+    def _rawmap(self, mode, func, iterable, chunksize, ordered):
+        self._check_running()
+        frame = _protocol.dump_call(mode, func)
+        return _RawMap(self, frame, iterable, chunksize, ordered,
+                       self._timeout)
+
+    def _collect(self, mode, func, iterable, chunksize):
+        items = iterable if hasattr(iterable, "__len__") else list(iterable)
+        raw = self._rawmap(mode, func, items,
+                           self._chunksize_for(len(items), chunksize), True)
+        out = [None] * len(items)
+        first_err = None
+        for chunk in raw.chunks():
+            for idx, ok, v in chunk:
+                if ok:
+                    out[idx] = v
+                elif first_err is None or idx < first_err[0]:
+                    first_err = (idx, v)
+        if first_err is not None:
+            raise _rebuild(first_err[1])
+        return out
+
+    def _async(self, fn, callback, error_callback):
+        self._check_running()
+        res = AsyncResult(callback, error_callback)
+
+        def run():
+            try:
+                value = fn()
+            except BaseException as e:
+                res._set(False, e)
+            else:
+                res._set(True, value)
+
+        t = threading.Thread(target=run, daemon=True,
+                             name="picklepool-result")
+        with self._lock:
+            self._threads = [x for x in self._threads if x.is_alive()]
+            self._threads.append(t)
+        t.start()
+        return res
+
+    # -- multiprocessing.Pool's API
+
+    def apply(self, func, args=(), kwds={}):
+        """func(*args, **kwds) in a worker; returns its result."""
+        return self._collect(_protocol.APPLY, func, [(tuple(args),
+                                                       dict(kwds))], 1)[0]
+
+    def apply_async(self, func, args=(), kwds={}, callback=None,
+                    error_callback=None):
+        """apply, without waiting: returns an AsyncResult."""
+        self._check_running()
+        return self._async(lambda: self.apply(func, args, kwds), callback,
+                           error_callback)
+
+    def map(self, func, iterable, chunksize=None):
+        """[func(x) for x in iterable], in parallel, in order; raises the
+        first item's exception."""
+        return self._collect(_protocol.MAP, func, iterable, chunksize)
+
+    def map_async(self, func, iterable, chunksize=None, callback=None,
+                  error_callback=None):
+        items = list(iterable)
+        return self._async(lambda: self.map(func, items, chunksize), callback,
+                           error_callback)
+
+    def starmap(self, func, iterable, chunksize=None):
+        """[func(*args) for args in iterable], in parallel, in order."""
+        return self._collect(_protocol.STAR, func, iterable, chunksize)
+
+    def starmap_async(self, func, iterable, chunksize=None, callback=None,
+                      error_callback=None):
+        items = list(iterable)
+        return self._async(lambda: self.starmap(func, items, chunksize),
+                           callback, error_callback)
+
+    def imap(self, func, iterable, chunksize=1):
+        """A lazy map in order: input is consumed with a bounded window."""
+        return IMapIterator(self._rawmap(_protocol.MAP, func, iterable,
+                                         chunksize, True), True)
+
+    def imap_unordered(self, func, iterable, chunksize=1):
+        """A lazy map, results as they complete."""
+        return IMapIterator(self._rawmap(_protocol.MAP, func, iterable,
+                                         chunksize, False), False)
+
+    def stats(self):
+        """Per worker: slot, pid, core, cpus, items, busy seconds,
+        restarts."""
+        n = self._processes
+        arr = (_lib.WorkerStats * n)()
+        got = ctypes.c_size_t(0)
+        _lib.pool_stats(self._handle.ptr, arr, n, ctypes.byref(got))
+        return [dict(slot=s.slot, pid=s.pid, core=s.core,
+                     cpus=s.cpus.decode(), items=s.items_done,
+                     busy_s=s.busy_s, restarts=s.restarts) for s in arr]
+
+    def close(self):
+        """No new work; submitted work finishes."""
+        if self._state == "RUN":
+            self._state = "CLOSE"
+            _lib.pool_close(self._handle.ptr)
+
+    def terminate(self):
+        """Stops everything now; unfinished items fail."""
+        if self._state in ("RUN", "CLOSE"):
+            self._state = "TERMINATE"
+            _lib.pool_terminate(self._handle.ptr)
+            self._release()
+
+    def join(self):
+        """Waits for the workers to exit, after close() or terminate()."""
+        if self._state == "RUN":
+            raise ValueError("Pool is still running")
+        for t in list(self._threads):
+            t.join()
+        if self._handle is not None:
+            while _lib.pool_join(self._handle.ptr, _POLL_S) == \
+                    _lib.PK["ETIMEDOUT"]:
+                pass
+        self._release()
+
+    def _release(self):
+        h, self._handle = self._handle, None
+        if h is not None:
+            h.unref()  # destroyed now, or when its last iterator is freed
+
+    def __enter__(self):
+        self._check_running()
+        return self
+
+    def __exit__(self, *exc):
+        self.terminate()
+
+    def __del__(self):
+        try:
+            if getattr(self, "_state", None) in ("RUN", "CLOSE"):
+                self.terminate()
+        except Exception:
+            pass
+
+    def __reduce__(self):
+        raise NotImplementedError("pool objects cannot be passed between "
+                                  "processes or pickled")

@@ -1,0 +1,401 @@
+"""The Python front-end (python/picklepool): multiprocessing.Pool's API on
+the C runtime, with Python workers the runtime execs, pins and supervises.
+
+Every pool runs in a child interpreter with a time limit (run_py), so a
+hang fails its test instead of blocking CI, and each child checks that it
+leaves no worker process or ipc directory behind.
+"""
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(
+    os.path.abspath(__file__))))
+PYTHON = os.environ.get("PYTHON", "/usr/bin/python3")
+
+
+def _env():
+    env = dict(os.environ)
+    # a TMPDIR of its own, so that leftovers() sees these tests' ipc
+    # directories only (other programs may run pools meanwhile)
+    env["TMPDIR"] = _TMP
+    env["PYTHONPATH"] = os.path.join(ROOT, "python")
+    build = os.environ.get("PICKLEPOOL_BUILD", os.path.join(ROOT, "build"))
+    env["PICKLEPOOL_LIB"] = os.path.join(os.path.abspath(build),
+                                         "libpicklepool.so")
+    return env
+
+
+_TMP = tempfile.mkdtemp(prefix="pp-pytest-")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def library():
+    yield from _library()
+    shutil.rmtree(_TMP, ignore_errors=True)
+
+
+def _library():
+    lib = _env()["PICKLEPOOL_LIB"]
+    if not os.path.exists(lib):
+        if os.environ.get("PICKLEPOOL_BUILD"):
+            pytest.fail("%s is missing" % lib)
+        pytest.skip("%s not built" % lib)
+    yield
+
+
+PRELUDE = textwrap.dedent("""
+    import os, sys, time, signal, itertools, glob
+    import picklepool
+    from picklepool import Pool
+
+    def leftovers():
+        kids = os.popen("ps -o pid= --ppid %d" % os.getpid()).read().split()
+        dirs = glob.glob(os.path.join(os.environ.get("TMPDIR", "/tmp"),
+                                      "picklepool-*"))
+        return kids, dirs
+""")
+
+
+def run_py(body, timeout=60, expect_rc=0):
+    """Runs PRELUDE + body in a fresh interpreter; returns its stdout."""
+    code = PRELUDE + textwrap.dedent(body)
+    p = subprocess.run([PYTHON, "-c", code], capture_output=True, text=True,
+                       timeout=timeout, env=_env(), cwd=ROOT)
+    if p.returncode != expect_rc:
+        pytest.fail("exit %d (want %d)\nstdout:\n%s\nstderr:\n%s"
+                    % (p.returncode, expect_rc, p.stdout, p.stderr))
+    return p.stdout
+
+
+def test_map_family_in_order():
+    out = run_py("""
+        def square(x):
+            return x * x
+        with Pool(2) as p:
+            assert p.map(square, range(1000)) == [x * x for x in range(1000)]
+            for cs in (1, 7, 1000, 5000):
+                assert p.map(square, range(100), chunksize=cs) == \\
+                    [x * x for x in range(100)]
+            assert p.map(square, []) == []
+            assert list(p.imap(square, range(50), 3)) == \\
+                [x * x for x in range(50)]
+            assert sorted(p.imap_unordered(square, range(50), 4)) == \\
+                sorted(x * x for x in range(50))
+            assert p.starmap(pow, [(2, 3), (3, 2)]) == [8, 9]
+            assert p.apply(divmod, (17, 5)) == (3, 2)
+            assert p.apply(int, ("ff",), {"base": 16}) == 255
+            assert p.map_async(square, range(5)).get(30) == [0, 1, 4, 9, 16]
+            assert p.starmap_async(pow, [(2, 5)]).get(30) == [32]
+            st = p.stats()
+            assert len(st) == 2 and sum(s["items"] for s in st) > 0
+            assert all(s["pid"] > 0 for s in st)
+        print("ok")
+    """)
+    assert out.strip() == "ok"
+
+
+def test_lambdas_closures_and_main_functions():
+    out = run_py("""
+        k = 10
+        def add_k(x):
+            return x + k
+        def make(n):
+            return lambda x: x * n
+        with Pool(2) as p:
+            assert p.map(lambda x: x + 1, [1, 2]) == [2, 3]
+            assert p.map(make(3), [1, 2]) == [3, 6]
+            assert p.map(add_k, [1]) == [11]
+            def later(x):  # defined after the pool was created
+                return -x
+            assert p.map(later, [4]) == [-4]
+        print("ok")
+    """)
+    assert out.strip() == "ok"
+
+
+def test_exceptions_keep_type_and_traceback():
+    out = run_py("""
+        class Custom(Exception):
+            pass
+        def boom(x):
+            if x == 3:
+                raise Custom("three is bad")
+            if x == 5:
+                raise KeyError(x)
+            return x
+        with Pool(2) as p:
+            try:
+                p.map(boom, range(10), chunksize=2)
+            except Custom as e:
+                assert str(e) == "three is bad"
+                tb = str(e.__cause__)
+                assert "boom" in tb and "Custom" in tb, tb
+            else:
+                raise SystemExit("no exception")
+            it = p.imap(boom, range(7))
+            got = []
+            for _ in range(7):
+                try:
+                    got.append(next(it))
+                except Exception as e:
+                    got.append(type(e).__name__)
+            assert got == [0, 1, 2, "Custom", 4, "KeyError", 6], got
+            r = p.apply_async(boom, (3,))
+            r.wait(30)
+            assert r.ready() and not r.successful()
+            try:
+                r.get(0)
+            except Custom:
+                pass
+            errs, oks = [], []
+            p.apply_async(boom, (5,), error_callback=errs.append).wait(30)
+            p.apply_async(boom, (1,), callback=oks.append).wait(30)
+            time.sleep(0.1)
+            assert len(errs) == 1 and isinstance(errs[0], KeyError)
+            assert oks == [1]
+        print("ok")
+    """)
+    assert out.strip() == "ok"
+
+
+def test_worker_killed_fails_only_its_item():
+    out = run_py("""
+        def die_on_5(x):
+            if x == 5:
+                os.kill(os.getpid(), signal.SIGKILL)
+            return x
+        with Pool(2) as p:
+            it = p.imap(die_on_5, range(12), chunksize=4)
+            got = []
+            for _ in range(12):
+                try:
+                    got.append(next(it))
+                except picklepool.WorkerCrashed as e:
+                    assert "SIGKILL" in str(e) and "item 5" in str(e), str(e)
+                    got.append("crashed")
+            assert got == [0, 1, 2, 3, 4, "crashed"] + list(range(6, 12)), got
+            assert p.map(abs, [-1, -2]) == [1, 2]  # still serving
+            assert sum(s["restarts"] for s in p.stats()) >= 1
+        print("ok")
+    """)
+    assert out.strip() == "ok"
+
+
+def test_timeout_fails_only_the_hung_item():
+    out = run_py("""
+        def hang_on_2(x):
+            if x == 2:
+                time.sleep(60)
+            return x
+        t0 = time.time()
+        with Pool(2, timeout=0.5) as p:
+            it = p.imap(hang_on_2, range(5))
+            got = []
+            for _ in range(5):
+                try:
+                    got.append(next(it))
+                except TimeoutError as e:
+                    assert "item 2" in str(e), str(e)
+                    got.append("timeout")
+            assert got == [0, 1, "timeout", 3, 4], got
+            try:
+                p.apply(hang_on_2, (2,))
+            except TimeoutError:
+                pass
+            else:
+                raise SystemExit("apply did not time out")
+        assert time.time() - t0 < 20
+        print("ok")
+    """)
+    assert out.strip() == "ok"
+
+
+def test_imap_is_lazy_on_an_infinite_iterator():
+    out = run_py("""
+        pulled = [0]
+        def counting():
+            for i in itertools.count():
+                pulled[0] += 1
+                yield i
+        with Pool(2) as p:
+            first = list(itertools.islice(p.imap(abs, counting()), 1000))
+            assert first == list(range(1000))
+            assert pulled[0] < 100000, pulled[0]  # a bounded window
+            got = list(itertools.islice(
+                p.imap_unordered(abs, itertools.count(), chunksize=10), 500))
+            assert len(got) == 500
+        print("ok", pulled[0])
+    """)
+    assert out.startswith("ok")
+
+
+def test_numpy_round_trip():
+    pytest.importorskip("numpy")
+    out = run_py("""
+        import numpy as np
+        arrays = [np.arange(100000, dtype=np.float32).reshape(100, 1000) + i
+                  for i in range(6)]
+        arrays.append(np.asfortranarray(np.ones((300, 200), np.int16)))
+        with Pool(2) as p:
+            back = p.map(lambda a: a, arrays)
+            for a, b in zip(arrays, back):
+                assert a.dtype == b.dtype and a.shape == b.shape
+                assert a.flags.f_contiguous == b.flags.f_contiguous
+                assert np.array_equal(a, b)
+            doubled = p.map(lambda a: a * 2, arrays[:2])
+            assert np.array_equal(doubled[1], arrays[1] * 2)
+        print("ok")
+    """)
+    assert out.strip() == "ok"
+
+
+def test_initializer_and_maxtasksperchild():
+    out = run_py("""
+        state = {}
+        def init(v):
+            os.environ["PP_INIT"] = str(v)
+        def read(_):
+            return os.environ.get("PP_INIT"), os.getpid()
+        with Pool(2, initializer=init, initargs=(42,)) as p:
+            got = p.map(read, range(10), chunksize=1)
+            assert all(v == "42" for v, _ in got), got
+        with Pool(1, maxtasksperchild=2) as p:
+            pids = {pid for _, pid in p.map(read, range(8), chunksize=1)}
+            assert len(pids) >= 3, pids
+        print("ok")
+    """)
+    assert out.strip() == "ok"
+
+
+def test_unpicklable_argument_fails_alone():
+    out = run_py("""
+        import threading
+        lock = threading.Lock()
+        with Pool(2) as p:
+            it = p.imap(lambda x: 1, [1, lock, 3], chunksize=3)
+            got = []
+            for _ in range(3):
+                try:
+                    got.append(next(it))
+                except Exception as e:
+                    assert "pickle" in str(e), str(e)
+                    got.append("err")
+            assert got == [1, "err", 1], got
+            def bad_result(x):
+                return threading.Lock()
+            try:
+                p.map(bad_result, [1])
+            except Exception as e:
+                assert "pickle" in str(e.__cause__), str(e.__cause__)
+            else:
+                raise SystemExit("an unpicklable result passed")
+        print("ok")
+    """)
+    assert out.strip() == "ok"
+
+
+def test_lifecycle():
+    out = run_py("""
+        p = Pool(2)
+        assert p.map(abs, [-1]) == [1]
+        p.close()
+        try:
+            p.map(abs, [1])
+        except ValueError:
+            pass
+        else:
+            raise SystemExit("map after close")
+        p.join()
+        p = Pool(2)
+        r = p.map_async(time.sleep, [0.3, 0.3])
+        p.close()
+        p.join()
+        assert r.ready() and r.successful()
+        p = Pool(2)
+        p.terminate()
+        p.join()
+        try:
+            with Pool(0):
+                pass
+        except ValueError:
+            pass
+        time.sleep(0.2)
+        kids, dirs = leftovers()
+        assert not dirs, dirs
+        print("ok")
+    """)
+    assert out.strip() == "ok"
+
+
+def test_ctrl_c_interrupts_and_leaves_nothing():
+    code = PRELUDE + textwrap.dedent("""
+        def slow(x):
+            time.sleep(0.2)
+            return x
+        print("ready", flush=True)
+        try:
+            with Pool(2) as p:
+                p.map(slow, range(200))
+        except KeyboardInterrupt:
+            time.sleep(0.3)
+            kids, dirs = leftovers()
+            print("interrupted", len(dirs), flush=True)
+    """)
+    p = subprocess.Popen([PYTHON, "-c", code], stdout=subprocess.PIPE,
+                         text=True, env=_env(), cwd=ROOT)
+    try:
+        assert p.stdout.readline().strip() == "ready"
+        time.sleep(1.0)
+        t0 = time.time()
+        p.send_signal(signal.SIGINT)
+        out = p.communicate(timeout=30)[0]
+        took = time.time() - t0
+    finally:
+        p.kill()
+    assert out.strip() == "interrupted 0", out
+    assert took < 5, took
+
+
+def test_killed_caller_leaves_nothing():
+    code = PRELUDE + textwrap.dedent("""
+        with Pool(2) as p:
+            print(" ".join(str(s["pid"]) for s in p.stats()), flush=True)
+            p.map(time.sleep, [30, 30])
+    """)
+    p = subprocess.Popen([PYTHON, "-c", code], stdout=subprocess.PIPE,
+                         text=True, env=_env(), cwd=ROOT)
+    pids = [int(x) for x in p.stdout.readline().split()]
+    p.kill()
+    p.wait(10)
+    deadline = time.time() + 10
+    alive = pids
+    while alive and time.time() < deadline:
+        alive = [x for x in pids if os.path.exists("/proc/%d" % x)]
+        time.sleep(0.1)
+    assert not alive, alive
+
+
+def test_missing_library_is_a_clear_error():
+    env = _env()
+    env["PICKLEPOOL_LIB"] = "/nonexistent/libpicklepool.so"
+    p = subprocess.run([PYTHON, "-c", "import picklepool"], env=env,
+                       capture_output=True, text=True, timeout=30)
+    assert p.returncode != 0
+    assert "/nonexistent/libpicklepool.so" in p.stderr
+    assert "PICKLEPOOL_LIB" in p.stderr
+
+
+def test_worker_module_refuses_to_run_alone():
+    p = subprocess.run([PYTHON, "-m", "picklepool.worker"], env=_env(),
+                       capture_output=True, text=True, timeout=30)
+    assert p.returncode == 2
+    assert "PICKLEPOOL_WORKER" in p.stderr
