@@ -98,46 +98,70 @@ def error_of(exc, context=None):
     return (False, (obj, type(exc).__qualname__, str(exc), tb))
 
 
-class BadArg:
-    """Stands in a chunk for an argument the caller could not pickle: the
-    worker fails that argument alone with the caller's message."""
+class BadChunk:
+    """A chunk some of whose arguments the caller could not pickle: `args`
+    with None in their places, and `bad` mapping their offsets to the
+    caller's message.  The worker fails those alone."""
 
-    def __init__(self, message):
-        self.message = message
+    def __init__(self, args, bad):
+        self.args = args
+        self.bad = bad
+
+
+def _call(mode, func):
+    """The per-argument call of a mode, as a one-argument function."""
+    if mode == MAP:
+        return func
+    if mode == STAR:
+        return lambda a: func(*a)
+    return lambda a: func(*a[0], **a[1])
 
 
 def run(mode, func, args):
-    out = []
-    for a in args:
-        if isinstance(a, BadArg):
-            out.append((False, (None, "PicklingError", a.message, a.message)))
-            continue
+    """Runs a chunk: (values, errors), values[i] the result of argument i
+    (None where it failed) and errors {i: error tuple}."""
+    bad = {}
+    if type(args) is BadChunk:
+        bad = {i: (None, "PicklingError", m, m) for i, m in args.bad.items()}
+        args = args.args
+    call = _call(mode, func)
+    values = []
+    append = values.append
+    errors = {}
+    it = iter(args)
+    while True:
         try:
-            if mode == MAP:
-                v = func(a)
-            elif mode == STAR:
-                v = func(*a)
+            if bad:
+                for a in it:
+                    i = len(values)
+                    append(None if i in bad else call(a))
             else:
-                v = func(*a[0], **a[1])
-            out.append((True, v))
-        except BaseException as e:  # the item's error, whatever it is
-            out.append(error_of(e))
-    return out
+                for a in it:
+                    append(call(a))
+            break
+        except BaseException as e:  # that argument's error, whatever it is
+            errors[len(values)] = error_of(e)[1]
+            append(None)
+    errors.update(bad)
+    return values, errors
 
 
 def dump_results(results):
+    """The pickle of run()'s (values, errors); values that cannot be
+    pickled become errors of their own."""
     try:
         return dumps(results)
     except Exception:
         pass
-    fixed = []
-    for r in results:  # find the results that cannot be pickled
+    values, errors = results
+    values = list(values)
+    for i, v in enumerate(values):
         try:
-            dumps(r)
-            fixed.append(r)
+            dumps(v)
         except Exception as e:
-            fixed.append(error_of(e, "cannot pickle the result"))
-    return dumps(fixed)
+            values[i] = None
+            errors[i] = error_of(e, "cannot pickle the result")[1]
+    return dumps((values, errors))
 
 
 def dump_initializer(initializer, initargs):

@@ -138,7 +138,7 @@ class _RawMap:
                                     buffer_callback=bufs.append)
             except Exception:
                 bufs = []
-                data = pickle.dumps(self._badargs(chunk), protocol=5,
+                data = pickle.dumps(self._badchunk(chunk), protocol=5,
                                     buffer_callback=bufs.append)
             table = (_lib.PkBuffer * max(1, len(bufs)))()
             alive = [table]  # what C may read until the chunk's outcome
@@ -169,17 +169,17 @@ class _RawMap:
             return _lib.PK["EFUNC"]
 
     @staticmethod
-    def _badargs(chunk):
-        out = []
-        for a in chunk:
+    def _badchunk(chunk):
+        args, bad = [], {}
+        for i, a in enumerate(chunk):
             try:
                 pickle.dumps(a, protocol=5)
-                out.append(a)
+                args.append(a)
             except Exception as e:
-                out.append(_protocol.BadArg(
-                    "cannot pickle the argument: %s: %s"
-                    % (type(e).__name__, e)))
-        return out
+                args.append(None)
+                bad[i] = ("cannot pickle the argument: %s: %s"
+                          % (type(e).__name__, e))
+        return _protocol.BadChunk(args, bad)
 
     # -- the output side
 
@@ -187,8 +187,10 @@ class _RawMap:
         return self
 
     def next_chunk(self, timeout=None):
-        """The next chunk's outcomes as [(index, ok, value/error)]; raises
-        StopIteration at the end, TimeoutError when timeout passes."""
+        """The next chunk's outcomes as (first, values, errors): values[i]
+        is argument first+i's result, errors {i: error tuple} the failed
+        ones.  Raises StopIteration at the end, TimeoutError when timeout
+        passes."""
         res = _lib.RawResult()
         waited = 0.0
         while True:
@@ -220,9 +222,9 @@ class _RawMap:
             rbufs = [bytearray(ctypes.string_at(res.bufs[k].data,
                                                 res.bufs[k].len))
                      for k in range(res.nbufs)]
-            results = pickle.loads(ctypes.string_at(res.data, res.len),
-                                   buffers=rbufs)
-            return [(first + i, ok, v) for i, (ok, v) in enumerate(results)]
+            values, errors = pickle.loads(ctypes.string_at(res.data, res.len),
+                                          buffers=rbufs)
+            return first, values, errors
         msg = (res.error or b"").decode("utf-8", "replace")
         status = _lib.errname(res.status)
         if status in ("ECRASHED", "ETIMEDOUT") and count > 1:
@@ -236,19 +238,23 @@ class _RawMap:
         else:
             exc = RuntimeError("picklepool: %s: %s" % (status, msg))
         err = (exc, type(exc).__name__, msg, msg)
-        return [(first + i, False, err) for i in range(count)]
+        return first, [None] * count, dict.fromkeys(range(count), err)
 
     def _one_by_one(self, first, args):
         """Runs a failed chunk's arguments again, each alone."""
+        if type(args) is _protocol.BadChunk:
+            args = args.args  # its bad ones fail again, as they did
         sub = _RawMap(self._pool, self._frame, args, 1, True, self._timeout,
                       base=first)
-        out = []
+        values, errors = [], {}
         try:
-            for chunk in sub.chunks():
-                out.extend(chunk)
+            for f, v, e in sub.chunks():
+                for i, err in e.items():
+                    errors[f - first + i] = err
+                values.extend(v)
         finally:
             sub.close()
-        return out
+        return first, values, errors
 
     def chunks(self):
         try:
@@ -283,24 +289,28 @@ class IMapIterator:
     def __init__(self, rawmap, ordered):
         self._raw = rawmap
         self._ordered = ordered
-        self._buf = []
+        self._values = []
+        self._errors = {}
+        self._pos = 0
 
     def __iter__(self):
         return self
 
     def next(self, timeout=None):
-        while not self._buf:
+        while self._pos >= len(self._values):
             try:
-                self._buf = list(reversed(self._raw.next_chunk(timeout)))
+                _, self._values, self._errors = self._raw.next_chunk(timeout)
+                self._pos = 0
             except TimeoutError:
                 raise  # the map goes on: call again
             except BaseException:  # the end, an error, Ctrl-C: it is over
                 self._raw.close()
                 raise
-        idx, ok, v = self._buf.pop()
-        if ok:
-            return v
-        raise _rebuild(v)
+        i = self._pos
+        self._pos += 1
+        if i in self._errors:
+            raise _rebuild(self._errors[i])
+        return self._values[i]
 
     __next__ = next
 
@@ -438,12 +448,11 @@ class Pool:
                            self._chunksize_for(len(items), chunksize), True)
         out = [None] * len(items)
         first_err = None
-        for chunk in raw.chunks():
-            for idx, ok, v in chunk:
-                if ok:
-                    out[idx] = v
-                elif first_err is None or idx < first_err[0]:
-                    first_err = (idx, v)
+        for first, values, errors in raw.chunks():
+            out[first:first + len(values)] = values
+            for i, err in errors.items():
+                if first_err is None or first + i < first_err[0]:
+                    first_err = (first + i, err)
         if first_err is not None:
             raise _rebuild(first_err[1])
         return out

@@ -52,8 +52,11 @@ def _handle(ctx, call_p, res_p, res_len_p, err_p):
             mode, func = _load_call(frame)
         except BaseException as e:  # the function cannot be loaded here
             bad = _protocol.error_of(e, "cannot load the function in the "
-                                        "worker")
-            _keep = _protocol.dump_results([bad] * len(args))
+                                        "worker")[1]
+            if type(args) is _protocol.BadChunk:
+                args = args.args
+            _keep = _protocol.dump_results(
+                ([None] * len(args), dict.fromkeys(range(len(args)), bad)))
         else:
             _keep = _protocol.dump_results(_protocol.run(mode, func, args))
         res_p[0] = ctypes.cast(ctypes.c_char_p(_keep), ctypes.c_void_p)
