@@ -74,9 +74,13 @@ typedef enum pk_type {
     PK_NDARRAY,  /* numpy.ndarray (or numpy scalar when PK_VF_NPSCALAR) */
     PK_DTYPE,    /* numpy.dtype on its own */
     PK_PICKLEBUFFER, /* pickle.PickleBuffer (protocol 5 out-of-band buffer) */
-    PK_OBJECT,   /* callable(*args) then BUILD state: an instance the pickle
-                    reconstructs by calling a global (only allow-listed ones,
-                    such as builtins exceptions, decode to this) */
+    PK_OBJECT,   /* callable(*args), items appended, then BUILD state: an
+                    instance the pickle reconstructs by calling a global
+                    (only allow-listed ones decode to this: builtins
+                    exceptions, and the standard library's plain data types:
+                    collections.OrderedDict and deque, datetime's date, time,
+                    datetime, timedelta and timezone, decimal.Decimal,
+                    uuid.UUID, range, slice) */
     PK__TYPE_MAX
 } pk_type_t;
 /* clang-format on */
@@ -86,6 +90,9 @@ typedef enum pk_type {
 #define PK_VF_BORROWED 0x02 /* data points into memory the doc does not own */
 #define PK_VF_NPSCALAR 0x04 /* PK_NDARRAY that is a numpy scalar (ndim 0) */
 #define PK_VF_FORTRAN 0x08  /* PK_NDARRAY in Fortran (column-major) order */
+/* PK_OBJECT made by callable.__new__(callable, *args) (pickle's NEWOBJ, as
+ * uuid.UUID is) rather than by calling callable(*args) (REDUCE). */
+#define PK_VF_NEWOBJ 0x10
 /* Constructor flag only (never stored): pk_ndarray with data == NULL leaves the
  * storage uninitialised instead of zeroing it, for kernels that overwrite it. */
 #define PK_VF_UNINIT 0x80
@@ -165,6 +172,9 @@ struct pk_value {
             pk_value_t *callable;     /* PK_GLOBAL */
             pk_value_t *args;         /* PK_TUPLE */
             pk_value_t *state;        /* BUILD state, or NULL */
+            pk_value_t *items;        /* appended after the call, or NULL:
+                                         a PK_DICT (OrderedDict's items) or
+                                         a PK_LIST (deque's) */
         } obj;
         pk_ndarray_t *nd;             /* PK_NDARRAY */
         pk_dtype_t *dtype;            /* PK_DTYPE */
