@@ -313,8 +313,20 @@ PK_API pk_value_t *pk_item(const pk_value_t *v, size_t i);
 PK_API pk_err_t pk_as_int(const pk_value_t *v, int64_t *out);
 PK_API pk_err_t pk_as_double(const pk_value_t *v, double *out);
 
+/* Reads the text of a str, bytes or bytearray: *ptr (NUL-terminated for
+ * str and bytes, valid while the value is) and *len in bytes (UTF-8 for a
+ * str).  Returns PK_OK, or PK_ETYPE for any other type (ptr and len
+ * untouched).  What a kernel taking a name, a path or a blob calls. */
+PK_API pk_err_t pk_as_str(const pk_value_t *v, const char **ptr, size_t *len);
+
 /* Static name of a type ("int", "list", "numpy.ndarray", ...). */
 PK_API const char *pk_type_name(pk_type_t t);
+
+/* The Python type name of v, for messages: pk_type_name of its type ("int",
+ * "numpy.ndarray"), and for a PK_OBJECT its class's name as Python's
+ * type(v).__name__ says it ("date", "OrderedDict", "ValueError").  No cast
+ * needed.  The string is static, or lives as long as v's doc. */
+PK_API const char *pk_value_type_name(const pk_value_t *v);
 
 /* Python equality for hashable and unhashable values alike (1 == 1.0 == True,
  * containers compared element-wise, ndarrays by dtype, shape and bytes).

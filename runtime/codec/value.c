@@ -1498,6 +1498,22 @@ pk_err_t pk_as_double(const pk_value_t *v, double *out)
     }
 }
 
+pk_err_t pk_as_str(const pk_value_t *v, const char **ptr, size_t *len)
+{
+    if (v->type != PK_STR && v->type != PK_BYTES && v->type != PK_BYTEARRAY)
+        return PK_ETYPE;
+    *ptr = v->u.str.ptr;
+    *len = v->u.str.len;
+    return PK_OK;
+}
+
+const char *pk_value_type_name(const pk_value_t *v)
+{
+    if (v->type == PK_OBJECT) /* type(x).__name__, as Python says it */
+        return v->u.obj.callable->u.global.name;
+    return pk_type_name((pk_type_t)v->type);
+}
+
 const char *pk_type_name(pk_type_t t)
 {
     static const char *const names[PK__TYPE_MAX] = {
