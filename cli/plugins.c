@@ -26,7 +26,7 @@ int pk__cli_builtin_exception(const char *name)
 }
 
 /* Prints the doc table of the plugin at `path`, as functions of `module`. */
-static int list_one(const char *name, const char *path)
+static int list_one(const char *path)
 {
     const char *base = strrchr(path, '/'), *dot;
     char module[256];
@@ -47,7 +47,6 @@ static int list_one(const char *name, const char *path)
         printf("  %s.%s\n", module, doc[i]);
     if (h != NULL)
         dlclose(h);
-    (void)name;
     return PK_EXIT_OK;
 }
 
@@ -68,7 +67,7 @@ int pk__cli_list_plugins(const char *const *names, size_t n)
             pk__cli_report("map --list", &err);
             return PK_EXIT_FAIL;
         }
-        list_one(names[i], path);
+        list_one(path);
     }
     return PK_EXIT_OK;
 }
