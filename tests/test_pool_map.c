@@ -1,7 +1,8 @@
 /*
  * test_pool_map.c - maps of values and of plain C vectors:
  * a million items back in input order (pool_map and pool_map_i64, an empty
- * map), and per-item errors: unknown functions and modules (PK_ENOFUNC),
+ * map), unknown functions and modules (one PK_ENOFUNC for the call), and
+ * per-item errors:
  * a function's own error (PK_EFUNC with its message) and a bad argument
  * (PK_ETYPE), each failing its item alone while the pool keeps serving.
  *
