@@ -7,7 +7,7 @@
 #   make demo                 the main job (see README)
 #   make SANITIZER=address    (or undefined, thread) build into build/address and test
 #   make fuzz                 libFuzzer targets with clang into build/fuzz
-#   make install PREFIX=/usr/local
+#   make install PREFIX=/usr/local   (make uninstall PREFIX=... removes it)
 #
 # Source files are found by wildcard: runtime/<layer>/*.c is the library (its
 # layers core <- codec <- ipc <- proc <- pool, checked by scripts/check_layers.py),
@@ -92,7 +92,7 @@ SHARED_TESTS := $(BUILD)/tests/test_version
 BENCHES    := $(BENCH_SRC:bench/%.c=$(BUILD)/bench/%)
 REPLAYS    := $(FUZZ_SRC:tests/fuzz/%.c=$(BUILD)/tests/%_replay)
 
-.PHONY: all deps test test-c test-py check-exports check-format demo fuzz install clean format
+.PHONY: all deps test test-c test-py check-exports check-format demo fuzz install uninstall ldconfig-note clean format
 all: $(LIB_A) $(LIB_SO) $(CLI) $(WORKER) $(PLUGINS) $(TESTS) $(BENCHES) $(REPLAYS)
 
 deps:
@@ -159,9 +159,14 @@ $(BUILD)/bench/%: bench/%.c $(LIB_A)
 # corpora replayed, then the Python suite against this build.
 test: deps
 	@$(MAKE) --no-print-directory all
+	@rm -f $(BUILD)/test-c.summary $(BUILD)/test-py.log
 	@$(MAKE) --no-print-directory test-c; c=$$?; \
 	    $(MAKE) --no-print-directory test-py; p=$$?; \
-	    [ $$c = 0 ] && [ $$p = 0 ]
+	    echo "== totals"; \
+	    cat $(BUILD)/test-c.summary 2>/dev/null || echo "c-tests: did not finish"; \
+	    echo "python-tests: $$(grep -E '(passed|failed|error)' $(BUILD)/test-py.log 2>/dev/null | tail -1 || echo 'did not finish')"; \
+	    [ $$c = 0 ] && [ $$p = 0 ] && echo "make test: everything passed" || \
+	    { echo "make test: FAILED"; false; }
 
 # The library, the plugins and every executable that loads plugins export
 # exactly the public API (scripts/check_exports.py says what it checks).
@@ -185,7 +190,8 @@ test-c: all check-exports check-format
 	    else fail=$$((fail+1)); failed="$$failed $$r"; fi; \
 	done; \
 	[ -z "$$failed" ] || echo "failed:$$failed"; \
-	echo "c-tests: $$pass passed, $$fail failed"; [ $$fail = 0 ]
+	echo "c-tests: $$pass passed, $$fail failed$${failed:+ (failed:$$failed)}" | \
+	    tee $(BUILD)/test-c.summary; [ $$fail = 0 ]
 
 # An ASan-built libpicklepool.so loaded by ctypes into a plain python needs the
 # ASan runtime preloaded; leak checking is left to the C tests there.
@@ -195,9 +201,11 @@ endif
 
 test-py: all
 	@if ls tests/python/test_*.py >/dev/null 2>&1; then \
-	    PICKLEPOOL_BUILD=$(abspath $(BUILD)) PICKLEPOOL_SANITIZER=$(SANITIZER) \
-	    PYTHON=$(PYTHON) $(PY_ENV) \
-	    timeout 900 $(PYTHON) -m pytest -q -p no:cacheprovider tests/python; \
+	    { PICKLEPOOL_BUILD=$(abspath $(BUILD)) PICKLEPOOL_SANITIZER=$(SANITIZER) \
+	      PYTHON=$(PYTHON) $(PY_ENV) \
+	      timeout 900 $(PYTHON) -m pytest -q -p no:cacheprovider tests/python; \
+	      echo $$? > $(BUILD)/test-py.rc; } | tee $(BUILD)/test-py.log; \
+	    exit $$(cat $(BUILD)/test-py.rc); \
 	fi
 
 demo: deps
@@ -228,6 +236,31 @@ install: $(LIB_A) $(LIB_SO) $(CLI) $(WORKER) $(PLUGINS)
 	    > $(DESTDIR)$(PREFIX)/lib/pkgconfig/picklepool.pc
 	install -d $(DESTDIR)$(PYDIR)/picklepool
 	install -m 644 python/picklepool/*.py $(DESTDIR)$(PYDIR)/picklepool/
+	@$(MAKE) --no-print-directory ldconfig-note
+
+# The dynamic loader finds a new library only after ldconfig has updated its
+# cache: run it when installing as root for real (not into a DESTDIR), and
+# say what to run when that did not make the library findable (not root, or
+# a prefix the loader does not search).
+ldconfig-note:
+	@if [ -z "$(DESTDIR)" ] && [ "$$(id -u)" = 0 ]; then ldconfig; fi; \
+	if [ -n "$(DESTDIR)" ] || ! /sbin/ldconfig -p 2>/dev/null | \
+	        grep -qF '$(PREFIX)/lib/$(SONAME)'; then \
+	    echo "install: the loader does not know $(PREFIX)/lib yet; run"; \
+	    echo "    sudo ldconfig            (when $(PREFIX)/lib is in /etc/ld.so.conf.d)"; \
+	    echo "    or export LD_LIBRARY_PATH=$(PREFIX)/lib, or link with -Wl,-rpath,$(PREFIX)/lib"; \
+	else echo "install: ran ldconfig: $(SONAME) is in the loader's cache"; fi
+
+# Removes what install put there (nothing else).
+uninstall:
+	rm -f $(DESTDIR)$(PREFIX)/lib/libpicklepool.a \
+	    $(DESTDIR)$(PREFIX)/lib/libpicklepool.so.$(VERSION) \
+	    $(DESTDIR)$(PREFIX)/lib/$(SONAME) $(DESTDIR)$(PREFIX)/lib/libpicklepool.so \
+	    $(DESTDIR)$(PREFIX)/include/picklepool.h \
+	    $(DESTDIR)$(PREFIX)/lib/pkgconfig/picklepool.pc \
+	    $(DESTDIR)$(PREFIX)/bin/$(notdir $(CLI)) $(DESTDIR)$(PREFIX)/bin/$(notdir $(WORKER))
+	rm -rf $(DESTDIR)$(PREFIX)/include/picklepool $(DESTDIR)$(PREFIX)/lib/picklepool \
+	    $(DESTDIR)$(PYDIR)/picklepool
 
 # The C sources clang-format owns (.clang-format at the root); the generated
 # compat_names.h stays as its generator writes it.

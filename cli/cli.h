@@ -59,6 +59,11 @@ int pk__cli_usage_error(const char *fmt, ...)
 const char *pk__cli_take_opt(int argc, char **argv, int *i, const char *name,
                              int *missing);
 
+/* Parses a Python 2 str encoding as pickle.load(encoding=...) names it:
+ * "ASCII", "latin1" (or "latin-1", "iso-8859-1"), "bytes", any case.
+ * Returns 0, or -1 (out untouched). */
+int pk__cli_parse_encoding(const char *s, pk_str_encoding_t *out);
+
 /* Parses a whole decimal number in [lo, hi] into *out.  Returns 0, or -1
  * (out untouched) for anything else. */
 int pk__cli_parse_long(const char *s, long lo, long hi, long *out);
@@ -66,11 +71,19 @@ int pk__cli_parse_long(const char *s, long lo, long hi, long *out);
 /* CLOCK_MONOTONIC in seconds. */
 double pk__cli_now_s(void);
 
-/* The default plugin for `module`: <directory of this executable>/plugins/
- * <module>.so when it exists and is readable.  Returns 1 and fills buf, or
- * 0 (buf then holds the path looked for, unless `module` has a slash or
- * the path is too long). */
-int pk__cli_default_plugin(const char *module, char *buf, size_t size);
+/* The default plugin for `module`, found by name with pool_plugin_find.
+ * Returns 1 and fills buf, or 0 with *err saying every place looked in. */
+int pk__cli_default_plugin(const char *module, char *buf, size_t size,
+                           pk_error_t *err);
+
+/* ---- plugins (plugins.c) ---------------------------------------------- */
+
+/* `picklepool map --list`: loads the plugins named (NULL/0: "examples") and
+ * prints each one's functions from its POOL_PLUGIN_DOC_SYMBOL table. */
+int pk__cli_list_plugins(const char *const *names, size_t n);
+
+/* Non-zero when `name` is a builtins exception class (TypeError...). */
+int pk__cli_builtin_exception(const char *name);
 
 /* ---- compressed file I/O (cli_io.c) ------------------------------------ */
 

@@ -1,9 +1,12 @@
 /*
  * cmd_codec.c - the codec subcommands of the picklepool CLI.
  *
- *   recode [--protocol N] IN OUT   decode IN, encode it again at protocol N
- *   inspect FILE                   disassemble, and say what decoding would
- * call
+ *   recode [--protocol N] [--encoding E] IN OUT
+ *                  decode IN, encode it again at protocol N
+ *   inspect [--globals] FILE
+ *                  disassemble, and say what decoding would call: exit 0
+ *                  when nothing refused, 3 when something picklepool does
+ *                  not allow, 4 when a known-dangerous call
  *
  * Both read plain or gzip / bzip2 / xz files (cli_io.c).  recode decodes with
  * the safe decoder, so a pickle that would call anything outside the
@@ -89,6 +92,7 @@ int pk__cmd_recode(int argc, char **argv)
 {
     const char *paths[2] = {NULL, NULL};
     int npaths = 0, protocol = PK_DEFAULT_PROTOCOL, opts_done = 0, status;
+    pk_str_encoding_t encoding = PK_ENC_ASCII;
     pk_load_opts_t lo;
     pk_dump_opts_t dopt;
     pk_buf_t in = {0}, out = {0};
@@ -112,6 +116,16 @@ int pk__cmd_recode(int argc, char **argv)
                     val, PK_HIGHEST_PROTOCOL);
             continue;
         }
+        if (!opts_done && strncmp(a, "--encoding", 10) == 0 &&
+            (a[10] == '\0' || a[10] == '=')) {
+            val = a[10] == '=' ? a + 11 : (i + 1 < argc ? argv[++i] : NULL);
+            if (val == NULL || pk__cli_parse_encoding(val, &encoding) < 0)
+                return pk__cli_usage_error(
+                    "recode: --encoding wants ASCII, latin1 or bytes, not "
+                    "'%s'",
+                    val ? val : "");
+            continue;
+        }
         if (!opts_done && a[0] == '-' && a[1] != '\0')
             return pk__cli_usage_error("recode: unknown option '%s'", a);
         if (npaths == 2)
@@ -123,6 +137,7 @@ int pk__cmd_recode(int argc, char **argv)
                                    npaths == 0 ? "IN and OUT" : "OUT");
 
     pk_load_opts_init(&lo);
+    lo.encoding = encoding;
     pk_dump_opts_init(&dopt);
     dopt.protocol = protocol;
     pk_error_clear(&err);
@@ -142,10 +157,16 @@ int pk__cmd_recode(int argc, char **argv)
     return status;
 }
 
+/* inspect's exit statuses beyond 0, 1 and 2: what decoding would call. */
+#define PK_EXIT_REFUSED 3   /* something picklepool does not allow */
+#define PK_EXIT_DANGEROUS 4 /* a known-dangerous call (os.system, eval...) */
+
 int pk__cmd_inspect(int argc, char **argv)
 {
     const char *path = NULL;
     int opts_done = 0;
+    unsigned flags = 0;
+    pk_verdict_t verdict = PK_VERDICT_SAFE;
     pk_load_opts_t lo;
     pk_buf_t in = {0};
     pk_error_t err;
@@ -154,6 +175,10 @@ int pk__cmd_inspect(int argc, char **argv)
     for (int i = 1; i < argc; i++) {
         if (!opts_done && strcmp(argv[i], "--") == 0) {
             opts_done = 1;
+            continue;
+        }
+        if (!opts_done && strcmp(argv[i], "--globals") == 0) {
+            flags |= PK_INSPECT_GLOBALS;
             continue;
         }
         if (!opts_done && argv[i][0] == '-' && argv[i][1] != '\0')
@@ -173,7 +198,7 @@ int pk__cmd_inspect(int argc, char **argv)
         pk_buf_free(&in);
         return PK_EXIT_FAIL;
     }
-    rc = pk_disassemble(in.data, in.len, stdout, &err);
+    rc = pk_inspect(in.data, in.len, stdout, flags, &verdict, &err);
     pk_buf_free(&in);
     /* The listing so far goes out before the error line. */
     if (fflush(stdout) != 0 || ferror(stdout)) {
@@ -185,5 +210,7 @@ int pk__cmd_inspect(int argc, char **argv)
         pk__cli_report(path, &err);
         return PK_EXIT_FAIL;
     }
-    return PK_EXIT_OK;
+    return verdict == PK_VERDICT_DANGEROUS ? PK_EXIT_DANGEROUS
+           : verdict == PK_VERDICT_UNKNOWN ? PK_EXIT_REFUSED
+                                           : PK_EXIT_OK;
 }

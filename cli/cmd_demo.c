@@ -12,8 +12,8 @@
  * throughput and the speed-up of median over median, and checks every
  * result of every run independently (values, and input order through a
  * marker each array carries).  Exit status 0 only when every result is
- * correct.  Without --plugin it loads <directory of the executable>/
- * plugins/examples.so.
+ * correct.  Without --plugin it loads the plugin `examples`,
+ * found by name (pool_plugin_find).
  */
 #include <limits.h>
 #include <math.h>
@@ -286,11 +286,9 @@ int pk__cmd_demo(int argc, char **argv)
     status = PK_EXIT_FAIL;
     plugin = a.plugin;
     if (plugin == NULL) {
-        if (!pk__cli_default_plugin("examples", defplugin, sizeof defplugin)) {
-            fprintf(stderr,
-                    "picklepool: demo: cannot find %s (build it with `make`, "
-                    "or pass --plugin PATH)\n",
-                    defplugin);
+        if (!pk__cli_default_plugin("examples", defplugin, sizeof defplugin,
+                                    &err)) {
+            pk__cli_report("demo", &err);
             return PK_EXIT_FAIL;
         }
         plugin = defplugin;

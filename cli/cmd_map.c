@@ -3,8 +3,9 @@
  * `picklepool demo` (cmd_demo.c) shares with it through cli.h.
  *
  *   picklepool map [--workers N] [--placement compact|spread|none]
- *                  [--chunksize C] [--timeout S] [--plugin PATH]... [--stream]
- *                  MODULE.FUNC IN OUT
+ *                  [--chunksize C] [--timeout S] [--plugin NAME|PATH]...
+ *                  [--encoding ASCII|latin1|bytes] [--stream] MODULE.FUNC IN OUT
+ *   picklepool map --list [--plugin NAME|PATH]...
  *
  * Maps a registered native function over a pickled list (IN) and writes the
  * pickled list of results (OUT) in input order.  With --stream, IN is a
@@ -24,8 +25,10 @@
  * status: 0 when every item succeeded, 3 when some failed, 1 when the map
  * could not run (I/O, pool start-up), 2 for bad arguments.
  *
- * Without --plugin, the plugin <directory of the executable>/plugins/MODULE.so
- * is loaded when it exists (build/plugins/examples.so for examples.*).
+ * Without --plugin, the plugin named MODULE is loaded when pool_plugin_find
+ * finds it (the installed plugin directory, or build/plugins in the tree);
+ * --plugin takes a path or a name.  --list prints what the plugins offer
+ * (cli/plugins.c).  --encoding reads Python 2 str as pickle.load does.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -120,44 +123,34 @@ static int parse_placement(const char *s, pool_placement_t *out)
     return 0;
 }
 
-/* The directory of this executable, or "." when /proc is unavailable. */
-static void exe_dir(char *buf, size_t size)
+int pk__cli_parse_encoding(const char *s, pk_str_encoding_t *out)
 {
-    ssize_t n = readlink("/proc/self/exe", buf, size - 1);
-    char *slash;
-
-    if (n <= 0) {
-        snprintf(buf, size, ".");
-        return;
-    }
-    buf[n] = '\0';
-    slash = strrchr(buf, '/');
-    if (slash == NULL)
-        snprintf(buf, size, ".");
-    else if (slash == buf)
-        buf[1] = '\0';
+    if (strcasecmp(s, "ascii") == 0)
+        *out = PK_ENC_ASCII;
+    else if (strcasecmp(s, "latin1") == 0 || strcasecmp(s, "latin-1") == 0 ||
+             strcasecmp(s, "iso-8859-1") == 0)
+        *out = PK_ENC_LATIN1;
+    else if (strcasecmp(s, "bytes") == 0)
+        *out = PK_ENC_BYTES;
     else
-        *slash = '\0';
+        return -1;
+    return 0;
 }
 
-int pk__cli_default_plugin(const char *module, char *buf, size_t size)
+int pk__cli_default_plugin(const char *module, char *buf, size_t size,
+                           pk_error_t *err)
 {
-    char dir[PATH_MAX];
-
-    if (strchr(module, '/') != NULL)
-        return 0;
-    exe_dir(dir, sizeof dir);
-    if (snprintf(buf, size, "%s/plugins/%s.so", dir, module) >= (int)size)
-        return 0;
-    return access(buf, R_OK) == 0;
+    return pool_plugin_find(module, buf, size, err) == PK_OK;
 }
 
 typedef struct map_args {
     pool_opts_t opts;
     pool_call_opts_t copts;
+    pk_load_opts_t lopts;
     const char *plugins[MAP_MAX_PLUGINS];
     char default_plugin[PATH_MAX];
-    int stream;
+    pk_error_t no_plugin; /* why no default plugin was found */
+    int stream, list;
     char module[256];
     const char *func;
     const char *in, *out;
@@ -171,6 +164,8 @@ static int parse_map_args(int argc, char **argv, map_args_t *a)
     memset(a, 0, sizeof *a);
     pool_opts_init(&a->opts);
     pool_call_opts_init(&a->copts);
+    pk_load_opts_init(&a->lopts);
+    pk_error_clear(&a->no_plugin);
     for (int i = 1; i < argc; i++) {
         const char *arg = argv[i], *v;
         int missing = 0;
@@ -187,10 +182,10 @@ static int parse_map_args(int argc, char **argv, map_args_t *a)
                                            argv[i]);
         } else if ((v = pk__cli_take_opt(argc, argv, &i, "--workers",
                                          &missing))) {
-            if (pk__cli_parse_long(v, 1, 4096, &l) < 0)
+            if (pk__cli_parse_long(v, 1, POOL_MAX_WORKERS, &l) < 0)
                 return pk__cli_usage_error(
-                    "map: --workers wants a number from 1 to 4096, not '%s'",
-                    v);
+                    "map: --workers wants a number from 1 to %d, not '%s'",
+                    POOL_MAX_WORKERS, v);
             a->opts.workers = (int)l;
         } else if ((v = pk__cli_take_opt(argc, argv, &i, "--placement",
                                          &missing))) {
@@ -219,8 +214,16 @@ static int parse_map_args(int argc, char **argv, map_args_t *a)
                 return pk__cli_usage_error("map: more than %d --plugin options",
                                            MAP_MAX_PLUGINS);
             a->plugins[a->opts.nplugins++] = v;
+        } else if ((v = pk__cli_take_opt(argc, argv, &i, "--encoding",
+                                         &missing))) {
+            if (pk__cli_parse_encoding(v, &a->lopts.encoding) < 0)
+                return pk__cli_usage_error(
+                    "map: --encoding wants ASCII, latin1 or bytes, not '%s'",
+                    v);
         } else if (strcmp(arg, "--stream") == 0) {
             a->stream = 1;
+        } else if (strcmp(arg, "--list") == 0) {
+            a->list = 1;
         } else if (missing) {
             return pk__cli_usage_error("map: %s needs a value", arg);
         } else if (arg[0] == '-') {
@@ -230,6 +233,12 @@ static int parse_map_args(int argc, char **argv, map_args_t *a)
         }
         if (missing)
             return pk__cli_usage_error("map: %s needs a value", arg);
+    }
+    if (a->list) {
+        if (npos > 0)
+            return pk__cli_usage_error("map: --list takes no MODULE.FUNC");
+        a->opts.plugins = a->plugins;
+        return PK_EXIT_OK;
     }
     if (npos < 3)
         return pk__cli_usage_error("map: needs MODULE.FUNC IN OUT");
@@ -247,7 +256,7 @@ static int parse_map_args(int argc, char **argv, map_args_t *a)
 
     if (a->opts.nplugins == 0 &&
         pk__cli_default_plugin(a->module, a->default_plugin,
-                               sizeof a->default_plugin))
+                               sizeof a->default_plugin, &a->no_plugin))
         a->plugins[a->opts.nplugins++] = a->default_plugin;
     a->opts.plugins = a->plugins;
     return PK_EXIT_OK;
@@ -453,6 +462,18 @@ static pk_value_t *failure_marker(pk_doc_t *doc, size_t index, pk_err_t status,
         kind = "RuntimeError";
         break; /* crashes, function errors... */
     }
+    /* A kernel's "TypeError: text" comes back as TypeError("... text"). */
+    char cls_name[64];
+    size_t cl = why ? strcspn(why, ": ") : 0;
+    if (cl > 0 && cl < sizeof cls_name && why[cl] == ':' &&
+        why[cl + 1] == ' ') {
+        memcpy(cls_name, why, cl);
+        cls_name[cl] = '\0';
+        if (pk__cli_builtin_exception(cls_name)) {
+            kind = cls_name;
+            why += cl + 2;
+        }
+    }
     snprintf(msg, sizeof msg, "picklepool: item %zu: %s", index,
              why && *why ? why : pk_strerror(status));
     cls = pk_global(doc, "builtins", kind);
@@ -474,9 +495,10 @@ typedef struct stream_in {
     const char *path;
     FILE *fp;
     pk_buf_t buf;
-    size_t pos;     /* next unread byte in buf */
-    int eof;        /* nothing more to read into buf */
-    size_t items;   /* items returned so far */
+    size_t pos;   /* next unread byte in buf */
+    int eof;      /* nothing more to read into buf */
+    size_t items; /* items returned so far */
+    const pk_load_opts_t *lopts;
     pk_error_t err; /* why the input stopped early */
     pk_err_t rc;
 } stream_in_t;
@@ -546,8 +568,8 @@ static pk_err_t stream_next(void *ctx, pk_doc_t *doc, pk_value_t **item)
         if (s->pos < s->buf.len) {
             size_t used = 0;
             pk_error_t e;
-            rc = pk_loads(doc, s->buf.data + s->pos, s->buf.len - s->pos, NULL,
-                          item, &used, &e);
+            rc = pk_loads(doc, s->buf.data + s->pos, s->buf.len - s->pos,
+                          s->lopts, item, &used, &e);
             if (rc == PK_OK) {
                 s->pos += used;
                 s->items++;
@@ -810,6 +832,15 @@ static int map_status(const map_tally_t *t)
     return PK_EXIT_ITEMS;
 }
 
+/* The map could not run: says why, and for an unknown function where its
+ * plugin was looked for. */
+static void report_map_error(const map_args_t *a, const pk_error_t *err)
+{
+    pk__cli_report("map", err);
+    if (err->code == PK_ENOFUNC && a->no_plugin.msg[0] != '\0')
+        pk__cli_report("map", &a->no_plugin);
+}
+
 static int start_pool(const map_args_t *a, pool_t **pp)
 {
     pk_error_t err;
@@ -847,7 +878,8 @@ static int map_list(const map_args_t *a)
         pk__cli_report("map", &err);
         goto done;
     }
-    if (pk_loads(idoc, in.data, in.len, NULL, &root, &used, &err) != PK_OK) {
+    if (pk_loads(idoc, in.data, in.len, &a->lopts, &root, &used, &err) !=
+        PK_OK) {
         pk__cli_report(a->in, &err);
         goto done;
     }
@@ -880,7 +912,7 @@ static int map_list(const map_args_t *a)
     if (pool_imap(p, a->module, a->func, list_next, &li, &a->copts, &it,
                   &err) != PK_OK ||
         drain(it, &prog, &tally, emit_list, &lo, &err) != PK_OK) {
-        pk__cli_report("map", &err);
+        report_map_error(a, &err);
         goto done;
     }
     progress_show(&prog, tally.done, 1);
@@ -926,6 +958,7 @@ static int map_stream(const map_args_t *a)
         stream_close(&in);
         return PK_EXIT_FAIL;
     }
+    in.lopts = &a->lopts;
     if (pk_doc_new(&po.scratch) != PK_OK) {
         pk__err(&err, PK_ENOMEM, "out of memory");
         pk__cli_report("map", &err);
@@ -952,7 +985,7 @@ static int map_stream(const map_args_t *a)
             snprintf(what, sizeof what, "%s: item %zu", a->in, in.items);
             pk__cli_report(what, &in.err);
         } else {
-            pk__cli_report("map", &err);
+            report_map_error(a, &err);
         }
         out_close(&po.out, rc, &err);
         goto done;
@@ -978,5 +1011,7 @@ int pk__cmd_map(int argc, char **argv)
 
     if (rc != PK_EXIT_OK)
         return rc;
+    if (a.list)
+        return pk__cli_list_plugins(a.plugins, a.opts.nplugins);
     return a.stream ? map_stream(&a) : map_list(&a);
 }

@@ -22,26 +22,33 @@ static const struct command {
     const char *args;    /* synopsis after the name */
     const char *summary; /* one line for the help */
 } commands[] = {
-    {"recode", pk__cmd_recode, "[--protocol N] IN OUT",
+    {"recode", pk__cmd_recode, "[--protocol N] [--encoding E] IN OUT",
      "decode a pickle (plain, gzip, bzip2 or xz) and write it again at "
      "protocol N\n      (2-5, default 5); OUT is compressed when it ends in "
-     ".gz, .bz2 or .xz"},
-    {"inspect", pk__cmd_inspect, "FILE",
-     "list a pickle's opcodes like pickletools.dis, then the globals it "
-     "names,\n      whether decoding would call them and whether picklepool "
-     "allows it"},
+     ".gz, .bz2 or .xz.\n      --encoding ASCII|latin1|bytes reads Python 2 "
+     "str as pickle.load(encoding=)\n      does (default ASCII)"},
+    {"inspect", pk__cmd_inspect, "[--globals] FILE",
+     "list a pickle's opcodes like pickletools.dis, then each global it "
+     "names with\n      what it is (data constructor, DANGEROUS call such as "
+     "os.system, or unknown)\n      and a one-line verdict; --globals prints "
+     "only that summary.  Exit status:\n      0 nothing refused, 3 would "
+     "call what picklepool refuses, 4 a dangerous call"},
     {"topo", pk__cmd_topo,
      "[--workers N] [--placement compact|spread|none] [--topology SPEC]",
      "show the hwloc topology (packages, NUMA nodes, cores, PUs, allowed "
      "mask)\n      and the core / PUs each worker would be pinned to"},
     {"map", pk__cmd_map,
      "[--workers N] [--placement P] [--chunksize C] [--timeout S] "
-     "[--plugin PATH]... [--stream] MODULE.FUNC IN OUT",
+     "[--plugin NAME|PATH]... [--encoding E] [--stream] MODULE.FUNC IN OUT\n"
+     "  map --list [--plugin NAME|PATH]...",
      "map a native function over a pickled list of arguments (or, with "
      "--stream,\n      a stream of pickles) on pinned workers; OUT gets the "
      "results in input order,\n      a failed item as a builtins exception "
-     "instance in its place (exit status 3).\n      Without --plugin, "
-     "<dir of picklepool>/plugins/MODULE.so is loaded if it exists"},
+     "instance in its place (exit status 3).\n      Without --plugin, the "
+     "plugin named MODULE is loaded when found (the installed\n      plugin "
+     "directory, build/plugins, $PICKLEPOOL_PLUGIN_PATH).  --list prints the "
+     "functions\n      the plugins offer (default: examples) with what each "
+     "does"},
     {"demo", pk__cmd_demo,
      "[--arrays N] [--mib M] [--workers N] [--runs R] [--plugin PATH]",
      "the main job: normalise synthetic float32 arrays with a native kernel "
@@ -69,8 +76,9 @@ static void usage(FILE *fp)
                 commands[i].args[0] != '\0' ? " " : "", commands[i].args,
                 commands[i].summary);
     fputs("\nA file name '-' means standard input or output.  "
-          "'picklepool COMMAND --help'\ndescribes one command.  Exit status: "
-          "0 done, 1 failed, 2 bad usage.\n",
+          "'picklepool help COMMAND'\n(or 'picklepool COMMAND --help') "
+          "describes one command.  Exit status: 0 done,\n1 failed, 2 bad "
+          "usage.\n",
           fp);
 }
 
@@ -102,6 +110,17 @@ int main(int argc, char **argv)
     }
     if (strcmp(name, "--help") == 0 || strcmp(name, "-h") == 0 ||
         strcmp(name, "help") == 0) {
+        if (argc > 2) { /* help CMD */
+            for (size_t i = 0; i < NCOMMANDS; i++)
+                if (strcmp(argv[2], commands[i].name) == 0) {
+                    command_usage(stdout, &commands[i], 1);
+                    return PK_EXIT_OK;
+                }
+            fprintf(stderr, "picklepool: help: unknown command '%s'\n",
+                    argv[2]);
+            usage(stderr);
+            return PK_EXIT_USAGE;
+        }
         usage(stdout);
         return PK_EXIT_OK;
     }

@@ -26,7 +26,6 @@
 #include <errno.h>
 #include <math.h>
 #include <signal.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
@@ -35,42 +34,21 @@
 
 pk_err_t picklepool_plugin_init(pk_error_t *err);
 
-static pk_err_t fail_with(pool_call_t *c, pk_err_t code, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static pk_err_t fail_with(pool_call_t *c, pk_err_t code, const char *fmt, ...)
-{
-    va_list ap;
-
-    pk_error_clear(c->err);
-    c->err->code = code;
-    va_start(ap, fmt);
-    vsnprintf(c->err->msg, sizeof c->err->msg, fmt, ap);
-    va_end(ap);
-    return code;
-}
-
 /* Checks for exactly one positional and no keyword argument, and sets *v to
  * it.  (Every examples function takes one argument.) */
 static pk_err_t one_arg(pool_call_t *c, const char *fn, const pk_value_t **v)
 {
-    size_t got = pk_len(c->args);
-
-    if (got != 1)
-        return fail_with(c, PK_ETYPE,
-                         "TypeError: %s() takes exactly 1 argument (%zu given)",
-                         fn, got);
-    if (c->kwargs && pk_len(c->kwargs) > 0)
-        return fail_with(c, PK_ETYPE,
-                         "TypeError: %s() takes no keyword arguments", fn);
-    *v = pk_item(c->args, 0);
-    return PK_OK;
+    pk_err_t rc = pool_want_args(c, fn, 1);
+    if (rc == PK_OK)
+        *v = pk_item(c->args, 0);
+    return rc;
 }
 
 /* Hands r over as the result; NULL means a constructor ran out of memory. */
 static pk_err_t done(pool_call_t *c, pk_value_t *r, pk_value_t **result)
 {
     if (!r)
-        return fail_with(c, PK_ENOMEM, "MemoryError: out of memory");
+        return pool_fail(c, PK_ENOMEM, "MemoryError: out of memory");
     *result = r;
     return PK_OK;
 }
@@ -84,12 +62,12 @@ static pk_err_t duration_arg(pool_call_t *c, const char *fn,
     if (rc != PK_OK)
         return rc;
     if ((*v)->type != PK_INT && (*v)->type != PK_BOOL && (*v)->type != PK_FLOAT)
-        return fail_with(c, PK_ETYPE,
+        return pool_fail(c, PK_ETYPE,
                          "TypeError: %s() expects an int or a float, got %s",
-                         fn, pk_type_name((pk_type_t)(*v)->type));
+                         fn, pk_value_type_name(*v));
     pk_as_double(*v, out);
     if (!(*out >= 0)) /* also NaN */
-        return fail_with(c, PK_EFUNC,
+        return pool_fail(c, PK_EFUNC,
                          "ValueError: %s() length must be non-negative", fn);
     return PK_OK;
 }
@@ -118,16 +96,16 @@ static pk_err_t ex_square(pool_call_t *c, pk_value_t **result)
     if (rc != PK_OK)
         return rc;
     if (v->type == PK_BIGINT)
-        return fail_with(
+        return pool_fail(
             c, PK_ETYPE,
             "TypeError: square() expects an int that fits in 64 bits, "
             "got a %zu-byte int",
             v->u.big.len);
     int64_t x;
     if (pk_as_int(v, &x) != PK_OK)
-        return fail_with(c, PK_ETYPE,
+        return pool_fail(c, PK_ETYPE,
                          "TypeError: square() expects an int, got %s",
-                         pk_type_name((pk_type_t)v->type));
+                         pk_value_type_name(v));
     int64_t sq;
     if (!__builtin_mul_overflow(x, x, &sq))
         return done(c, pk_int(c->doc, sq), result);
@@ -163,7 +141,7 @@ static pk_err_t ex_sleep(pool_call_t *c, pk_value_t **result)
     if (rc != PK_OK)
         return rc;
     if (s > 1e9)
-        return fail_with(c, PK_EFUNC,
+        return pool_fail(c, PK_EFUNC,
                          "OverflowError: sleep length is too large");
     struct timespec req, rem;
     req.tv_sec = (time_t)s;
@@ -240,21 +218,21 @@ static pk_err_t ex_normalize(pool_call_t *c, pk_value_t **result)
     if (rc != PK_OK)
         return rc;
     if (v->type != PK_NDARRAY)
-        return fail_with(c, PK_ETYPE,
+        return pool_fail(c, PK_ETYPE,
                          "TypeError: normalize expects a C-contiguous float32 "
                          "ndarray, got %s",
-                         pk_type_name((pk_type_t)v->type));
+                         pk_value_type_name(v));
     const pk_ndarray_t *nd = v->u.nd;
     char dts[16];
     pk_dtype_str(&nd->dtype, dts, sizeof dts);
     if (nd->dtype.kind != 'f' || nd->dtype.itemsize != 4 ||
         nd->dtype.byteorder == '>')
-        return fail_with(c, PK_ETYPE,
+        return pool_fail(c, PK_ETYPE,
                          "TypeError: normalize expects a C-contiguous float32 "
                          "ndarray, got %s",
                          dts);
     if (!c_contiguous(nd))
-        return fail_with(c, PK_ETYPE,
+        return pool_fail(c, PK_ETYPE,
                          "TypeError: normalize expects a C-contiguous float32 "
                          "ndarray, got a non-contiguous %s",
                          dts);
@@ -284,9 +262,9 @@ static pk_err_t ex_crash(pool_call_t *c, pk_value_t **result)
         return rc;
     double x;
     if (pk_as_double(v, &x) != PK_OK)
-        return fail_with(c, PK_ETYPE,
+        return pool_fail(c, PK_ETYPE,
                          "TypeError: crash() expects a number, got %s",
-                         pk_type_name((pk_type_t)v->type));
+                         pk_value_type_name(v));
     if (x < 0)
         raise(SIGKILL);
     return done(c, copy_number(c, v), result);
@@ -299,13 +277,26 @@ static pk_err_t ex_fail(pool_call_t *c, pk_value_t **result)
     if (rc != PK_OK)
         return rc;
     char buf[200];
-    if (v->type == PK_STR)
-        return fail_with(c, PK_EFUNC, "ValueError: %.*s",
-                         (int)(v->u.str.len > 230 ? 230 : v->u.str.len),
-                         v->u.str.ptr);
-    return fail_with(c, PK_EFUNC, "ValueError: %s",
+    const char *s;
+    size_t len;
+    if (v->type == PK_STR && pk_as_str(v, &s, &len) == PK_OK)
+        return pool_fail(c, PK_EFUNC, "ValueError: %.*s",
+                         (int)(len > 230 ? 230 : len), s);
+    return pool_fail(c, PK_EFUNC, "ValueError: %s",
                      pk_repr(v, buf, sizeof buf));
 }
+
+/* What `picklepool map --list` prints (POOL_PLUGIN_DOC_SYMBOL). */
+const char *const picklepool_plugin_doc[] = {
+    "square(n: int) -> int      n * n (a Python long beyond 64 bits)",
+    "spin(us) -> us             busy-waits us microseconds on the CPU",
+    "sleep(s) -> s              sleeps s seconds (int or float)",
+    "normalize(a) -> a'         (a - mean) / std of a C-contiguous float32 "
+    "ndarray",
+    "crash(x) -> x              kills its worker with SIGKILL when x < 0",
+    "fail(msg) -> raises        always fails with ValueError(msg)",
+    NULL,
+};
 
 pk_err_t picklepool_plugin_init(pk_error_t *err)
 {

@@ -421,10 +421,14 @@ static void test_dis_globals(void **state)
     (void)state;
 
     assert_non_null(strstr(t, "GLOBAL     'os system'"));
-    assert_non_null(strstr(t, "os.system: would call: refused (REDUCE at 24)"));
+    assert_non_null(strstr(
+        t, "os.system: would call: refused (DANGEROUS call) (REDUCE at 24)"));
+    assert_non_null(strstr(t, "verdict: DANGEROUS: would call os.system"));
     free(t);
     t = listing(OK, sizeof(OK) - 1, PK_OK, &err);
-    assert_non_null(strstr(t, "builtins.set: would call: allowed"));
+    assert_non_null(
+        strstr(t, "builtins.set: would call: allowed (data constructor)"));
+    assert_non_null(strstr(t, "verdict: safe: decoding calls only"));
     assert_non_null(
         strstr(t, "collections.OrderedDict: not called, kept as a reference"));
     free(t);
@@ -548,7 +552,7 @@ static void test_binary(void **state)
     }
     {
         const char *argv[] = {binary, "inspect", in, NULL};
-        assert_int_equal(run_cli(argv), PK_EXIT_OK);
+        assert_int_equal(run_cli(argv), 4); /* a dangerous call */
     }
     unlink(in);
     unlink(path_in("stdout"));

@@ -95,10 +95,16 @@ static void test_apply_async(void **state)
     assert_non_null(strstr(item.error, "keyword"));
     pool_future_free(&f);
 
-    f = tp_apply1(p, "missing_fn", pk_int(doc, 1), doc);
-    CHECK_OK(pool_future_wait(f, 10, &item));
-    assert_int_equal(item.status, PK_ENOFUNC);
-    pool_future_free(&f);
+    /* an unknown function is refused at the call, not by a worker */
+    pk_value_t *one = pk_tuple_new(doc, 1);
+    pk_tuple_set(one, 0, pk_int(doc, 1));
+    pk_error_t err;
+    f = NULL;
+    assert_int_equal(
+        pool_apply_async(p, "examples", "missing_fn", one, NULL, &f, &err),
+        PK_ENOFUNC);
+    assert_null(f);
+    assert_non_null(strstr(err.msg, "examples.missing_fn is not registered"));
 
     for (int i = 0; i < 100; i++)
         fs[i] = tp_apply1(p, "square", pk_int(doc, i), doc);

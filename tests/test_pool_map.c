@@ -1,7 +1,8 @@
 /*
  * test_pool_map.c - maps of values and of plain C vectors:
  * a million items back in input order (pool_map and pool_map_i64, an empty
- * map), and per-item errors: unknown functions and modules (PK_ENOFUNC),
+ * map), unknown functions and modules (one PK_ENOFUNC for the call), and
+ * per-item errors:
  * a function's own error (PK_EFUNC with its message) and a bad argument
  * (PK_ETYPE), each failing its item alone while the pool keeps serving.
  *
@@ -76,35 +77,67 @@ static void test_map_1m_in_order(void **state)
 /* ---- function errors ------------------------------------------------------
  */
 
+/* A function the workers cannot have fails the whole call, once, with a
+ * message naming it and the plugins loaded: no per-item errors. */
+static void expect_enofunc(pk_err_t rc, const pk_error_t *err,
+                           const char *needle)
+{
+    if (rc != PK_ENOFUNC)
+        fail_msg("want PK_ENOFUNC, got %s", pk_errname(rc));
+    assert_int_equal(err->code, PK_ENOFUNC);
+    if (strstr(err->msg, needle) == NULL)
+        fail_msg("'%s' not in '%s'", needle, err->msg);
+}
+
+static pk_err_t later_fn(pool_call_t *call, pk_value_t **result)
+{
+    *result = pk_int(call->doc, 42);
+    return *result ? PK_OK : PK_ENOMEM;
+}
+
 static void test_unknown_function(void **state)
 {
     const size_t n = 50;
     pool_t *p = tp_start_n(0);
     int64_t v[50], out[50];
     pk_value_t **items;
+    pk_error_t err;
+    pool_results_t *r = NULL;
 
     for (size_t i = 0; i < n; i++)
         v[i] = (int64_t)i;
     pk_doc_t *doc = tp_int_items(v, n, &items);
 
-    pool_results_t *r = tp_map_values(p, "no_such_function", items, n, NULL);
-    assert_int_equal(pool_results_failed(r), n);
-    for (size_t i = 0; i < n; i++)
-        tp_expect_fail(r, i, PK_ENOFUNC, "no_such_function");
-    pool_results_free(&r);
+    pk_err_t rc = pool_map(p, "examples", "no_such_function",
+                           (const pk_value_t *const *)items, n, NULL, &r, &err);
+    expect_enofunc(rc, &err, "examples.no_such_function is not registered");
+    expect_enofunc(rc, &err, "plugins loaded: ");
+    expect_enofunc(rc, &err, "examples.so");
+    assert_null(r);
 
-    CHECK_OK(pool_map(p, "no_such_module", "square",
-                      (const pk_value_t *const *)items, n, NULL, &r, E_));
-    for (size_t i = 0; i < n; i++)
-        tp_expect_fail(r, i, PK_ENOFUNC, "no_such_module");
-    pool_results_free(&r);
+    rc = pool_map(p, "no_such_module", "square",
+                  (const pk_value_t *const *)items, n, NULL, &r, &err);
+    expect_enofunc(rc, &err, "no_such_module.square");
+    assert_null(r);
 
     size_t nf = 0;
-    pk_err_t rc =
-        pool_map_i64(p, "examples", "nope", v, out, n, NULL, NULL, &nf, NULL);
-    if (rc != PK_OK)
-        fail_msg("pool_map_i64 of an unknown function: %s", pk_errname(rc));
-    assert_int_equal(nf, n);
+    rc = pool_map_i64(p, "examples", "nope", v, out, n, NULL, NULL, &nf, &err);
+    expect_enofunc(rc, &err, "examples.nope");
+
+    /* Registered after the pool forked its workers: refused for this pool,
+     * with the reason, and usable by a pool created afterwards. */
+    assert_int_equal(pool_register("later", "fn", later_fn, NULL), PK_OK);
+    rc = pool_map(p, "later", "fn", (const pk_value_t *const *)items, n, NULL,
+                  &r, &err);
+    expect_enofunc(rc, &err, "registered after this pool was created");
+    assert_null(r);
+    pool_t *p2 = tp_start_n(1);
+    CHECK_OK(pool_map(p2, "later", "fn", (const pk_value_t *const *)items, n,
+                      NULL, &r, E_));
+    for (size_t i = 0; i < n; i++)
+        tp_expect_int(r, i, 42);
+    pool_results_free(&r);
+    pool_destroy(&p2);
 
     /* the pool still serves */
     r = tp_map_values(p, "square", items, n, NULL);

@@ -692,6 +692,73 @@ static void test_threads_and_fork(void **state)
         }
 }
 
+/* ---- kernel helpers and plugins by name (issue 13) ---------------------- */
+
+static void test_kernel_helpers(void **state)
+{
+    pk_doc_t *doc = NULL;
+    pk_error_t err;
+    const char *p;
+    size_t n;
+    (void)state;
+
+    assert_int_equal(pk_doc_new(&doc), PK_OK);
+    pk_value_t *args = pk_tuple_new(doc, 2);
+    pk_tuple_set(args, 0, pk_cstr(doc, "name"));
+    pk_tuple_set(args, 1, pk_bytes(doc, "ab\0c", 4));
+    pool_call_t call = {doc, args, NULL, NULL, &err};
+
+    /* refusals first: wrong count, wrong type */
+    assert_int_equal(pool_want_args(&call, "f", 1), PK_ETYPE);
+    assert_string_equal(err.msg,
+                        "TypeError: f() takes exactly 1 argument (2 given)");
+    assert_int_equal(err.code, PK_ETYPE);
+    assert_int_equal(pk_as_str(pk_int(doc, 1), &p, &n), PK_ETYPE);
+    assert_int_equal(pool_fail(&call, PK_EFUNC, "ValueError: %s %d", "x", 7),
+                     PK_EFUNC);
+    assert_string_equal(err.msg, "ValueError: x 7");
+    assert_int_equal(err.code, PK_EFUNC);
+
+    assert_int_equal(pool_want_args(&call, "f", 2), PK_OK);
+    assert_int_equal(pk_as_str(pk_item(args, 0), &p, &n), PK_OK);
+    assert_int_equal(n, 4);
+    assert_string_equal(p, "name");
+    assert_int_equal(pk_as_str(pk_item(args, 1), &p, &n), PK_OK);
+    assert_int_equal(n, 4);
+    assert_memory_equal(p, "ab\0c", 4);
+
+    assert_string_equal(pk_value_type_name(pk_item(args, 0)), "str");
+    assert_string_equal(pk_value_type_name(pk_none()), "NoneType");
+    pk_value_t *g = pk_global(doc, "datetime", "date");
+    pk_value_t *obj = pk_object(doc, g, pk_tuple_new(doc, 0), NULL);
+    assert_string_equal(pk_value_type_name(obj), "date");
+    pk_doc_free(&doc);
+}
+
+static void test_plugin_find(void **state)
+{
+    char path[PATH_MAX], dir[PATH_MAX];
+    pk_error_t err;
+    (void)state;
+
+    assert_int_equal(pool_plugin_find("", path, sizeof path, &err), PK_EINVAL);
+    /* Not found: the message names every directory looked in. */
+    setenv("PICKLEPOOL_PLUGIN_PATH", "/nonexistent/a:/nonexistent/b", 1);
+    assert_int_equal(pool_plugin_find("nope", path, sizeof path, &err), PK_EIO);
+    assert_non_null(strstr(err.msg, "no plugin 'nope': looked for nope.so in "
+                                    "/nonexistent/a, /nonexistent/b"));
+    /* Found by name through the path, and loaded by name. */
+    snprintf(dir, sizeof dir, "%s", plugin_path);
+    *strrchr(dir, '/') = '\0';
+    setenv("PICKLEPOOL_PLUGIN_PATH", dir, 1);
+    assert_int_equal(pool_plugin_find("examples", path, sizeof path, &err),
+                     PK_OK);
+    assert_non_null(strstr(path, "/examples.so"));
+    assert_int_equal(pool_plugin_load("examples", &err), PK_OK);
+    assert_non_null(pool_lookup("examples", "square", NULL));
+    unsetenv("PICKLEPOOL_PLUGIN_PATH");
+}
+
 int main(void)
 {
     alarm(120); /* hard timeout */
@@ -706,6 +773,8 @@ int main(void)
         cmocka_unit_test(test_listener_and_plugin_load),
         cmocka_unit_test(test_plugin_refusals),
         cmocka_unit_test(test_plugin_init_fails),
+        cmocka_unit_test(test_kernel_helpers),
+        cmocka_unit_test(test_plugin_find),
 #define EXAMPLES_TEST(f)                                                       \
     cmocka_unit_test_setup_teardown(f, examples_setup, examples_teardown)
         EXAMPLES_TEST(test_examples_square),

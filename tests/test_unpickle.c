@@ -657,7 +657,8 @@ static void test_refuse_calls(void **state)
                  "object\nNtR."),
                NULL, PK_EREFUSED, "refusing to call copyreg._reconstructor",
                -1);
-    assert_string_equal(err.msg, "refusing to call copyreg._reconstructor");
+    assert_string_equal(err.msg, "refusing to call copyreg._reconstructor for "
+                                 "__main__.C");
     /* _codecs.encode only for latin-1. */
     load_fails(P("\x80\x02"
                  "c_codecs\nencode\nX\x01\x00\x00\x00xX\x05\x00\x00"

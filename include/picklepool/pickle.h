@@ -138,6 +138,28 @@ PK_API pk_err_t pk_dumps(const pk_value_t *v, const pk_dump_opts_t *opts,
 PK_API pk_err_t pk_disassemble(const void *data, size_t len, FILE *fp,
                                pk_error_t *err);
 
+/* What decoding a pickle would call, worst first wins. */
+typedef enum pk_verdict {
+    PK_VERDICT_SAFE = 0,     /* nothing, or allow-listed data constructors */
+    PK_VERDICT_UNKNOWN = 1,  /* a callable pk_loads refuses */
+    PK_VERDICT_DANGEROUS = 2 /* a known-dangerous call (os.system, eval,
+                                subprocess.Popen...), refused too */
+} pk_verdict_t;
+
+/* pk_inspect flags: list only the globals and the verdict, no opcodes. */
+#define PK_INSPECT_GLOBALS 0x1
+
+/* pk_disassemble with `flags`, and *verdict (may be NULL) set to what
+ * decoding would call.  Each global is listed under the name pk_loads
+ * resolves it to (a protocol 0-2 pickle's Python 2 names as Python 3 reads
+ * them, the name written beside), with what it is: data constructor,
+ * DANGEROUS call, or unknown callable; then one line "verdict: ...".
+ * Returns as pk_disassemble does (the verdict is set only when the listing
+ * reached STOP). */
+PK_API pk_err_t pk_inspect(const void *data, size_t len, FILE *fp,
+                           unsigned flags, pk_verdict_t *verdict,
+                           pk_error_t *err);
+
 /* Name of a pickle opcode ("BININT1") or NULL if `op` is not an opcode. */
 PK_API const char *pk_opcode_name(int op);
 

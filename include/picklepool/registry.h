@@ -42,6 +42,26 @@ typedef struct pool_call {
  * pk_none()), or an error code with call->err filled. */
 typedef pk_err_t (*pool_fn_t)(pool_call_t *call, pk_value_t **result);
 
+/* ---- helpers for kernels ------------------------------------------------
+ * Reading arguments: pk_item(call->args, i), then pk_as_int, pk_as_double,
+ * pk_as_str (str or bytes) from value.h; naming a bad argument's type:
+ * pk_value_type_name. */
+
+/* Fails the call: fills call->err with `code` and the printf-formatted
+ * message, and returns `code`, so that a kernel writes
+ *   return pool_fail(call, PK_ETYPE, "TypeError: f() takes a str, got %s",
+ *                    pk_value_type_name(v));
+ * Start the message with a Python exception class name and ": " (TypeError,
+ * ValueError...): Python callers and `picklepool map` raise that class. */
+PK_API pk_err_t pool_fail(pool_call_t *call, pk_err_t code, const char *fmt,
+                          ...) __attribute__((format(printf, 3, 4)));
+
+/* Checks that the call has exactly `n` positional and no keyword arguments;
+ * otherwise fails it with PK_ETYPE and Python's message ("TypeError: f()
+ * takes exactly 1 argument (2 given)", `fname` naming the function) and
+ * returns that. */
+PK_API pk_err_t pool_want_args(pool_call_t *call, const char *fname, size_t n);
+
 /* Registers fn as module.name (both strings copied).  Registering an existing
  * name replaces it.  Returns PK_OK, PK_EINVAL (empty name or NULL fn),
  * PK_ELIMIT (module or name longer than 255 bytes) or PK_ENOMEM. */
@@ -57,10 +77,31 @@ PK_API pool_fn_t pool_lookup(const char *module, const char *name,
 #define POOL_PLUGIN_INIT_SYMBOL "picklepool_plugin_init"
 typedef pk_err_t (*pool_plugin_init_t)(pk_error_t *err);
 
+/* Optional: a plugin may also export a NULL-terminated table of one line per
+ * function, "NAME(ARGS) -> RESULT  what it does", which `picklepool map
+ * --list` prints. */
+#define POOL_PLUGIN_DOC_SYMBOL "picklepool_plugin_doc"
+
+/* Finds the plugin called `name` ("examples"): the first readable NAME.so in
+ *   1. each directory of $PICKLEPOOL_PLUGIN_PATH (colon-separated),
+ *   2. <directory of libpicklepool.so>/picklepool/plugins, where
+ *      `make install` puts them (PREFIX/lib/picklepool/plugins),
+ *   3. <directory of the program>/../lib/picklepool/plugins (an installed
+ *      program linked statically), and <directory of the program>/plugins
+ *      (the build tree: build/plugins beside build/picklepool).
+ * A name with a slash is a path, taken as it is.  Writes the path into
+ * path[0..size).  Returns PK_OK, PK_EINVAL, PK_ELIMIT (path too long) or
+ * PK_EIO with a message naming every directory looked in. */
+PK_API pk_err_t pool_plugin_find(const char *name, char *path, size_t size,
+                                 pk_error_t *err);
+
 /* Loads a plugin .so (dlopen with RTLD_NOW | RTLD_LOCAL) and runs its init.
- * Loading the same path twice is a no-op.  The plugin stays loaded for the
- * life of the process.  Returns PK_OK, PK_EIO (dlopen failed: message has
- * dlerror()), PK_ENOFUNC (no init symbol) or what the init returned. */
+ * `path` is a file path (with a slash), a plain plugin name ("examples",
+ * found by pool_plugin_find), or a library file name ("libfoo.so", searched
+ * by dlopen).  Loading the same file twice is a no-op.  The plugin stays
+ * loaded for the life of the process.  Returns PK_OK, PK_EIO (not found, or
+ * dlopen failed: message has dlerror()), PK_ENOFUNC (no init symbol) or
+ * what the init returned. */
 PK_API pk_err_t pool_plugin_load(const char *path, pk_error_t *err);
 
 /* Calls module.name in the current process (what a worker does), for tests

@@ -74,9 +74,13 @@ typedef enum pk_type {
     PK_NDARRAY,  /* numpy.ndarray (or numpy scalar when PK_VF_NPSCALAR) */
     PK_DTYPE,    /* numpy.dtype on its own */
     PK_PICKLEBUFFER, /* pickle.PickleBuffer (protocol 5 out-of-band buffer) */
-    PK_OBJECT,   /* callable(*args) then BUILD state: an instance the pickle
-                    reconstructs by calling a global (only allow-listed ones,
-                    such as builtins exceptions, decode to this) */
+    PK_OBJECT,   /* callable(*args), items appended, then BUILD state: an
+                    instance the pickle reconstructs by calling a global
+                    (only allow-listed ones decode to this: builtins
+                    exceptions, and the standard library's plain data types:
+                    collections.OrderedDict and deque, datetime's date, time,
+                    datetime, timedelta and timezone, decimal.Decimal,
+                    uuid.UUID, range, slice) */
     PK__TYPE_MAX
 } pk_type_t;
 /* clang-format on */
@@ -86,6 +90,9 @@ typedef enum pk_type {
 #define PK_VF_BORROWED 0x02 /* data points into memory the doc does not own */
 #define PK_VF_NPSCALAR 0x04 /* PK_NDARRAY that is a numpy scalar (ndim 0) */
 #define PK_VF_FORTRAN 0x08  /* PK_NDARRAY in Fortran (column-major) order */
+/* PK_OBJECT made by callable.__new__(callable, *args) (pickle's NEWOBJ, as
+ * uuid.UUID is) rather than by calling callable(*args) (REDUCE). */
+#define PK_VF_NEWOBJ 0x10
 /* Constructor flag only (never stored): pk_ndarray with data == NULL leaves the
  * storage uninitialised instead of zeroing it, for kernels that overwrite it. */
 #define PK_VF_UNINIT 0x80
@@ -165,6 +172,9 @@ struct pk_value {
             pk_value_t *callable;     /* PK_GLOBAL */
             pk_value_t *args;         /* PK_TUPLE */
             pk_value_t *state;        /* BUILD state, or NULL */
+            pk_value_t *items;        /* appended after the call, or NULL:
+                                         a PK_DICT (OrderedDict's items) or
+                                         a PK_LIST (deque's) */
         } obj;
         pk_ndarray_t *nd;             /* PK_NDARRAY */
         pk_dtype_t *dtype;            /* PK_DTYPE */
@@ -303,8 +313,20 @@ PK_API pk_value_t *pk_item(const pk_value_t *v, size_t i);
 PK_API pk_err_t pk_as_int(const pk_value_t *v, int64_t *out);
 PK_API pk_err_t pk_as_double(const pk_value_t *v, double *out);
 
+/* Reads the text of a str, bytes or bytearray: *ptr (NUL-terminated for
+ * str and bytes, valid while the value is) and *len in bytes (UTF-8 for a
+ * str).  Returns PK_OK, or PK_ETYPE for any other type (ptr and len
+ * untouched).  What a kernel taking a name, a path or a blob calls. */
+PK_API pk_err_t pk_as_str(const pk_value_t *v, const char **ptr, size_t *len);
+
 /* Static name of a type ("int", "list", "numpy.ndarray", ...). */
 PK_API const char *pk_type_name(pk_type_t t);
+
+/* The Python type name of v, for messages: pk_type_name of its type ("int",
+ * "numpy.ndarray"), and for a PK_OBJECT its class's name as Python's
+ * type(v).__name__ says it ("date", "OrderedDict", "ValueError").  No cast
+ * needed.  The string is static, or lives as long as v's doc. */
+PK_API const char *pk_value_type_name(const pk_value_t *v);
 
 /* Python equality for hashable and unhashable values alike (1 == 1.0 == True,
  * containers compared element-wise, ndarrays by dtype, shape and bytes).

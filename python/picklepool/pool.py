@@ -15,7 +15,6 @@ import ctypes
 import itertools
 import os
 import pickle
-import re
 import sys
 import threading
 
@@ -230,7 +229,7 @@ class _RawMap:
         if status in ("ECRASHED", "ETIMEDOUT") and count > 1:
             return self._one_by_one(first, pickle.loads(data, buffers=bufs))
         if count == 1:  # the runtime counts chunks: name the argument
-            msg = re.sub(r"\bitem \d+", "item %d" % first, msg)
+            msg = "%s (item %d)" % (msg, first)
         if status == "ECRASHED":
             exc = WorkerCrashed(msg)
         elif status == "ETIMEDOUT":

@@ -60,7 +60,7 @@ pk__callable_t pk__callable_lookup(const char *module, const char *name)
         for (size_t i = 0; i < PK_ARRAY_LEN(PK_BUILTIN_EXCEPTIONS); i++)
             if (strcmp(PK_BUILTIN_EXCEPTIONS[i], name) == 0)
                 return PK__CALL_EXCEPTION;
-    return PK__CALL_NONE;
+    return pk__stdlib_lookup(module, name);
 }
 
 int pk__npy_is_ndarray(const char *module, const char *name)
@@ -575,6 +575,9 @@ pk_err_t pk__call(pk_doc_t *doc, pk__callable_t kind, const char *what,
         *out = g ? pk_object(doc, g, (pk_value_t *)args, NULL) : NULL;
         return *out ? PK_OK : nomem(err);
     }
+    case PK__CALL_STDLIB: /* the decoder calls stdlib.c for these */
+    case PK__CALL_STDLIB_NEWOBJ:
+    case PK__CALL_RECONSTRUCTOR:
     case PK__CALL_NONE:
         break;
     }

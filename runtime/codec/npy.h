@@ -31,7 +31,12 @@ typedef enum pk__callable {
     PK__CALL_NP_FROMBUFFER,  /* numeric._frombuffer(buf, dtype, shape, ord) */
     PK__CALL_NP_DTYPE,       /* numpy.dtype(typestr, align, copy) */
     PK__CALL_NP_SCALAR,      /* multiarray.scalar(dtype, bytes) */
-    PK__CALL_EXCEPTION       /* builtins.<exception class>(*args) */
+    PK__CALL_EXCEPTION,      /* builtins.<exception class>(*args) */
+    PK__CALL_STDLIB,         /* a plain data type of the standard library
+                                (stdlib.c): builds a PK_OBJECT */
+    PK__CALL_STDLIB_NEWOBJ,  /* the same, made by NEWOBJ only (uuid.UUID) */
+    PK__CALL_RECONSTRUCTOR   /* copyreg._reconstructor(cls, object, None):
+                                protocols 0-1 spelling of NEWOBJ */
 } pk__callable_t;
 
 /* Module names, for the encoder and the decoder alike.  numpy 1.x writes
@@ -61,7 +66,8 @@ typedef enum pk__callable {
     X(NP_FROMBUFFER, PK__NPY_NUMERIC2, "_frombuffer")                          \
     X(NP_DTYPE, "numpy", "dtype")                                              \
     X(NP_SCALAR, PK__NPY_MULTIARRAY, "scalar")                                 \
-    X(NP_SCALAR, PK__NPY_MULTIARRAY2, "scalar")
+    X(NP_SCALAR, PK__NPY_MULTIARRAY2, "scalar")                                \
+    X(RECONSTRUCTOR, "copyreg", "_reconstructor")
 
 /* CPython's fix_imports for pickles below protocol 3: renames a Python 2
  * module.name to its Python 3 spelling in place (pointers to static
@@ -70,8 +76,22 @@ void pk__fix_import(const char **module, const char **name);
 
 /* The kind of module.name, PK__CALL_NONE when calling it must be refused.
  * Besides the map above, builtins exception classes are allowed
- * (PK__CALL_EXCEPTION, from compat_names.h): they build a PK_OBJECT. */
+ * (PK__CALL_EXCEPTION, from compat_names.h) and the standard library's plain
+ * data types (pk__stdlib_lookup): they build a PK_OBJECT. */
 pk__callable_t pk__callable_lookup(const char *module, const char *name);
+
+/* The standard library's plain data types (stdlib.c): PK__CALL_STDLIB or
+ * PK__CALL_STDLIB_NEWOBJ for module.name, PK__CALL_NONE for anything else. */
+pk__callable_t pk__stdlib_lookup(const char *module, const char *name);
+
+/* Builds the PK_OBJECT for the stdlib class `cls` (a PK_GLOBAL that
+ * pk__stdlib_lookup allows) called with the tuple `args` (newobj: made by
+ * NEWOBJ, or by copyreg._reconstructor), after checking the arguments'
+ * number and types against what CPython writes.  OrderedDict and deque get
+ * their items (an iterable argument moves there, as CPython 3 pickles
+ * them).  PK_EPICKLE for arguments CPython would not have written. */
+pk_err_t pk__stdlib_call(pk_doc_t *doc, pk_value_t *cls, const pk_value_t *args,
+                         int newobj, pk_value_t **out, pk_error_t *err);
 
 /* Non-zero when module.name is numpy.ndarray (the _reconstruct class). */
 int pk__npy_is_ndarray(const char *module, const char *name);

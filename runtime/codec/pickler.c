@@ -1076,6 +1076,38 @@ static pk_err_t save_dict_items(pickler_t *p, const pk_value_t *v)
     return PK_OK;
 }
 
+/* The items a reduced object takes after its call, from a dict (SETITEMS)
+ * or a list (APPENDS), as CPython's batch_dict / batch_list write them for
+ * a type that is not exactly dict or list: MARK ... per batch of 1000, and
+ * a lone last item with SETITEM / APPEND. */
+static pk_err_t batch_reduced_items(pickler_t *p, const pk_value_t *c)
+{
+    int dict = c->type == PK_DICT;
+    size_t n = dict ? c->u.dict.len : c->u.seq.len, i = 0;
+    pk_err_t rc;
+
+    if (!dict && c->type != PK_LIST)
+        return pk__err(p->err, PK_EINVAL, "object items are a %s",
+                       pk_type_name((pk_type_t)c->type));
+    while (i < n) {
+        size_t end = n - i > PK_BATCHSIZE ? i + PK_BATCHSIZE : n;
+        int many = end - i > 1;
+        if (many && (rc = put1(p, PK_OP_MARK)))
+            return rc;
+        for (; i < end; i++) {
+            if (dict && (rc = save_item(p, c->u.dict.entries[i].key)))
+                return rc;
+            if ((rc = save_item(p, dict ? c->u.dict.entries[i].value
+                                        : c->u.seq.items[i])))
+                return rc;
+        }
+        if ((rc = put1(p, dict ? (many ? PK_OP_SETITEMS : PK_OP_SETITEM)
+                               : (many ? PK_OP_APPENDS : PK_OP_APPEND))))
+            return rc;
+    }
+    return PK_OK;
+}
+
 static pk_err_t save_set(pickler_t *p, const pk_value_t *v, memo_ent_t *e)
 {
     pk_value_t *const *items = v->u.seq.items;
@@ -1537,10 +1569,16 @@ static pk_err_t save(pickler_t *p, const pk_value_t *v)
     case PK_DTYPE:
         return save_dtype(p, v->u.dtype, (uintptr_t)v);
     case PK_OBJECT:
-        /* save_reduce: callable, args, REDUCE, memoize; then BUILD state. */
+        /* save_reduce: callable, args, REDUCE (or NEWOBJ), memoize; then the
+         * items (OrderedDict, deque), then BUILD state. */
         if ((rc = save(p, v->u.obj.callable)) ||
-            (rc = save(p, v->u.obj.args)) || (rc = put1(p, PK_OP_REDUCE)) ||
+            (rc = save(p, v->u.obj.args)) ||
+            (rc = put1(p, (v->flags & PK_VF_NEWOBJ) ? PK_OP_NEWOBJ
+                                                    : PK_OP_REDUCE)) ||
             (rc = finish_reduce(p, (uintptr_t)v)))
+            return rc;
+        if (v->u.obj.items != NULL &&
+            (rc = batch_reduced_items(p, v->u.obj.items)))
             return rc;
         if (v->u.obj.state == NULL)
             return PK_OK;

@@ -100,7 +100,8 @@ typedef struct dis {
     long long bad_off;
     size_t nbad;
     int maxproto;
-    int proto; /* from PROTO (0 without one): below 3 names are renamed */
+    int proto;      /* from PROTO (0 without one): below 3 names are renamed */
+    unsigned flags; /* PK_INSPECT_* */
 } dis_t;
 
 static void imap_free(imap_t *m)
@@ -1089,48 +1090,164 @@ static void put_line(dis_t *d, const uint8_t *at, const arg_t *a,
     fputc('\n', fp);
 }
 
-/* Whether pk_loads would call g: the same Python 2 renames (below protocol
- * 3) and the same allow-list as the decoder. */
-static int allowed(const dis_t *d, const gref_t *g)
+/* g's name as pk_loads resolves it: the same Python 2 renames (below
+ * protocol 3) as the decoder. */
+static void resolved_name(const dis_t *d, const gref_t *g, const char **m,
+                          const char **n)
 {
-    const char *m = g->module, *n = g->name;
+    *m = g->module;
+    *n = g->name;
     if (d->proto < 3)
-        pk__fix_import(&m, &n);
-    return pk__callable_lookup(m, n) != PK__CALL_NONE;
+        pk__fix_import(m, n);
 }
 
-static void put_summary(dis_t *d, const uint8_t *stop_end)
-{
-    FILE *fp = d->fp;
+/* Calls that run code or touch the system when a pickle makes them: the
+ * classic payloads.  A module listed with a NULL name is dangerous whole. */
+static const char *const dangerous[][2] = {
+    {"os", NULL},
+    {"posix", NULL},
+    {"nt", NULL},
+    {"subprocess", NULL},
+    {"pty", NULL},
+    {"shutil", NULL},
+    {"socket", NULL},
+    {"ctypes", NULL},
+    {"importlib", NULL},
+    {"runpy", NULL},
+    {"code", NULL},
+    {"codeop", NULL},
+    {"pickle", NULL},
+    {"_pickle", NULL},
+    {"marshal", NULL},
+    {"sys", NULL},
+    {"webbrowser", NULL},
+    {"commands", NULL},
+    {"builtins", "eval"},
+    {"builtins", "exec"},
+    {"builtins", "compile"},
+    {"builtins", "open"},
+    {"builtins", "getattr"},
+    {"builtins", "setattr"},
+    {"builtins", "delattr"},
+    {"builtins", "__import__"},
+    {"builtins", "globals"},
+    {"builtins", "input"},
+    {"builtins", "breakpoint"},
+    {"operator", "attrgetter"},
+    {"operator", "methodcaller"},
+    {"functools", "partial"},
+    {"numpy", "load"},
+    {"numpy.testing._private.utils", "runstring"},
+};
 
-    fprintf(fp, "highest protocol among opcodes = %d\n", d->maxproto);
-    if (stop_end < d->end)
-        fprintf(fp, "%lld bytes follow STOP (another pickle, or garbage)\n",
-                (long long)(d->end - stop_end));
-    if (d->nglobals == 0 && d->nbad == 0) {
-        fputs("globals: none\n", fp);
-        return;
+static int is_dangerous(const char *m, const char *n)
+{
+    size_t ml;
+    for (size_t i = 0; i < PK_ARRAY_LEN(dangerous); i++) {
+        ml = strlen(dangerous[i][0]);
+        if (strncmp(m, dangerous[i][0], ml) != 0 ||
+            (m[ml] != '\0' && m[ml] != '.'))
+            continue;
+        if (dangerous[i][1] == NULL || strcmp(n, dangerous[i][1]) == 0)
+            return 1;
     }
-    fputs("globals:\n", fp);
-    for (size_t i = 0; i < d->nglobals; i++) {
-        const gref_t *g = &d->globals[i];
-        fputs("    ", fp);
+    return 0;
+}
+
+/* What calling g would be: PK_VERDICT_SAFE for an allow-listed data
+ * constructor, PK_VERDICT_DANGEROUS for a known-dangerous call, else
+ * PK_VERDICT_UNKNOWN. */
+static pk_verdict_t classify(const dis_t *d, const gref_t *g)
+{
+    const char *m, *n;
+    resolved_name(d, g, &m, &n);
+    if (pk__callable_lookup(m, n) != PK__CALL_NONE)
+        return PK_VERDICT_SAFE;
+    return is_dangerous(m, n) ? PK_VERDICT_DANGEROUS : PK_VERDICT_UNKNOWN;
+}
+
+static void put_global_name(FILE *fp, const dis_t *d, const gref_t *g)
+{
+    const char *m, *n;
+    resolved_name(d, g, &m, &n);
+    put_name(fp, m, strlen(m));
+    fputc('.', fp);
+    put_name(fp, n, strlen(n));
+    if (m != g->module || n != g->name) { /* renamed from Python 2 */
+        fputs(" (written as ", fp);
         put_name(fp, g->module, strlen(g->module));
         fputc('.', fp);
         put_name(fp, g->name, strlen(g->name));
-        fputs(": ", fp);
-        if (g->ncalls == 0)
-            fputs("not called, kept as a reference\n", fp);
-        else
-            fprintf(fp, "would call: %s (%s at %lld%s)\n",
-                    allowed(d, g) ? "allowed" : "refused", g->call_op,
-                    g->call_off, g->ncalls > 1 ? ", and more" : "");
+        fputc(')', fp);
     }
-    if (d->nbad > 0)
+}
+
+static pk_verdict_t put_summary(dis_t *d, const uint8_t *stop_end)
+{
+    static const char *const what[] = {
+        [PK_VERDICT_SAFE] = "allowed (data constructor)",
+        [PK_VERDICT_UNKNOWN] = "refused (unknown callable)",
+        [PK_VERDICT_DANGEROUS] = "refused (DANGEROUS call)",
+    };
+    FILE *fp = d->fp;
+    pk_verdict_t verdict = PK_VERDICT_SAFE;
+    const gref_t *worst = NULL;
+    size_t ncalled = 0;
+
+    if (!(d->flags & PK_INSPECT_GLOBALS)) {
+        fprintf(fp, "highest protocol among opcodes = %d\n", d->maxproto);
+        if (stop_end < d->end)
+            fprintf(fp, "%lld bytes follow STOP (another pickle, or garbage)\n",
+                    (long long)(d->end - stop_end));
+    }
+    fputs(d->nglobals == 0 && d->nbad == 0 ? "globals: none\n" : "globals:\n",
+          fp);
+    for (size_t i = 0; i < d->nglobals; i++) {
+        const gref_t *g = &d->globals[i];
+        fputs("    ", fp);
+        put_global_name(fp, d, g);
+        if (g->ncalls == 0) {
+            fputs(": not called, kept as a reference\n", fp);
+            continue;
+        }
+        pk_verdict_t v = classify(d, g);
+        ncalled++;
+        if (v > verdict || worst == NULL) {
+            if (v >= verdict)
+                worst = g;
+            if (v > verdict)
+                verdict = v;
+        }
+        fprintf(fp, ": would call: %s (%s at %lld%s)\n", what[v], g->call_op,
+                g->call_off, g->ncalls > 1 ? ", and more" : "");
+    }
+    if (d->nbad > 0) {
         fprintf(fp,
                 "    a value that is not a global: would call: refused "
                 "(%s at %lld%s)\n",
                 d->bad_op, d->bad_off, d->nbad > 1 ? ", and more" : "");
+        if (verdict == PK_VERDICT_SAFE)
+            verdict = PK_VERDICT_UNKNOWN;
+    }
+    fputs("verdict: ", fp);
+    if (verdict == PK_VERDICT_SAFE) {
+        fprintf(fp, "safe: %s\n",
+                ncalled ? "decoding calls only allow-listed data constructors"
+                        : "decoding calls nothing");
+    } else {
+        fputs(verdict == PK_VERDICT_DANGEROUS
+                  ? "DANGEROUS: would call "
+                  : "refused: would call what picklepool does not allow, ",
+              fp);
+        if (worst != NULL)
+            put_global_name(fp, d, worst);
+        else
+            fputs("a value that is not a global", fp);
+        fputs(" (picklepool refuses to decode it; CPython's pickle.load "
+              "would run it)\n",
+              fp);
+    }
+    return verdict;
 }
 
 static void dis_free(dis_t *d)
@@ -1148,6 +1265,12 @@ static void dis_free(dis_t *d)
 
 pk_err_t pk_disassemble(const void *data, size_t len, FILE *fp, pk_error_t *err)
 {
+    return pk_inspect(data, len, fp, 0, NULL, err);
+}
+
+pk_err_t pk_inspect(const void *data, size_t len, FILE *fp, unsigned flags,
+                    pk_verdict_t *verdict, pk_error_t *err)
+{
     dis_t d;
     const uint8_t *p;
     pk_err_t rc = PK_OK;
@@ -1157,6 +1280,9 @@ pk_err_t pk_disassemble(const void *data, size_t len, FILE *fp, pk_error_t *err)
     d.end = d.base + len;
     d.fp = fp;
     d.err = err;
+    d.flags = flags;
+    if (verdict != NULL)
+        *verdict = PK_VERDICT_SAFE;
     pk_error_clear(err);
     for (p = d.base;;) {
         const uint8_t *at = p;
@@ -1178,13 +1304,16 @@ pk_err_t pk_disassemble(const void *data, size_t len, FILE *fp, pk_error_t *err)
             break;
         depth = d.depth;
         rc = step(&d, at, &a, note, sizeof(note));
-        put_line(&d, at, &a, note, depth); /* depth before, like pickletools */
+        if (!(flags & PK_INSPECT_GLOBALS)) /* depth before, as pickletools */
+            put_line(&d, at, &a, note, depth);
         if (rc != PK_OK)
             break;
         if (optable[*at].proto > d.maxproto)
             d.maxproto = optable[*at].proto;
         if (*at == PK_OP_STOP) {
-            put_summary(&d, p);
+            pk_verdict_t v = put_summary(&d, p);
+            if (verdict != NULL)
+                *verdict = v;
             break;
         }
     }

@@ -671,6 +671,11 @@ static pk_err_t parse_index(loader_t *L, const char *op, uint64_t *idx)
 static pk_err_t push_global(loader_t *L, const char *module, size_t ml,
                             const char *name, size_t nl)
 {
+    /* CPython refuses these too ("pickle data was truncated" for GLOBAL,
+     * "Empty module name" for STACK_GLOBAL): a global named '' is no name. */
+    if (ml == 0 || nl == 0)
+        return fail(L, PK_EPICKLE, "global with an empty %s name",
+                    ml == 0 ? "module" : "attribute");
     if (memchr(module, '\0', ml) || memchr(name, '\0', nl) ||
         utf8_valid_prefix((const uint8_t *)module, ml) != ml ||
         utf8_valid_prefix((const uint8_t *)name, nl) != nl)
@@ -695,6 +700,39 @@ static int is_class(pk__callable_t k)
            k == PK__CALL_COMPLEX || k == PK__CALL_NP_DTYPE;
 }
 
+/* The doc's one empty tuple for this load, or NULL on ENOMEM. */
+static pk_value_t *empty_tuple(loader_t *L)
+{
+    if (L->empty_tuple == NULL)
+        L->empty_tuple = pk_tuple_new(L->doc, 0);
+    return L->empty_tuple;
+}
+
+/* copyreg._reconstructor(cls, builtins.object, None), how protocols 0 and 1
+ * spell cls.__new__(cls): allowed for the classes NEWOBJ may build. */
+static pk_err_t reconstructor(loader_t *L, const char *what,
+                              const pk_value_t *args, pk_value_t **out)
+{
+    const pk_value_t *cls, *base;
+    if (args->type != PK_TUPLE || args->u.seq.len != 3 ||
+        (cls = args->u.seq.items[0])->type != PK_GLOBAL ||
+        (base = args->u.seq.items[1])->type != PK_GLOBAL ||
+        strcmp(base->u.global.module, "builtins") != 0 ||
+        strcmp(base->u.global.name, "object") != 0 ||
+        args->u.seq.items[2]->type != PK_NONE)
+        return fail(L, PK_EREFUSED,
+                    "refusing to call %s other than as (class, object, None)",
+                    what);
+    if (pk__stdlib_lookup(cls->u.global.module, cls->u.global.name) !=
+        PK__CALL_STDLIB_NEWOBJ)
+        return fail(L, PK_EREFUSED, "refusing to call %s for %s.%s", what,
+                    cls->u.global.module, cls->u.global.name);
+    pk_value_t *noargs = empty_tuple(L);
+    if (noargs == NULL)
+        return nomem(L);
+    return pk__stdlib_call(L->doc, (pk_value_t *)cls, noargs, 1, out, L->err);
+}
+
 /* REDUCE (newobj 0), NEWOBJ (1), NEWOBJ_EX (1 with kwargs). */
 static pk_err_t call(loader_t *L, const pk_value_t *fn, const pk_value_t *args,
                      const pk_value_t *kwargs, int newobj, pk_value_t **out)
@@ -709,6 +747,18 @@ static pk_err_t call(loader_t *L, const pk_value_t *fn, const pk_value_t *args,
         pk__callable_lookup(fn->u.global.module, fn->u.global.name);
     if (k == PK__CALL_NONE)
         return fail(L, PK_EREFUSED, "refusing to call %s", what);
+    if (k == PK__CALL_STDLIB || k == PK__CALL_STDLIB_NEWOBJ) {
+        if (kwargs != NULL && (kwargs->type != PK_DICT || kwargs->u.dict.len))
+            return fail(L, PK_EUNSUPPORTED,
+                        "%s: keyword arguments are not supported", what);
+        if (args->type != PK_TUPLE)
+            return fail(L, PK_EPICKLE, "%s: arguments are a %s, not a tuple",
+                        what, pk_type_name((pk_type_t)args->type));
+        return pk__stdlib_call(L->doc, (pk_value_t *)fn, args, newobj, out,
+                               L->err);
+    }
+    if (k == PK__CALL_RECONSTRUCTOR && !newobj)
+        return reconstructor(L, what, args, out);
     if (newobj) {
         if (!is_class(k))
             return fail(L, PK_EPICKLE, "NEWOBJ class argument %s isn't a type",
@@ -731,14 +781,6 @@ static pk_err_t check_depth(loader_t *L, size_t d)
 }
 
 /* Items stack[x..sp) into a new container of `type`, replacing them. */
-/* The doc's one empty tuple for this load, or NULL on ENOMEM. */
-static pk_value_t *empty_tuple(loader_t *L)
-{
-    if (L->empty_tuple == NULL)
-        L->empty_tuple = pk_tuple_new(L->doc, 0);
-    return L->empty_tuple;
-}
-
 static pk_err_t build_from(loader_t *L, size_t x, pk_type_t type)
 {
     size_t n = L->sp - x, d = 0;
@@ -799,6 +841,9 @@ static pk_err_t add_items(loader_t *L, size_t x, pk_type_t type, const char *op)
     size_t n = L->sp - x, d = cs->depth;
     pk_err_t rc = PK_OK;
 
+    /* An OrderedDict or deque takes its items as a dict or list would. */
+    if (c->type == PK_OBJECT && c->u.obj.items != NULL)
+        c = c->u.obj.items;
     if (c->type != type)
         return fail(L, PK_EPICKLE, "%s on a %s", op,
                     pk_type_name((pk_type_t)c->type));

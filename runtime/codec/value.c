@@ -334,7 +334,7 @@ static inline size_t value_size(pk_type_t type)
     case PK_GLOBAL:
         return head + 16;
     case PK_OBJECT:
-        return head + 24;
+        return head + 32;
     default:
         return sizeof(pk_value_t);
     }
@@ -560,6 +560,7 @@ pk_value_t *pk_object(pk_doc_t *doc, pk_value_t *callable, pk_value_t *args,
     v->u.obj.callable = callable;
     v->u.obj.args = args;
     v->u.obj.state = state;
+    v->u.obj.items = NULL;
     return v;
 }
 
@@ -749,6 +750,7 @@ static uint64_t hash_mem(const void *p, size_t len, uint64_t seed)
 #define SEED_FSET 0x452821e638d01377ull
 #define SEED_GLOBAL 0xbe5466cf34e90c6cull
 #define SEED_DTYPE 0xc0ac29b7c97c50ddull
+#define SEED_OBJECT 0x8a3c5e7f1d2b4a69ull
 #define SEED_COMPLEX 0x3f84d5b5b5470917ull
 
 static inline uint64_t hash_i64(int64_t i)
@@ -894,6 +896,29 @@ static pk_err_t hash_rec(const pk_value_t *v, uint64_t *out, int depth,
                      SEED_GLOBAL) ^
             hash_mem(v->u.global.name, strlen(v->u.global.name), SEED_STR));
         return PK_OK;
+    case PK_OBJECT: {
+        /* The immutable data objects (date, Decimal, UUID...) are dict keys
+         * in real pickles.  Objects holding items (OrderedDict, deque) are
+         * not hashable, as in Python.  The state (UUID's {'int': n}) is a
+         * dict: its hashable values are summed, which does not depend on
+         * the order of its keys, as equality does not. */
+        uint64_t h, hi;
+        pk_err_t rc;
+        if (v->u.obj.items != NULL)
+            return PK_EUNHASHABLE;
+        if ((rc = hash_rec(v->u.obj.callable, &h, depth + 1, budget)) ||
+            (rc = hash_rec(v->u.obj.args, &hi, depth + 1, budget)))
+            return rc;
+        h = mix64(h ^ SEED_OBJECT) + hi;
+        const pk_value_t *st = v->u.obj.state;
+        if (st != NULL && st->type == PK_DICT)
+            for (size_t i = 0; i < st->u.dict.len; i++)
+                if (hash_rec(st->u.dict.entries[i].value, &hi, depth + 1,
+                             budget) == PK_OK)
+                    h += mix64(hi ^ SEED_OBJECT);
+        *out = mix64(h);
+        return PK_OK;
+    }
     case PK_DTYPE:
         *out = mix64(SEED_DTYPE ^ (uint64_t)(uint8_t)v->u.dtype->kind << 40 ^
                      (uint64_t)(uint8_t)v->u.dtype->byteorder << 32 ^
@@ -993,6 +1018,14 @@ static int numbers_equal(const pk_value_t *a, const pk_value_t *b)
 
 static int equal_rec(const pk_value_t *a, const pk_value_t *b, int depth,
                      uint64_t *budget);
+
+/* Two optional parts of an object (state, items): both absent, or equal. */
+static int equal_opt(const pk_value_t *a, const pk_value_t *b, int depth,
+                     uint64_t *budget)
+{
+    return a == b ||
+           (a != NULL && b != NULL && equal_rec(a, b, depth + 1, budget));
+}
 static size_t table_find(const pk_value_t *t, const pk_value_t *key, uint32_t h,
                          size_t *slotp);
 
@@ -1117,12 +1150,12 @@ static int equal_rec(const pk_value_t *a, const pk_value_t *b, int depth,
     case PK_NDARRAY:
         return ndarray_equal(a->u.nd, b->u.nd);
     case PK_OBJECT:
-        return equal_rec(a->u.obj.callable, b->u.obj.callable, depth + 1,
+        return (a->flags & PK_VF_NEWOBJ) == (b->flags & PK_VF_NEWOBJ) &&
+               equal_rec(a->u.obj.callable, b->u.obj.callable, depth + 1,
                          budget) &&
                equal_rec(a->u.obj.args, b->u.obj.args, depth + 1, budget) &&
-               (a->u.obj.state == b->u.obj.state ||
-                (a->u.obj.state != NULL && b->u.obj.state != NULL &&
-                 equal_rec(a->u.obj.state, b->u.obj.state, depth + 1, budget)));
+               equal_opt(a->u.obj.state, b->u.obj.state, depth, budget) &&
+               equal_opt(a->u.obj.items, b->u.obj.items, depth, budget);
     default:
         return 0;
     }
@@ -1463,6 +1496,22 @@ pk_err_t pk_as_double(const pk_value_t *v, double *out)
     default:
         return PK_ETYPE;
     }
+}
+
+pk_err_t pk_as_str(const pk_value_t *v, const char **ptr, size_t *len)
+{
+    if (v->type != PK_STR && v->type != PK_BYTES && v->type != PK_BYTEARRAY)
+        return PK_ETYPE;
+    *ptr = v->u.str.ptr;
+    *len = v->u.str.len;
+    return PK_OK;
+}
+
+const char *pk_value_type_name(const pk_value_t *v)
+{
+    if (v->type == PK_OBJECT) /* type(x).__name__, as Python says it */
+        return v->u.obj.callable->u.global.name;
+    return pk_type_name((pk_type_t)v->type);
 }
 
 const char *pk_type_name(pk_type_t t)
@@ -1955,7 +2004,13 @@ static void repr_rec(writer_t *w, const pk_value_t *v)
         return;
     case PK_OBJECT:
         repr_rec(w, v->u.obj.callable);
-        repr_rec(w, v->u.obj.args);
+        if (v->u.obj.items != NULL) { /* OrderedDict({...}), deque([...]) */
+            puts_(w, "(");
+            repr_rec(w, v->u.obj.items);
+            puts_(w, ")");
+        } else {
+            repr_rec(w, v->u.obj.args);
+        }
         return;
     case PK_DTYPE:
         putf(w, "dtype('%s')", pk_dtype_str(v->u.dtype, tmp, sizeof tmp));

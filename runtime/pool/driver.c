@@ -15,6 +15,7 @@
 #include "ipc/wire.h"
 #include "picklepool/pickle.h"
 #include "pool/wait.h"
+#include "proc/registry_int.h"
 
 #define TARGET_BATCH_NS 3000000ull /* aim: ~3 ms of work per batch */
 #define FIRST_CHUNK 4
@@ -180,6 +181,38 @@ static pool__batch_t *enc_batch(pool__job_t *j, enc_t *e, pk_doc_t **doc,
     return b;
 }
 
+/* The whole call fails, once, when the pool's workers cannot have the
+ * function: not registered in this process (which loaded every plugin of
+ * the pool), or registered after the pool forked its workers. */
+static pk_err_t check_function(const pool_t *p, const char *module,
+                               const char *func, pk_error_t *err)
+{
+    uint64_t gen;
+    const char **paths;
+    char loaded[200];
+    size_t n, len = 0;
+
+    if (pool__registry_lookup(module, func, NULL, &gen) != NULL) {
+        if (gen <= p->cfg.reg_gen)
+            return PK_OK;
+        return pk__err(err, PK_ENOFUNC,
+                       "%s.%s was registered after this pool was created: "
+                       "its workers do not have it (register it before "
+                       "pool_create, or create a new pool)",
+                       module, func);
+    }
+    n = pool__registry_plugins(&paths);
+    loaded[0] = '\0';
+    for (size_t i = 0; i < n && len < sizeof loaded; i++)
+        len += (size_t)snprintf(loaded + len, sizeof loaded - len, "%s%s",
+                                i ? ", " : "", paths[i]);
+    return pk__err(err, PK_ENOFUNC,
+                   "%s.%s is not registered, and no loaded plugin "
+                   "registers it (%s%s)",
+                   module, func, n ? "plugins loaded: " : "no plugin loaded",
+                   loaded);
+}
+
 static pk_err_t make_call(const char *module, const char *func,
                           const pk_value_t *kwargs, const pool_raw_item_t *raw,
                           pool__job_t *j, pk_error_t *err)
@@ -260,7 +293,11 @@ pk_err_t pool__drive_start(pool__drive_t *d, pool_t *p,
     j->timeout_ns = to > 0 ? (uint64_t)(to * 1e9) : 0;
     if (j->timeout_ns == 0 && to > 0)
         j->timeout_ns = 1;
-    pk_err_t rc = make_call(module, func, kwargs, raw_call, j, err);
+    pk_err_t rc = raw_call == NULL && module != NULL && func != NULL
+                      ? check_function(p, module, func, err)
+                      : PK_OK;
+    if (rc == PK_OK)
+        rc = make_call(module, func, kwargs, raw_call, j, err);
     if (rc != PK_OK) {
         pk__free(j);
         return rc;
@@ -394,7 +431,7 @@ static pool__batch_t *make_batch(pool__drive_t *d, size_t chunk)
         if (rc != PK_OK) {
             /* This item alone fails; the batch so far goes out first. */
             char msg[300];
-            snprintf(msg, sizeof msg, "cannot pickle item %zu: %s", idx,
+            snprintf(msg, sizeof msg, "cannot pickle it: %s",
                      ie.msg[0] ? ie.msg : pk_strerror(rc));
             if (count > 0) {
                 pool__batch_t *b = enc_batch(j, &e, &doc, first, count);

@@ -194,7 +194,9 @@ typedef struct pool__cfg {
     void *zctx;       /* the master's ZeroMQ context */
     pthread_t thread; /* the master thread */
     int thread_started;
-    int counted; /* counted in the live pools (global_fini) */
+    int counted;      /* counted in the live pools (global_fini) */
+    uint64_t reg_gen; /* registry generation before the workers were forked:
+                         later registrations are not theirs */
 } pool__cfg_t;
 
 /* Shared between API calls and the master thread: only under pool->mu. */

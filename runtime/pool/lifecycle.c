@@ -21,6 +21,7 @@
 #include "pool/internal.h"
 #include "pool/wait.h"
 #include "proc/forkserver.h"
+#include "proc/registry_int.h"
 
 #define CREATE_TIMEOUT_S 60.0 /* for every worker to say READY */
 
@@ -232,6 +233,7 @@ pk_err_t pool_create(pool_t **pp, const pool_opts_t *user, pk_error_t *err)
     p->cfg.efd = p->cfg.memfd = p->m.chan = -1;
     p->cfg.prefetch = opts->prefetch ? opts->prefetch : 2;
     p->cfg.retries = opts->retries;
+    p->cfg.reg_gen = pool__registry_generation();
     p->cfg.chunksize = opts->chunksize;
     p->cfg.timeout = opts->timeout;
 

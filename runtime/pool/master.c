@@ -535,13 +535,14 @@ static void recover_batch(turn_t *t, blist_t *l, pool__batch_t *b,
             push_slice(t, l, b, x->from, x->to, x->crashes);
             break;
         case POOL_REC_CRASHED:
-            snprintf(msg, sizeof msg, "%s while running item %zu", how,
-                     b->first + x->from);
+            /* The index travels beside the message (pool_item_t.index):
+             * callers prefix it, so the text does not repeat it. */
+            snprintf(msg, sizeof msg, "%s while running it", how);
             synth(t, b->job, b->first + x->from, 1, PK_ECRASHED, msg);
             break;
         case POOL_REC_TIMEDOUT:
-            snprintf(msg, sizeof msg, "item %zu timed out after %g s",
-                     b->first + x->from, (double)b->job->timeout_ns / 1e9);
+            snprintf(msg, sizeof msg, "timed out after %g s",
+                     (double)b->job->timeout_ns / 1e9);
             synth(t, b->job, b->first + x->from, 1, PK_ETIMEDOUT, msg);
             break;
         }

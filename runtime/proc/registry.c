@@ -25,11 +25,15 @@
 #include "proc/registry_int.h"
 
 #include <dlfcn.h>
+#include <errno.h>
 #include <limits.h>
 #include <pthread.h>
+#include <stdarg.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "core/common.h"
 
@@ -39,6 +43,7 @@ typedef struct entry {
     uint64_t hash;
     pool_fn_t fn;
     void *udata;
+    uint64_t gen; /* registry generation of its last registration */
 } entry_t;
 
 static pthread_mutex_t reg_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -47,6 +52,7 @@ static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
 
 static entry_t *table; /* cap slots, cap a power of two (or 0) */
 static size_t cap, count;
+static uint64_t generation; /* registrations so far */
 static pool__registry_listener_t listener;
 
 static const char *plugin_paths[POOL__MAX_PLUGINS];
@@ -186,6 +192,7 @@ pk_err_t pool_register(const char *module, const char *name, pool_fn_t fn,
     }
     e->fn = fn;
     e->udata = udata;
+    e->gen = ++generation;
     notify = listener;
     pthread_mutex_unlock(&reg_lock);
     free(heap);
@@ -197,12 +204,20 @@ pk_err_t pool_register(const char *module, const char *name, pool_fn_t fn,
 
 pool_fn_t pool_lookup(const char *module, const char *name, void **udata)
 {
+    return pool__registry_lookup(module, name, udata, NULL);
+}
+
+pool_fn_t pool__registry_lookup(const char *module, const char *name,
+                                void **udata, uint64_t *gen)
+{
     char buf[256], *heap, *key;
     size_t len;
     pool_fn_t fn = NULL;
 
     if (udata)
         *udata = NULL;
+    if (gen)
+        *gen = 0;
     if (!module || !name)
         return NULL;
     if (!(key = key_make(module, name, buf, sizeof buf, &len, &heap)))
@@ -216,11 +231,23 @@ pool_fn_t pool_lookup(const char *module, const char *name, void **udata)
             fn = e->fn;
             if (udata)
                 *udata = e->udata;
+            if (gen)
+                *gen = e->gen;
         }
     }
     pthread_mutex_unlock(&reg_lock);
     free(heap);
     return fn;
+}
+
+uint64_t pool__registry_generation(void)
+{
+    uint64_t g;
+
+    reg_lock_acquire();
+    g = generation;
+    pthread_mutex_unlock(&reg_lock);
+    return g;
 }
 
 void pool__registry_set_listener(pool__registry_listener_t fn)
@@ -272,18 +299,126 @@ static void promote_self(void)
         dlclose(self); /* the promotion stays; drop the extra reference */
 }
 
+/* Appends base + suffix to the search list (resolved when it exists),
+ * unless it is too long or already there. */
+static void add_dir(char dirs[][PATH_MAX], size_t *n, size_t max,
+                    const char *base, const char *suffix)
+{
+    char dir[PATH_MAX], real[PATH_MAX];
+    size_t bl = strlen(base), sl = strlen(suffix);
+
+    if (*n == max || bl == 0 || bl + sl >= sizeof dir)
+        return;
+    memcpy(dir, base, bl);
+    memcpy(dir + bl, suffix, sl + 1);
+    const char *d = realpath(dir, real) != NULL ? real : dir;
+    for (size_t i = 0; i < *n; i++)
+        if (strcmp(dirs[i], d) == 0)
+            return;
+    memcpy(dirs[(*n)++], d, strlen(d) + 1);
+}
+
+/* Cuts path (a buffer) at its last slash, keeping "/" for the root; "."
+ * when it has none. */
+static void to_dir(char *path)
+{
+    char *slash = strrchr(path, '/');
+    if (slash == NULL)
+        strcpy(path, ".");
+    else
+        slash[slash == path] = '\0';
+}
+
+/* The plugin directories, in search order (see registry.h). */
+static size_t plugin_dirs(char dirs[][PATH_MAX], size_t max)
+{
+    char buf[PATH_MAX];
+    size_t n = 0;
+    const char *env = getenv("PICKLEPOOL_PLUGIN_PATH");
+    Dl_info info;
+
+    while (env != NULL && *env) {
+        size_t len = strcspn(env, ":");
+        if (len > 0 && len < sizeof buf) {
+            memcpy(buf, env, len);
+            buf[len] = '\0';
+            add_dir(dirs, &n, max, buf, "");
+        }
+        env += len + (env[len] == ':');
+    }
+    /* Beside the shared library: <libdir>/picklepool/plugins. */
+    if (dladdr((void *)plugin_dirs, &info) != 0 && info.dli_fname != NULL &&
+        strstr(info.dli_fname, "libpicklepool.so") != NULL &&
+        strlen(info.dli_fname) < sizeof buf) {
+        strcpy(buf, info.dli_fname);
+        to_dir(buf);
+        add_dir(dirs, &n, max, buf, "/picklepool/plugins");
+    }
+    /* An installed program: <prefix>/bin/../lib/picklepool/plugins; one in
+     * the build tree: build/plugins beside build/picklepool. */
+    ssize_t len = readlink("/proc/self/exe", buf, sizeof buf - 1);
+    if (len > 0) {
+        buf[len] = '\0';
+        to_dir(buf);
+        add_dir(dirs, &n, max, buf, "/../lib/picklepool/plugins");
+        add_dir(dirs, &n, max, buf, "/plugins");
+    }
+    return n;
+}
+
+#define MAX_PLUGIN_DIRS 16
+
+pk_err_t pool_plugin_find(const char *name, char *path, size_t size,
+                          pk_error_t *err)
+{
+    char dirs[MAX_PLUGIN_DIRS][PATH_MAX], looked[200];
+    size_t n, len = 0;
+
+    if (!name || !*name || !path || size == 0)
+        return pk__err(err, PK_EINVAL, "plugin_find: empty name or buffer");
+    if (strchr(name, '/') != NULL) {
+        if (snprintf(path, size, "%s", name) >= (int)size)
+            return pk__err(err, PK_ELIMIT, "plugin path too long");
+        if (access(name, R_OK) != 0)
+            return pk__err_sys(err, PK_EIO, errno, "plugin %s", name);
+        return PK_OK;
+    }
+    n = plugin_dirs(dirs, MAX_PLUGIN_DIRS);
+    looked[0] = '\0';
+    for (size_t i = 0; i < n; i++) {
+        if (snprintf(path, size, "%s/%s.so", dirs[i], name) < (int)size &&
+            access(path, R_OK) == 0)
+            return PK_OK;
+        if (len < sizeof looked)
+            len += (size_t)snprintf(looked + len, sizeof looked - len, "%s%s",
+                                    i ? ", " : "", dirs[i]);
+    }
+    path[0] = '\0';
+    return pk__err(err, PK_EIO,
+                   "no plugin '%s': looked for %s.so in %s%s "
+                   "(PICKLEPOOL_PLUGIN_PATH adds directories)",
+                   name, name, n ? "" : "no directory", looked);
+}
+
 pk_err_t pool_plugin_load(const char *path, pk_error_t *err)
 {
-    char resolved[PATH_MAX];
+    char resolved[PATH_MAX], found[PATH_MAX];
     const char *key = path;
     pk_err_t rc;
 
     if (!path || !*path)
         return pk__err(err, PK_EINVAL, "empty plugin path");
+    /* A plain name ("examples") is a plugin found in the plugin
+     * directories; a library file name ("libfoo.so") is searched by dlopen
+     * and kept as given. */
+    if (!strchr(path, '/') && !strstr(path, ".so")) {
+        if ((rc = pool_plugin_find(path, found, sizeof found, err)) != PK_OK)
+            return rc;
+        path = key = found;
+    }
     /* A path with a slash names a file: store it absolute so that another
      * process (the fork server, a worker started elsewhere) loads the same
-     * file whatever its working directory.  A bare name is searched by dlopen
-     * and kept as given. */
+     * file whatever its working directory. */
     if (strchr(path, '/') && realpath(path, resolved))
         key = resolved;
 
@@ -393,5 +528,34 @@ pk_err_t pool_call_local(const char *module, const char *name, pk_doc_t *doc,
         return rc;
     }
     *result = res ? res : pk_none();
+    return PK_OK;
+}
+
+/* ---- helpers for kernels ------------------------------------------------ */
+
+pk_err_t pool_fail(pool_call_t *call, pk_err_t code, const char *fmt, ...)
+{
+    va_list ap;
+
+    pk_error_clear(call->err);
+    call->err->code = code;
+    va_start(ap, fmt);
+    vsnprintf(call->err->msg, sizeof call->err->msg, fmt, ap);
+    va_end(ap);
+    return code;
+}
+
+pk_err_t pool_want_args(pool_call_t *call, const char *fname, size_t n)
+{
+    size_t got = pk_len(call->args);
+
+    if (got != n)
+        return pool_fail(call, PK_ETYPE,
+                         "TypeError: %s() takes exactly %zu argument%s (%zu "
+                         "given)",
+                         fname, n, n == 1 ? "" : "s", got);
+    if (call->kwargs != NULL && pk_len(call->kwargs) > 0)
+        return pool_fail(call, PK_ETYPE,
+                         "TypeError: %s() takes no keyword arguments", fname);
     return PK_OK;
 }

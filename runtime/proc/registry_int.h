@@ -9,6 +9,7 @@
 #define POOL_REGISTRY_INT_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include "picklepool/registry.h"
 
@@ -37,6 +38,17 @@ void pool__registry_set_listener(pool__registry_listener_t fn);
  * are only ever appended).  Paths containing '/' are stored absolute
  * (realpath), bare names as given (dlopen searched the library path). */
 size_t pool__registry_plugins(const char ***paths);
+
+/* Every registration (a new name or a replacement) takes the next
+ * generation number, starting at 1.  A pool records the generation when it
+ * is created: a function whose generation is later was registered after its
+ * workers were forked, and they may not have it. */
+uint64_t pool__registry_generation(void);
+
+/* pool_lookup, also setting *gen (may be NULL) to the function's generation
+ * (0 when it is not registered). */
+pool_fn_t pool__registry_lookup(const char *module, const char *name,
+                                void **udata, uint64_t *gen);
 
 /* Longest module or function name pool_register takes (bytes, without
  * the NUL). */

@@ -289,10 +289,48 @@ def test_numpy_arrays(tmp_path, in_proto, out_proto):
 def test_inspect_flags_os_system(tmp_path):
     src = tmp_path / "evil.pkl"
     src.write_bytes(EVIL)
-    p = run("inspect", src, check=0)
+    p = run("inspect", src, check=4)  # 4: a known-dangerous call
     assert "GLOBAL" in p.stdout and "REDUCE" in p.stdout and "STOP" in p.stdout
-    line = [ln for ln in p.stdout.splitlines() if "os.system" in ln]
-    assert len(line) == 1 and "would call: refused" in line[0], p.stdout
+    line = [ln for ln in p.stdout.splitlines() if "os.system:" in ln]
+    assert len(line) == 1 and "would call: refused (DANGEROUS" in line[0], p.stdout
+    assert p.stdout.splitlines()[-1].startswith("verdict: DANGEROUS: would call os.system")
+
+
+@pytest.mark.parametrize("data,status,verdict", [
+    (pickle.dumps([1, "x", (2.5,)], 4), 0, "verdict: safe: decoding calls nothing"),
+    (pickle.dumps([{1}, OrderedDict(a=1)], 2), 0,
+     "verdict: safe: decoding calls only allow-listed data constructors"),
+    (b"\x80\x02cmymod\nmaker\n)R.", 3, "verdict: refused: would call "
+     "what picklepool does not allow, mymod.maker"),
+    (b"\x80\x02c__builtin__\neval\nX\x01\x00\x00\x001\x85R.", 4,
+     "verdict: DANGEROUS: would call builtins.eval"),
+    (b"\x80\x02csubprocess\nPopen\n]\x85R.", 4,
+     "verdict: DANGEROUS: would call subprocess.Popen"),
+], ids=["nothing", "constructors", "unknown", "eval", "popen"])
+def test_inspect_verdict_and_exit_status(tmp_path, data, status, verdict):
+    src = tmp_path / "v.pkl"
+    src.write_bytes(data)
+    p = run("inspect", src, check=status)
+    assert p.stdout.splitlines()[-1].startswith(verdict), p.stdout
+
+
+def test_inspect_globals_only_is_short(tmp_path):
+    src = tmp_path / "big.pkl"
+    src.write_bytes(pickle.dumps([list(range(200000)), os.system], 4))
+    full = run("inspect", src, check=0)
+    p = run("inspect", "--globals", src, check=0)
+    assert len(full.stdout.splitlines()) > 200000
+    lines = p.stdout.splitlines()
+    assert lines == ["globals:", "    posix.system: not called, kept as a reference",
+                     "verdict: safe: decoding calls nothing"], p.stdout
+
+
+def test_inspect_shows_python3_names(tmp_path):
+    src = tmp_path / "py2.pkl"
+    src.write_bytes(b"c__builtin__\nxrange\n(I3\ntR.")
+    p = run("inspect", "--globals", src, check=0)
+    assert "builtins.range (written as __builtin__.xrange): would call: " \
+        "allowed" in p.stdout, p.stdout
 
 
 def test_inspect_matches_pickletools(tmp_path, capsys):
@@ -315,16 +353,16 @@ def test_inspect_allowed_and_referenced_globals(tmp_path):
     src = tmp_path / "s.pkl"
     src.write_bytes(pickle.dumps([{1, 2}, complex(1, 2), OrderedDict], protocol=2))
     p = run("inspect", src, check=0)
-    assert "builtins.set: would call: allowed" in p.stdout or \
-        "__builtin__.set: would call: allowed" in p.stdout
-    assert "complex: would call: allowed" in p.stdout
+    assert "builtins.set (written as __builtin__.set): would call: allowed" \
+        in p.stdout
+    assert "complex (written as __builtin__.complex): would call: allowed" in p.stdout
     assert "collections.OrderedDict: not called" in p.stdout
 
 
 def test_inspect_compressed(tmp_path):
     src = tmp_path / "evil.pkl.xz"
     src.write_bytes(lzma.compress(EVIL))
-    p = run("inspect", src, check=0)
+    p = run("inspect", src, check=4)
     assert "would call: refused" in p.stdout
 
 
@@ -344,7 +382,7 @@ def test_inspect_never_executes(tmp_path):
     src = tmp_path / "evil.pkl"
     cmd = f"touch {marker}".encode()
     src.write_bytes(b"cos\nsystem\n(S'" + cmd + b"'\ntR.")
-    run("inspect", src, check=0)
+    run("inspect", src, check=4)
     assert_refused(run("recode", src, tmp_path / "o.pkl"), tmp_path / "o.pkl")
     assert not marker.exists()
 
@@ -356,5 +394,35 @@ def test_inspect_applies_python2_renames_like_the_decoder(tmp_path):
     f = tmp_path / "py2.pkl"
     f.write_bytes(b"cexceptions\nValueError\n(S'x'\ntR.")
     p = run("inspect", f, check=0)
-    assert "exceptions.ValueError: would call: allowed" in p.stdout
+    assert "builtins.ValueError (written as exceptions.ValueError): would " \
+        "call: allowed" in p.stdout
     assert pickle.loads(f.read_bytes()).args == ("x",)
+
+
+# ---- Python 2 str encodings, help -----------------------------------------
+
+
+PY2_LATIN1 = b"(lp0\nS'caf\xe9'\np1\naS'x'\np2\na."  # ['caf\xe9', 'x'] from Python 2
+
+
+@pytest.mark.parametrize("encoding,want", [
+    ("latin1", ["caf\xe9", "x"]), ("bytes", [b"caf\xe9", b"x"]),
+])
+def test_recode_encoding(tmp_path, encoding, want):
+    src, dst = tmp_path / "py2.pkl", tmp_path / "o.pkl"
+    src.write_bytes(PY2_LATIN1)
+    assert_refused(run("recode", src, dst), dst)  # ASCII, as pickle.load
+    run("recode", "--encoding", encoding, src, dst, check=0)
+    assert pickle.loads(dst.read_bytes()) == want
+    assert pickle.loads(PY2_LATIN1, encoding=encoding) == want
+    p = run("recode", "--encoding=klingon", src, dst, check=2)
+    assert "--encoding wants ASCII, latin1 or bytes" in p.stderr
+
+
+def test_help_command():
+    for cmd in ("recode", "inspect", "topo", "map", "demo", "version"):
+        p = run("help", cmd, check=0)
+        assert p.stdout.startswith("usage: picklepool " + cmd), p.stdout
+        assert p.stdout == run(cmd, "--help", check=0).stdout
+    p = run("help", "nope", check=2)
+    assert "unknown command 'nope'" in p.stderr

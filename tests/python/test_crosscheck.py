@@ -14,6 +14,8 @@ which must give a clean PkError and never a crash (a crash kills pytest).
 """
 
 import collections
+import datetime
+import decimal
 import functools
 import io
 import json
@@ -23,6 +25,7 @@ import pickle
 import pickletools
 import random
 import struct
+import uuid
 
 import pytest
 
@@ -97,6 +100,8 @@ class _Cmp:
             return self.sets(a, b)
         if ta in (int, str, bytes, bytearray, bool, type(None)):
             return a == b or self.fail("value", a, b)
+        if ta is decimal.Decimal:  # NaN != NaN: compare the text
+            return str(a) == str(b) or self.fail("decimal", a, b)
         if isinstance(a, BaseException):  # PK_OBJECT: class, args, state
             return (self.eq(a.args, b.args) and
                     self.eq(getattr(a, "__dict__", {}),
@@ -334,6 +339,44 @@ def _plain_corpus():
     add("globals_renamed_lossy", [functools.reduce, pickle.dumps, pickle.loads])
     add("globals_same_module", [os.path.join, os.path.split])
     add("global_twice", [os.path.join, os.path.join])
+    # The standard library's plain data types (issue 13): allow-listed
+    # constructors that decode to PK_OBJECT and re-encode as CPython does.
+    add("ordereddict", collections.OrderedDict([("w", [1.5]), ("b", {"x": 1})]))
+    add("ordereddict_empty", collections.OrderedDict())
+    add("ordereddict_one", collections.OrderedDict(a=1))
+    for n in (1000, 1001, 2000):
+        add("ordereddict_%d" % n, collections.OrderedDict((i, -i) for i in range(n)))
+        add("deque_%d" % n, collections.deque(range(n)))
+    add("ordereddict_nested", collections.OrderedDict(
+        layer=collections.OrderedDict(weight=[0.5, 1.5], bias=None)))
+    add("deque", collections.deque([1, "two", (3,)]))
+    add("deque_one", collections.deque([1]))
+    add("deque_empty", collections.deque())
+    add("deque_maxlen", collections.deque([1, 2, 3], maxlen=5))
+    add("deque_maxlen_empty", collections.deque(maxlen=0))
+    add("date", datetime.date(2024, 2, 29))
+    add("time", datetime.time(23, 59, 58, 999999))
+    add("time_tz", datetime.time(1, 2, tzinfo=datetime.timezone.utc))
+    add("datetime", datetime.datetime(1999, 12, 31, 23, 59, 59, 1))
+    add("datetime_utc", datetime.datetime(2024, 1, 2, 3, 4, 5, tzinfo=datetime.timezone.utc))
+    add("datetime_named_tz", datetime.datetime(
+        2024, 6, 1, tzinfo=datetime.timezone(datetime.timedelta(hours=-5), "EST")))
+    add("timedelta", datetime.timedelta(days=-3, seconds=5, microseconds=7))
+    add("timedelta_big", datetime.timedelta(days=999999999))
+    add("timezone", datetime.timezone(datetime.timedelta(minutes=90)))
+    add("decimal", decimal.Decimal("-1.50E+3"))
+    add("decimal_nan", decimal.Decimal("NaN"))
+    add("uuid", uuid.UUID("12345678-1234-5678-1234-567812345678"))
+    add("uuid_safe", uuid.UUID(int=2**127, is_safe=uuid.SafeUUID.safe))
+    add("range", range(-5, 2**70, 3))
+    add("range_empty", range(0))
+    add("slice", slice(1, None, -2))
+    add("slice_objects", slice("a", (1,), [2]))
+    d0 = datetime.date(2000, 1, 1)
+    add("stdlib_as_keys", {d0: "d", uuid.UUID(int=7): "u", decimal.Decimal(1): "x",
+                           datetime.timedelta(1): "t", "shared": [d0, d0]})
+    add("state_dict_like", collections.OrderedDict(
+        (("fc.weight", [[0.1, 0.2]]), ("fc.bias", [0.0]), ("step", 3))))
     return c
 
 
@@ -726,6 +769,11 @@ MALICIOUS = [
     ("global_then_call_via_memo", b"\x80\x02cos\nsystem\nq\x00h\x00X\x01\x00\x00\x00x\x85R.", "system"),
     ("numpy_load", b"\x80\x02cnumpy\nload\nX\x01\x00\x00\x00f\x85R.", "load"),
     ("pickle_loads", b"\x80\x02cpickle\nloads\nC\x01.\x85R.", "loads"),
+    # copyreg._reconstructor builds only the allow-listed NEWOBJ classes
+    ("reconstructor_other", b"ccopy_reg\n_reconstructor\n(cos\n_wrap_close\n"
+     b"c__builtin__\nobject\nNtR.", "_reconstructor"),
+    ("reconstructor_base", b"ccopy_reg\n_reconstructor\n(cuuid\nUUID\n"
+     b"c__builtin__\nlist\nNtR.", "_reconstructor"),
 ]
 
 
@@ -797,6 +845,18 @@ MALFORMED = [
     ("global_bad_utf8", b"\x80\x02c\xff\n\xfe\n."),
     ("stack_global_non_str", b"\x80\x04K\x01K\x02\x93."),
     ("stack_global_empty", b"\x80\x04\x93."),
+    # CPython refuses a global with an empty module or name line
+    ("global_empty_lines", b"c\n\n."),
+    ("global_empty_name", b"cos\n\n."),
+    ("global_empty_module", b"c\nsystem\n."),
+    ("stack_global_empty_strings", b"\x80\x04\x8c\x00\x8c\x00\x93."),
+    # stdlib data types with arguments CPython never writes
+    ("date_int_arg", b"\x80\x02cdatetime\ndate\nK\x01\x85R."),
+    ("timedelta_two_args", b"\x80\x02cdatetime\ntimedelta\nK\x01K\x02\x86R."),
+    ("decimal_bytes_arg", b"\x80\x03cdecimal\nDecimal\nC\x011\x85R."),
+    ("uuid_called", b"\x80\x02cuuid\nUUID\nX\x01\x00\x00\x001\x85R."),
+    ("ordereddict_bad_pairs", b"\x80\x02ccollections\nOrderedDict\n]K\x01a\x85R."),
+    ("datetime_tz_not_timezone", b"\x80\x03cdatetime\ndatetime\nC\x0a0123456789K\x01\x86R."),
     ("persid", b"Pabc\n."),
     ("binpersid", b"\x80\x02K\x01Q."),
     ("ext1", b"\x80\x02\x82\x01."),

@@ -121,8 +121,8 @@ def test_crash_is_an_exception_in_place(tmp_path):
 def test_function_error_is_an_exception_in_place(tmp_path):
     proc, out = run_map("examples.fail", ["first", "second"], tmp_path)
     assert proc.returncode == EXIT_ITEMS_FAILED
-    check_failure(out[1], RuntimeError, "item 1:", "second")
-    check_failure(out[0], RuntimeError, "item 0:", "first")
+    check_failure(out[1], ValueError, "item 1:", "second")
+    check_failure(out[0], ValueError, "item 0:", "first")
 
 
 def test_timeout_is_an_exception_in_place(tmp_path):
@@ -134,12 +134,88 @@ def test_timeout_is_an_exception_in_place(tmp_path):
 
 
 def test_unknown_function(tmp_path):
+    # One error for the call, naming the function and the plugins loaded;
+    # no output, no per-item errors.
     proc, out = run_map("examples.no_such_thing", [1, 2, 3], tmp_path)
+    assert proc.returncode == 1
+    assert out is None
+    err = proc.stderr.decode()
+    assert err.count("no_such_thing") == 1, err
+    assert "examples.no_such_thing is not registered" in err
+    assert "plugins loaded: " in err and "examples.so" in err
+
+
+def test_unknown_module_names_where_plugins_were_looked_for(tmp_path):
+    env = dict(os.environ, PICKLEPOOL_PLUGIN_PATH=str(tmp_path / "extra"))
+    src = tmp_path / "in.pkl"
+    src.write_bytes(pickle.dumps([1]))
+    proc = subprocess.run([CLI, "map", "nomod.f", str(src), str(tmp_path / "o")],
+                          capture_output=True, text=True, timeout=TIMEOUT,
+                          env=env)
+    assert proc.returncode == 1
+    assert "nomod.f is not registered" in proc.stderr
+    assert "no plugin 'nomod': looked for nomod.so in " in proc.stderr
+    assert str(tmp_path / "extra") in proc.stderr
+    assert os.path.join(BUILD, "plugins") in proc.stderr or \
+        os.path.realpath(os.path.join(BUILD, "plugins")) in proc.stderr
+
+
+def test_plugin_by_name(tmp_path):
+    proc, out = run_map("examples.square", [3], tmp_path, "--plugin", "examples")
+    assert proc.returncode == 0 and out == [9], proc.stderr
+    (tmp_path / "out.pkl").unlink()
+    proc, out = run_map("examples.square", [3], tmp_path, "--plugin", "nope")
+    assert proc.returncode == 1 and out is None
+    assert b"no plugin 'nope': looked for nope.so in " in proc.stderr
+
+
+def test_list_examples():
+    proc = subprocess.run([CLI, "map", "--list"], capture_output=True,
+                          text=True, timeout=TIMEOUT)
+    assert proc.returncode == 0, proc.stderr
+    for fn in ("square", "spin", "sleep", "normalize", "crash", "fail"):
+        line = [ln for ln in proc.stdout.splitlines()
+                if ln.strip().startswith("examples.%s(" % fn)]
+        assert len(line) == 1 and len(line[0].split(None, 1)[1]) > 10, proc.stdout
+
+
+def test_kernel_type_error_is_a_type_error(tmp_path):
+    proc, out = run_map("examples.square", [2, "x", 3], tmp_path)
     assert proc.returncode == EXIT_ITEMS_FAILED
-    assert b"no_such_thing" in proc.stderr
-    assert len(out) == 3
-    for i, x in enumerate(out):
-        check_failure(x, LookupError, "item %d:" % i, "no_such_thing")
+    check_failure(out[1], TypeError, "item 1:", "square() expects an int, got str")
+    assert "TypeError" not in str(out[1])
+
+
+def test_messages_do_not_repeat_the_item(tmp_path):
+    proc, out = run_map("examples.sleep", [0.01, 30, 0.02], tmp_path,
+                        "--timeout", "0.5")
+    assert proc.returncode == EXIT_ITEMS_FAILED
+    assert str(out[1]).count("item 1") == 1, str(out[1])
+    assert proc.stderr.decode().count("item 1") == 1, proc.stderr
+
+
+def test_encoding_for_python2_str(tmp_path):
+    src, dst = tmp_path / "py2.pkl", tmp_path / "o.pkl"
+    src.write_bytes(b"(lp0\nS'caf\xe9'\np1\na.")  # Python 2 ['caf\xe9']
+    proc = subprocess.run([CLI, "map", "examples.fail", str(src), str(dst)],
+                          capture_output=True, timeout=TIMEOUT)
+    assert proc.returncode == 1 and b"ASCII" in proc.stderr.upper()
+    proc = subprocess.run([CLI, "map", "--encoding", "latin1", "examples.fail",
+                           str(src), str(dst)], capture_output=True,
+                          timeout=TIMEOUT)
+    assert proc.returncode == EXIT_ITEMS_FAILED, proc.stderr
+    out = pickle.loads(dst.read_bytes())
+    check_failure(out[0], ValueError, "caf\xe9")
+
+
+def test_worker_limits_agree_with_topo(tmp_path):
+    topo = subprocess.run([CLI, "topo", "--workers", "257"], capture_output=True,
+                          text=True, timeout=TIMEOUT)
+    proc, _ = run_map("examples.square", [1], tmp_path, "--workers", "257")
+    assert topo.returncode == 2 and proc.returncode == 2
+    assert "from 1 to 256" in topo.stderr and b"from 1 to 256" in proc.stderr
+    proc, out = run_map("examples.square", [1], tmp_path, "--workers", "2")
+    assert proc.returncode == 0 and out == [1]
 
 
 def test_stream_100k(tmp_path):
