@@ -258,6 +258,41 @@ static void test_exec_buffers(void **state)
     pool_destroy(&p);
 }
 
+/* One raw call: through the fast lane when a worker polls, else the
+ * socket; both give the handler's bytes back. */
+static void test_exec_apply_raw(void **state)
+{
+    pool_opts_t o;
+    exec_opts(&o, 2);
+    o.spin_us = 200000; /* workers poll long enough for the lane to be used */
+    pool_t *p = tp_start(&o);
+    pool_raw_result_t r;
+    for (int i = 0; i < 50; i++) {
+        char in[32];
+        snprintf(in, sizeof in, "call-%d", i);
+        pool_raw_item_t item = {.data = in, .len = strlen(in)};
+        pool_future_t *f = NULL;
+        CHECK_OK(pool_apply_raw(p, "F", 1, &item, &f, E_));
+        memset(in, 'x', sizeof in); /* copied at once: no longer needed */
+        snprintf(in, sizeof in, "call-%d", i);
+        CHECK_OK(pool_future_wait_raw(f, 30, &r));
+        expect_reversed(&r, in, "");
+        pool_item_t item2;
+        assert_int_equal(pool_future_wait(f, 0, &item2), PK_EINVAL);
+        pool_future_free(&f);
+    }
+    assert_true(tp_lane_items(p) > 0);
+    /* its errors are the item's */
+    pool_raw_item_t bad = {.data = "fail", .len = 4};
+    pool_future_t *f = NULL;
+    CHECK_OK(pool_apply_raw(p, "F", 1, &bad, &f, E_));
+    CHECK_OK(pool_future_wait_raw(f, 30, &r));
+    assert_int_equal(r.status, PK_EFUNC);
+    assert_string_equal(r.error, "ValueError: item 0 said fail");
+    pool_future_free(&f);
+    pool_destroy(&p);
+}
+
 static void test_exec_refusals(void **state)
 {
     pool_opts_t o;
@@ -306,6 +341,7 @@ static const runner_test_t tests[] = {
     RUNNER_TEST(test_exec_raw_map, 60),
     RUNNER_TEST(test_exec_failures, 90),
     RUNNER_TEST(test_exec_buffers, 60),
+    RUNNER_TEST(test_exec_apply_raw, 60),
     RUNNER_TEST(test_exec_refusals, 60),
 };
 /* clang-format on */

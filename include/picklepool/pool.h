@@ -279,6 +279,21 @@ typedef struct pool_raw_result {
 PK_API pk_err_t pool_iter_next_raw(pool_iter_t *it, pool_raw_result_t *res,
                                    double timeout);
 
+/* One raw call (as pool_apply_async for raw maps): item's bytes are copied
+ * at once (its buffers as for pool_imap_raw: keep them valid until the
+ * future was waited for or freed); a small call without buffers takes an
+ * idle worker's fast lane.  On PK_OK *fut owns the future: wait for it
+ * with pool_future_wait_raw, free it with pool_future_free. */
+PK_API pk_err_t pool_apply_raw(pool_t *p, const void *call, size_t call_len,
+                               const pool_raw_item_t *item, pool_future_t **fut,
+                               pk_error_t *err);
+
+/* pool_future_wait for raw calls: PK_OK with *res filled (pointers valid
+ * until pool_future_free), PK_ETIMEDOUT or PK_EINTR (wait again), or
+ * PK_EINVAL on a future of pool_apply_async. */
+PK_API pk_err_t pool_future_wait_raw(pool_future_t *f, double timeout,
+                                     pool_raw_result_t *res);
+
 /* Convenience maps over plain C data, for module.func taking one number and
  * returning one; workers read the numbers straight from `in`, without a
  * pickle per item.  out has n entries.  The rule above holds: PK_OK when the

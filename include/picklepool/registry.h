@@ -85,7 +85,8 @@ typedef pk_err_t (*pool_plugin_init_t)(pk_error_t *err);
 /* Finds the plugin called `name` ("examples"): the first readable NAME.so in
  *   1. each directory of $PICKLEPOOL_PLUGIN_PATH (colon-separated),
  *   2. <directory of libpicklepool.so>/picklepool/plugins, where
- *      `make install` puts them (PREFIX/lib/picklepool/plugins),
+ *      `make install` puts them (PREFIX/lib/picklepool/plugins), and
+ *      <directory of libpicklepool.so>/plugins (the build tree),
  *   3. <directory of the program>/../lib/picklepool/plugins (an installed
  *      program linked statically), and <directory of the program>/plugins
  *      (the build tree: build/plugins beside build/picklepool).

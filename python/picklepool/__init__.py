@@ -10,9 +10,10 @@ Code written for multiprocessing.Pool runs unchanged with
 """
 
 from ._lib import pk_version as _pk_version
+from .native import native
 from .pool import AsyncResult, Pool, RemoteError, RemoteTraceback, WorkerCrashed
 
-__all__ = ["Pool", "AsyncResult", "WorkerCrashed", "RemoteTraceback",
+__all__ = ["Pool", "native", "AsyncResult", "WorkerCrashed", "RemoteTraceback",
            "RemoteError", "TimeoutError", "__version__"]
 
 TimeoutError = TimeoutError  # what a timed-out item raises (the builtin)

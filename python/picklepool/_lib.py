@@ -161,6 +161,11 @@ pool_imap_raw = _fn("pool_imap_raw", c_int, c_void_p, c_char_p, c_size_t,
 pool_iter_next_raw = _fn("pool_iter_next_raw", c_int, c_void_p, P(RawResult),
                          c_double)
 pool_iter_free = _fn("pool_iter_free", None, P(c_void_p))
+pool_apply_raw = _fn("pool_apply_raw", c_int, c_void_p, c_char_p, c_size_t,
+                     P(RawItem), P(c_void_p), P(PkError))
+pool_future_wait_raw = _fn("pool_future_wait_raw", c_int, c_void_p,
+                           P(RawResult), c_double)
+pool_future_free = _fn("pool_future_free", None, P(c_void_p))
 pool_worker_serve = _fn("pool_worker_serve", c_int, RAW_FN, c_void_p, P(c_int),
                         P(PkError))
 

@@ -19,6 +19,7 @@ import sys
 import threading
 
 from . import _lib, _protocol
+from .native import dumps_item, exception_of, native
 
 __all__ = ["Pool", "AsyncResult", "WorkerCrashed", "RemoteTraceback"]
 
@@ -88,8 +89,12 @@ class _RawMap:
     (index, ok, value-or-error-tuple) per argument."""
 
     def __init__(self, pool, frame, iterable, chunksize, ordered,
-                 timeout=None, base=0):
+                 timeout=None, base=0, handle=None, native=False):
         self._pool = pool
+        # native: one argument a wire item, pickled alone for the C codec
+        # of native workers (native.py), results are plain pickles
+        self._native = native
+        self._local = {}  # wire index -> error made here (native only)
         self._frame = frame
         self._src = iter(iterable)
         self._chunksize = max(1, int(chunksize))
@@ -110,9 +115,12 @@ class _RawMap:
             # our chunks: one chunk a batch keeps both per chunk
             co.chunksize = 1
         err = _lib.PkError()
-        pool._handle.ref()
-        self._handle = pool._handle
-        rc = _lib.pool_imap_raw(pool._handle.ptr, frame, len(frame), self._cb,
+        handle = handle or pool._handle
+        if handle is None:
+            raise ValueError("Pool not running")
+        handle.ref()
+        self._handle = handle
+        rc = _lib.pool_imap_raw(handle.ptr, frame, len(frame), self._cb,
                                 None, 1 if ordered else 0, ctypes.byref(co),
                                 ctypes.byref(self._it), ctypes.byref(err))
         if rc != 0:
@@ -132,13 +140,22 @@ class _RawMap:
             if not chunk:
                 return _lib.PK["EOF"]
             bufs = []
-            try:
-                data = pickle.dumps(chunk, protocol=5,
-                                    buffer_callback=bufs.append)
-            except Exception:
-                bufs = []
-                data = pickle.dumps(self._badchunk(chunk), protocol=5,
-                                    buffer_callback=bufs.append)
+            if self._native:
+                try:
+                    data = dumps_item(chunk[0], bufs.append)
+                except Exception as e:  # fails alone, here
+                    bufs = []
+                    data = pickle.dumps(None, protocol=5)
+                    self._local[self._nchunks] = _protocol.error_of(
+                        e, "cannot pickle the argument")[1]
+            else:
+                try:
+                    data = pickle.dumps(chunk, protocol=5,
+                                        buffer_callback=bufs.append)
+                except Exception:
+                    bufs = []
+                    data = pickle.dumps(self._badchunk(chunk), protocol=5,
+                                        buffer_callback=bufs.append)
             table = (_lib.PkBuffer * max(1, len(bufs)))()
             alive = [table]  # what C may read until the chunk's outcome
             for k, b in enumerate(bufs):
@@ -217,15 +234,24 @@ class _RawMap:
 
     def _outcomes(self, res):
         first, count, data, bufs, _alive = self._chunks.pop(res.index)
+        local = self._local.pop(res.index, None)
+        if local is not None:
+            return first, [None], {0: local}
         if res.status == 0:
             rbufs = [bytearray(ctypes.string_at(res.bufs[k].data,
                                                 res.bufs[k].len))
                      for k in range(res.nbufs)]
-            values, errors = pickle.loads(ctypes.string_at(res.data, res.len),
-                                          buffers=rbufs)
+            got = pickle.loads(ctypes.string_at(res.data, res.len),
+                               buffers=rbufs)
+            if self._native:
+                return first, [got], {}
+            values, errors = got
             return first, values, errors
         msg = (res.error or b"").decode("utf-8", "replace")
         status = _lib.errname(res.status)
+        if self._native and status not in ("ECRASHED", "ETIMEDOUT"):
+            exc = exception_of(msg)
+            return first, [None], {0: (exc, type(exc).__name__, msg, msg)}
         if status in ("ECRASHED", "ETIMEDOUT") and count > 1:
             return self._one_by_one(first, pickle.loads(data, buffers=bufs))
         if count == 1:  # the runtime counts chunks: name the argument
@@ -279,6 +305,19 @@ class _RawMap:
             self.close()
         except Exception:
             pass
+
+
+def _star_error(fn):
+    raise TypeError("native kernel %s takes one argument: use map, not "
+                    "starmap with several" % fn.name)
+
+
+def _native_apply_arg(fn, a):
+    args, kwds = a
+    if kwds or len(args) != 1:
+        raise TypeError("native kernel %s takes one positional argument"
+                        % fn.name)
+    return args[0]
 
 
 class IMapIterator:
@@ -374,7 +413,7 @@ class Pool:
 
     def __init__(self, processes=None, initializer=None, initargs=(),
                  maxtasksperchild=None, *, placement="compact", timeout=None,
-                 retries=2, max_rss=None):
+                 retries=2, max_rss=None, plugins=()):
         if processes is not None and processes < 1:
             raise ValueError("Number of processes must be at least 1")
         if placement not in _PLACEMENTS:
@@ -388,6 +427,10 @@ class Pool:
             raise TypeError("initializer must be a callable")
         self._timeout = timeout
         self._maxtasks = maxtasksperchild or 0
+        self._plugins = [str(p) for p in plugins]
+        self._lock = threading.Lock()
+        self._natives = {}  # plugins -> _Handle of a pool of native workers
+        self._frames = {}   # (mode, func) -> its call frame
         o = _lib.PoolOpts()
         _lib.pool_opts_init(ctypes.byref(o))
         o.workers = processes or 0
@@ -407,21 +450,47 @@ class Pool:
             *[os.fsencode(e) for e in env], None)
         o.worker_argv = c_argv
         o.worker_env = c_env
+        self._native_opts = (o.workers, o.placement, o.retries,
+                             o.maxtasksperchild, o.max_rss)
+        self._handle = self._create(o, "cannot start the pool")
+        n = ctypes.c_size_t(0)
+        _lib.pool_stats(self._handle.ptr, None, 0, ctypes.byref(n))
+        self._processes = n.value
+        self._state = "RUN"
+        self._threads = []
+
+    # -- helpers
+
+    @staticmethod
+    def _create(o, what, plugins=()):
+        names = [os.fsencode(p) for p in plugins]
+        c_plugins = (ctypes.c_char_p * max(1, len(names)))(*names)
+        if names:
+            o.plugins = c_plugins
+            o.nplugins = len(names)
         ptr = ctypes.c_void_p()
         err = _lib.PkError()
         rc = _lib.pool_create(ctypes.byref(ptr), ctypes.byref(o),
                               ctypes.byref(err))
         if rc != 0:
-            _raise(rc, err, "cannot start the pool")
-        self._handle = _Handle(ptr)
-        n = ctypes.c_size_t(0)
-        _lib.pool_stats(ptr, None, 0, ctypes.byref(n))
-        self._processes = n.value
-        self._state = "RUN"
-        self._lock = threading.Lock()
-        self._threads = []
+            _raise(rc, err, what)
+        return _Handle(ptr)
 
-    # -- helpers
+    def _native_handle(self, fn):
+        """The pool of native workers that has fn's plugin, made on first
+        use with the same size, placement and limits."""
+        plugins = tuple(dict.fromkeys(self._plugins + [fn.plugin]))
+        with self._lock:
+            h = self._natives.get(plugins)
+            if h is None:
+                o = _lib.PoolOpts()
+                _lib.pool_opts_init(ctypes.byref(o))
+                (o.workers, o.placement, o.retries, o.maxtasksperchild,
+                 o.max_rss) = self._native_opts
+                h = self._create(o, "cannot start native workers for %s"
+                                 % fn.name, plugins)
+                self._natives[plugins] = h
+            return h
 
     def _check_running(self):
         if self._state != "RUN":
@@ -437,6 +506,15 @@ class Pool:
 
     def _rawmap(self, mode, func, iterable, chunksize, ordered):
         self._check_running()
+        if isinstance(func, native):
+            if mode == _protocol.STAR:
+                iterable = (a[0] if len(a) == 1 else _star_error(func)
+                            for a in iterable)
+            elif mode == _protocol.APPLY:
+                iterable = (_native_apply_arg(func, a) for a in iterable)
+            return _RawMap(self, func.frame(), iterable, 1, ordered,
+                           self._timeout, handle=self._native_handle(func),
+                           native=True)
         frame = _protocol.dump_call(mode, func)
         return _RawMap(self, frame, iterable, chunksize, ordered,
                        self._timeout)
@@ -480,8 +558,79 @@ class Pool:
 
     def apply(self, func, args=(), kwds={}):
         """func(*args, **kwds) in a worker; returns its result."""
-        return self._collect(_protocol.APPLY, func, [(tuple(args),
-                                                       dict(kwds))], 1)[0]
+        self._check_running()
+        if isinstance(func, native) or self._timeout is not None:
+            return self._collect(_protocol.APPLY, func,
+                                 [(tuple(args), dict(kwds))], 1)[0]
+        return self._apply_fast(func, tuple(args), dict(kwds))
+
+    def _frame(self, mode, func):
+        """The call frame of func, pickled once per function."""
+        try:
+            return self._frames[(mode, func)]
+        except (KeyError, TypeError):
+            frame = _protocol.dump_call(mode, func)
+            try:
+                if len(self._frames) > 256:
+                    self._frames.clear()
+                self._frames[(mode, func)] = frame
+            except TypeError:  # unhashable callable
+                pass
+            return frame
+
+    def _apply_fast(self, func, args, kwds):
+        """One call through pool_apply_raw: an idle worker's fast lane when
+        one polls, the scheduler otherwise.  Without buffers the call is
+        pickled in band (CPython's own pickle), so nothing is borrowed."""
+        frame = self._frame(_protocol.APPLY, func)
+        try:
+            data = pickle.dumps([(args, kwds)], protocol=5)
+        except Exception:
+            return self._collect(_protocol.APPLY, func, [(args, kwds)], 1)[0]
+        item = _lib.RawItem()
+        item.data = ctypes.cast(ctypes.c_char_p(data), ctypes.c_void_p)
+        item.len = len(data)
+        h = self._handle
+        if h is None:
+            raise ValueError("Pool not running")
+        h.ref()
+        fut = ctypes.c_void_p()
+        err = _lib.PkError()
+        try:
+            rc = _lib.pool_apply_raw(h.ptr, frame, len(frame),
+                                     ctypes.byref(item), ctypes.byref(fut),
+                                     ctypes.byref(err))
+            if rc != 0:
+                if rc == _lib.PK["ECLOSED"]:
+                    raise ValueError("Pool not running")
+                _raise(rc, err)
+            res = _lib.RawResult()
+            try:
+                while True:
+                    rc = _lib.pool_future_wait_raw(fut, ctypes.byref(res),
+                                                   _POLL_S)
+                    if rc != _lib.PK["ETIMEDOUT"]:
+                        break
+                if rc != 0:
+                    raise RuntimeError("picklepool: apply: %s"
+                                       % _lib.errname(rc))
+                if res.status == 0:
+                    values, errors = pickle.loads(
+                        ctypes.string_at(res.data, res.len))
+                    if errors:
+                        raise _rebuild(errors[0])
+                    return values[0]
+                status = _lib.errname(res.status)
+                msg = (res.error or b"").decode("utf-8", "replace")
+            finally:
+                _lib.pool_future_free(ctypes.byref(fut))
+        finally:
+            h.unref()
+        if status in ("ECRASHED", "ETIMEDOUT"):
+            msg = "%s (item 0)" % msg
+            raise (WorkerCrashed if status == "ECRASHED" else TimeoutError)(
+                msg)
+        raise RuntimeError("picklepool: %s: %s" % (status, msg))
 
     def apply_async(self, func, args=(), kwds={}, callback=None,
                     error_callback=None):
@@ -530,7 +679,8 @@ class Pool:
         _lib.pool_stats(self._handle.ptr, arr, n, ctypes.byref(got))
         return [dict(slot=s.slot, pid=s.pid, core=s.core,
                      cpus=s.cpus.decode(), items=s.items_done,
-                     busy_s=s.busy_s, restarts=s.restarts) for s in arr]
+                     busy_s=s.busy_s, restarts=s.restarts,
+                     lane_items=s.lane_items) for s in arr]
 
     def close(self):
         """No new work; submitted work finishes."""
@@ -559,6 +709,10 @@ class Pool:
 
     def _release(self):
         h, self._handle = self._handle, None
+        natives, self._natives = list(self._natives.values()), {}
+        for n in natives:
+            _lib.pool_terminate(n.ptr)
+            n.unref()
         if h is not None:
             h.unref()  # destroyed now, or when its last iterator is freed
 

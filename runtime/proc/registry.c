@@ -346,13 +346,16 @@ static size_t plugin_dirs(char dirs[][PATH_MAX], size_t max)
         }
         env += len + (env[len] == ':');
     }
-    /* Beside the shared library: <libdir>/picklepool/plugins. */
+    /* Beside the shared library: <libdir>/picklepool/plugins when
+     * installed, <libdir>/plugins in the build tree (build/plugins beside
+     * build/libpicklepool.so: what a Python caller of the tree loads). */
     if (dladdr((void *)plugin_dirs, &info) != 0 && info.dli_fname != NULL &&
         strstr(info.dli_fname, "libpicklepool.so") != NULL &&
         strlen(info.dli_fname) < sizeof buf) {
         strcpy(buf, info.dli_fname);
         to_dir(buf);
         add_dir(dirs, &n, max, buf, "/picklepool/plugins");
+        add_dir(dirs, &n, max, buf, "/plugins");
     }
     /* An installed program: <prefix>/bin/../lib/picklepool/plugins; one in
      * the build tree: build/plugins beside build/picklepool. */

@@ -399,3 +399,62 @@ def test_worker_module_refuses_to_run_alone():
                        capture_output=True, text=True, timeout=30)
     assert p.returncode == 2
     assert "PICKLEPOOL_WORKER" in p.stderr
+
+
+def test_native_kernels():
+    pytest.importorskip("numpy")
+    out = run_py("""
+        import numpy as np
+        from picklepool import native
+        norm = native("examples.normalize")
+        arrays = [np.random.rand(1 << 18).astype(np.float32) * (i + 2) + i
+                  for i in range(6)]
+        with Pool(2, plugins=["examples"]) as p:
+            out = p.map(norm, arrays)
+            for a, b in zip(arrays, out):
+                assert b.dtype == np.float32 and b.shape == a.shape
+                assert abs(float(b.mean())) < 1e-3
+                assert abs(float(b.std()) - 1) < 1e-3
+                want = (a - a.astype(np.float64).mean()) / \
+                    a.astype(np.float64).std()
+                assert np.allclose(b, want, atol=1e-4)
+            sq = native("examples.square")
+            assert list(p.imap(sq, range(5))) == [0, 1, 4, 9, 16]
+            assert p.apply(sq, (7,)) == 49
+            try:  # a kernel's TypeError is a TypeError
+                p.map(norm, [np.zeros(4, np.float64)])
+            except TypeError as e:
+                assert "float32" in str(e), str(e)
+            else:
+                raise SystemExit("no TypeError")
+            try:
+                sq(3)
+            except TypeError:
+                pass
+            # Python functions still run, in their own workers
+            assert p.map(lambda x: x + 1, [1]) == [2]
+            try:
+                native("nodot")
+            except ValueError:
+                pass
+        print("ok")
+    """)
+    assert out.strip() == "ok"
+
+
+def test_apply_round_trips():
+    """apply goes through pool_apply_raw (the fast lane when a worker polls:
+    how many did is printed, not asserted - that is timing)."""
+    out = run_py("""
+        with Pool(2) as p:
+            for i in range(300):
+                assert p.apply(abs, (-i,)) == i
+            lanes = sum(s["lane_items"] for s in p.stats())
+            try:
+                p.apply(lambda x: 1 / x, (0,))
+            except ZeroDivisionError:
+                pass
+            assert p.apply(int, ("11",), {"base": 2}) == 3
+        print("ok", lanes)
+    """)
+    assert out.startswith("ok")
