@@ -307,6 +307,13 @@ class _RawMap:
             pass
 
 
+def _len_or_none(iterable):
+    try:
+        return len(iterable)
+    except TypeError:
+        return None
+
+
 def _star_error(fn):
     raise TypeError("native kernel %s takes one argument: use map, not "
                     "starmap with several" % fn.name)
@@ -320,16 +327,30 @@ def _native_apply_arg(fn, a):
     return args[0]
 
 
+def _progress(total, enabled):
+    """A tqdm bar when asked for and a terminal is attached, else None."""
+    if not enabled or not sys.stderr.isatty():
+        return None
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        sys.stderr.write("picklepool: progress=True needs tqdm (Debian: "
+                         "python3-tqdm); no bar shown\n")
+        return None
+    return tqdm(total=total, unit="item")
+
+
 class IMapIterator:
     """What Pool.imap and imap_unordered return: an iterator, with
     ``next(timeout)`` as multiprocessing's has."""
 
-    def __init__(self, rawmap, ordered):
+    def __init__(self, rawmap, ordered, bar=None):
         self._raw = rawmap
         self._ordered = ordered
         self._values = []
         self._errors = {}
         self._pos = 0
+        self._bar = bar
 
     def __iter__(self):
         return self
@@ -339,10 +360,12 @@ class IMapIterator:
             try:
                 _, self._values, self._errors = self._raw.next_chunk(timeout)
                 self._pos = 0
+                if self._bar is not None:
+                    self._bar.update(len(self._values))
             except TimeoutError:
                 raise  # the map goes on: call again
             except BaseException:  # the end, an error, Ctrl-C: it is over
-                self._raw.close()
+                self.close()
                 raise
         i = self._pos
         self._pos += 1
@@ -354,6 +377,9 @@ class IMapIterator:
 
     def close(self):
         self._raw.close()
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
 
 
 class AsyncResult:
@@ -519,17 +545,24 @@ class Pool:
         return _RawMap(self, frame, iterable, chunksize, ordered,
                        self._timeout)
 
-    def _collect(self, mode, func, iterable, chunksize):
+    def _collect(self, mode, func, iterable, chunksize, progress=False):
         items = iterable if hasattr(iterable, "__len__") else list(iterable)
         raw = self._rawmap(mode, func, items,
                            self._chunksize_for(len(items), chunksize), True)
         out = [None] * len(items)
         first_err = None
-        for first, values, errors in raw.chunks():
-            out[first:first + len(values)] = values
-            for i, err in errors.items():
-                if first_err is None or first + i < first_err[0]:
-                    first_err = (first + i, err)
+        bar = _progress(len(items), progress)
+        try:
+            for first, values, errors in raw.chunks():
+                out[first:first + len(values)] = values
+                if bar is not None:
+                    bar.update(len(values))
+                for i, err in errors.items():
+                    if first_err is None or first + i < first_err[0]:
+                        first_err = (first + i, err)
+        finally:
+            if bar is not None:
+                bar.close()
         if first_err is not None:
             raise _rebuild(first_err[1])
         return out
@@ -639,10 +672,12 @@ class Pool:
         return self._async(lambda: self.apply(func, args, kwds), callback,
                            error_callback)
 
-    def map(self, func, iterable, chunksize=None):
+    def map(self, func, iterable, chunksize=None, *, progress=False):
         """[func(x) for x in iterable], in parallel, in order; raises the
-        first item's exception."""
-        return self._collect(_protocol.MAP, func, iterable, chunksize)
+        first item's exception.  progress=True shows a tqdm bar when a
+        terminal is attached."""
+        return self._collect(_protocol.MAP, func, iterable, chunksize,
+                             progress)
 
     def map_async(self, func, iterable, chunksize=None, callback=None,
                   error_callback=None):
@@ -650,9 +685,10 @@ class Pool:
         return self._async(lambda: self.map(func, items, chunksize), callback,
                            error_callback)
 
-    def starmap(self, func, iterable, chunksize=None):
+    def starmap(self, func, iterable, chunksize=None, *, progress=False):
         """[func(*args) for args in iterable], in parallel, in order."""
-        return self._collect(_protocol.STAR, func, iterable, chunksize)
+        return self._collect(_protocol.STAR, func, iterable, chunksize,
+                             progress)
 
     def starmap_async(self, func, iterable, chunksize=None, callback=None,
                       error_callback=None):
@@ -660,15 +696,17 @@ class Pool:
         return self._async(lambda: self.starmap(func, items, chunksize),
                            callback, error_callback)
 
-    def imap(self, func, iterable, chunksize=1):
+    def imap(self, func, iterable, chunksize=1, *, progress=False):
         """A lazy map in order: input is consumed with a bounded window."""
-        return IMapIterator(self._rawmap(_protocol.MAP, func, iterable,
-                                         chunksize, True), True)
+        return IMapIterator(
+            self._rawmap(_protocol.MAP, func, iterable, chunksize, True), True,
+            _progress(_len_or_none(iterable), progress))
 
-    def imap_unordered(self, func, iterable, chunksize=1):
+    def imap_unordered(self, func, iterable, chunksize=1, *, progress=False):
         """A lazy map, results as they complete."""
-        return IMapIterator(self._rawmap(_protocol.MAP, func, iterable,
-                                         chunksize, False), False)
+        return IMapIterator(
+            self._rawmap(_protocol.MAP, func, iterable, chunksize, False),
+            False, _progress(_len_or_none(iterable), progress))
 
     def stats(self):
         """Per worker: slot, pid, core, cpus, items, busy seconds,

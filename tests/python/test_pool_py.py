@@ -458,3 +458,40 @@ def test_apply_round_trips():
         print("ok", lanes)
     """)
     assert out.startswith("ok")
+
+
+def test_progress_bar_on_a_terminal_only():
+    pytest.importorskip("tqdm")
+    import pty
+    code = PRELUDE + textwrap.dedent("""
+        with Pool(2) as p:
+            assert p.map(abs, range(-500, 500), progress=True)[0] == 500
+            assert len(list(p.imap(abs, range(300), 10, progress=True))) == 300
+        print("ok", flush=True)
+    """)
+    master, slave = pty.openpty()
+    try:
+        p = subprocess.Popen([PYTHON, "-c", code], stdout=subprocess.PIPE,
+                             stderr=slave, text=True, env=_env(), cwd=ROOT)
+        os.close(slave)
+        out = p.communicate(timeout=60)[0]
+        seen = b""
+        while True:
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:
+                break
+            if not chunk:
+                break
+            seen += chunk
+    finally:
+        os.close(master)
+    assert out.strip() == "ok"
+    assert b"1000/1000" in seen and b"300/300" in seen, seen[-400:]
+    # without a terminal: no bar, no complaint
+    plain = run_py("""
+        with Pool(2) as p:
+            p.map(abs, range(10), progress=True)
+        print("ok")
+    """)
+    assert plain.strip() == "ok"
