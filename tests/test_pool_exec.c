@@ -31,10 +31,12 @@
 
 /* Reverses the item's bytes, appending the call frame and, for each
  * out-of-band buffer, its length and byte sum: "olleh|frame|4096:1234". */
-static pk_err_t handler(void *ctx, const pool_raw_call_t *c, const void **res,
-                        size_t *res_len, pk_error_t *err)
+static pk_err_t handler(void *ctx, const pool_raw_call_t *c,
+                        pool_raw_out_t *res, pk_error_t *err)
 {
     static char out[1 << 16];
+    static unsigned char big[1 << 20], small[300];
+    static pk_buffer_t bufs[2];
     (void)ctx;
     const char *in = c->item;
     if (c->len == 4 && memcmp(in, "fail", 4) == 0) {
@@ -60,8 +62,18 @@ static pk_err_t handler(void *ctx, const pool_raw_call_t *c, const void **res,
         n += (size_t)snprintf(out + n, sizeof out - n, "|%zu:%lu",
                               c->bufs[k].len, sum);
     }
-    *res = out;
-    *res_len = n;
+    res->data = out;
+    res->len = n;
+    if (c->len == 4 && memcmp(in, "bufs", 4) == 0) {
+        /* two result buffers: a big one for the arena, a small one for
+         * the socket, filled from the item's index so a mix-up shows */
+        memset(big, (int)('A' + c->index % 26), sizeof big);
+        memset(small, (int)('a' + c->index % 26), sizeof small);
+        bufs[0] = (pk_buffer_t){big, sizeof big, 1};
+        bufs[1] = (pk_buffer_t){small, sizeof small, 1};
+        res->bufs = bufs;
+        res->nbufs = 2;
+    }
     return PK_OK;
 }
 
@@ -254,6 +266,26 @@ static void test_exec_buffers(void **state)
         expect_reversed(&r, v[i], tail);
     }
     assert_int_equal(pool_iter_next_raw(it, &r, 30), PK_EOF);
+    pool_iter_free(&it);
+
+    /* result buffers come back, big ones through the arena */
+    const char *w[] = {"bufs", "bufs", "bufs"};
+    items_t s2 = {w, 3, 0, NULL, 0};
+    it = start_raw(p, &s2, 1, NULL);
+    for (int i = 0; i < 3; i++) {
+        CHECK_OK(pool_iter_next_raw(it, &r, 30));
+        expect_reversed(&r, "bufs", "");
+        assert_int_equal(r.nbufs, 2);
+        const unsigned char *b0 = r.bufs[0].data, *b1 = r.bufs[1].data;
+        assert_int_equal(r.bufs[0].len, 1 << 20);
+        assert_int_equal(r.bufs[1].len, 300);
+        /* the handler numbers by index in its batch: all of one letter */
+        for (size_t k = 1; k < r.bufs[0].len; k++)
+            assert_int_equal(b0[k], b0[0]);
+        for (size_t k = 1; k < r.bufs[1].len; k++)
+            assert_int_equal(b1[k], b1[0]);
+        assert_int_equal(b1[0] - 'a', b0[0] - 'A');
+    }
     pool_iter_free(&it);
     pool_destroy(&p);
 }

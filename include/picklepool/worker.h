@@ -40,14 +40,22 @@ typedef struct pool_raw_call {
     size_t index; /* the item's position in its map */
 } pool_raw_call_t;
 
-/* Runs one item.  On success returns PK_OK with *res / *res_len the result
- * bytes, which must stay valid until the handler is called again or
- * pool_worker_serve returns (the loop copies them before that).  On failure
+/* What a handler returns for one item: the result's bytes and its
+ * out-of-band buffers.  All of it must stay valid until the handler is
+ * called again or pool_worker_serve returns: the loop copies it before
+ * that (big buffers straight into the pool's shared-memory arena). */
+typedef struct pool_raw_out {
+    const void *data;
+    size_t len;
+    const pk_buffer_t *bufs;
+    size_t nbufs;
+} pool_raw_out_t;
+
+/* Runs one item.  On success returns PK_OK with *out filled.  On failure
  * returns an error code (PK_EFUNC for "the call raised") with err->msg
  * describing it; that item alone fails. */
 typedef pk_err_t (*pool_raw_fn)(void *ctx, const pool_raw_call_t *call,
-                                const void **res, size_t *res_len,
-                                pk_error_t *err);
+                                pool_raw_out_t *out, pk_error_t *err);
 
 /* Serves the pool that exec'd this process, reading where to connect and
  * which shared memory to map from the environment the pool set

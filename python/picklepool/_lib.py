@@ -83,6 +83,11 @@ class RawCall(ctypes.Structure):
                 ("index", c_size_t)]
 
 
+class RawOut(ctypes.Structure):
+    _fields_ = [("data", c_void_p), ("len", c_size_t),
+                ("bufs", ctypes.POINTER(PkBuffer)), ("nbufs", c_size_t)]
+
+
 class WorkerStats(ctypes.Structure):
     _fields_ = [("slot", c_int), ("pid", c_int), ("core", c_int),
                 ("cpus", ctypes.c_char * 64), ("items_done", ctypes.c_uint64),
@@ -92,8 +97,26 @@ class WorkerStats(ctypes.Structure):
 
 RAW_NEXT = ctypes.CFUNCTYPE(c_int, c_void_p, ctypes.POINTER(RawItem))
 RAW_FN = ctypes.CFUNCTYPE(c_int, c_void_p, ctypes.POINTER(RawCall),
-                          ctypes.POINTER(c_void_p), ctypes.POINTER(c_size_t),
-                          ctypes.POINTER(PkError))
+                          ctypes.POINTER(RawOut), ctypes.POINTER(PkError))
+
+
+def copy_out(ptr, n):
+    """A writable copy of n bytes at ptr, in one memmove."""
+    ba = bytearray(n)
+    if n:
+        ctypes.memmove((ctypes.c_char * n).from_buffer(ba), ptr, n)
+    return ba
+
+
+def address_of(view, keep):
+    """The address of a buffer's bytes (a memoryview of a PickleBuffer):
+    read-only memory is lent as a copy, appended to keep."""
+    try:
+        return ctypes.addressof(ctypes.c_char.from_buffer(view))
+    except TypeError:
+        cp = ctypes.create_string_buffer(bytes(view), view.nbytes)
+        keep.append(cp)
+        return ctypes.addressof(cp)
 
 
 def _candidates():

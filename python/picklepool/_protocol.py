@@ -38,17 +38,17 @@ def _byvalue_pickler():
         return None
 
 
-def dumps(obj):
+def dumps(obj, buffer_callback=None):
     """pickle.dumps at protocol 5, or by value (cloudpickle) for what plain
     pickle cannot name, such as classes and functions of the caller's
     __main__ (they come back as the caller's own)."""
     try:
-        return pickle.dumps(obj, protocol=5)
+        return pickle.dumps(obj, protocol=5, buffer_callback=buffer_callback)
     except Exception:
         byvalue = _byvalue_pickler()
         if byvalue is None:
             raise
-        return byvalue(obj, protocol=5)
+        return byvalue(obj, protocol=5, buffer_callback=buffer_callback)
 
 
 def dump_function(func):
@@ -147,12 +147,14 @@ def run(mode, func, args):
 
 
 def dump_results(results):
-    """The pickle of run()'s (values, errors); values that cannot be
-    pickled become errors of their own."""
+    """The pickle of run()'s (values, errors) and its out-of-band buffers
+    (arrays: they go through the shared arena, not the socket); values
+    that cannot be pickled become errors of their own."""
+    bufs = []
     try:
-        return dumps(results)
+        return dumps(results, bufs.append), bufs
     except Exception:
-        pass
+        bufs = []
     values, errors = results
     values = list(values)
     for i, v in enumerate(values):
@@ -161,7 +163,7 @@ def dump_results(results):
         except Exception as e:
             values[i] = None
             errors[i] = error_of(e, "cannot pickle the result")[1]
-    return dumps((values, errors))
+    return dumps((values, errors), bufs.append), bufs
 
 
 def dump_initializer(initializer, initargs):

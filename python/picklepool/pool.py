@@ -160,16 +160,10 @@ class _RawMap:
             alive = [table]  # what C may read until the chunk's outcome
             for k, b in enumerate(bufs):
                 raw = b.raw()
-                try:
-                    ptr = ctypes.addressof(ctypes.c_char.from_buffer(raw))
-                except TypeError:  # read-only memory: lend a copy
-                    cp = ctypes.create_string_buffer(bytes(raw), len(raw))
-                    ptr = ctypes.addressof(cp)
-                    alive.append(cp)
-                alive.append(raw)
-                table[k].data = ptr
-                table[k].len = len(raw)
+                table[k].data = _lib.address_of(raw, alive)
+                table[k].len = raw.nbytes
                 table[k].readonly = 1
+                alive.append(raw)
             it = item_p.contents
             it.data = ctypes.cast(ctypes.c_char_p(data), ctypes.c_void_p)
             it.len = len(data)
@@ -238,8 +232,7 @@ class _RawMap:
         if local is not None:
             return first, [None], {0: local}
         if res.status == 0:
-            rbufs = [bytearray(ctypes.string_at(res.bufs[k].data,
-                                                res.bufs[k].len))
+            rbufs = [_lib.copy_out(res.bufs[k].data, res.bufs[k].len)
                      for k in range(res.nbufs)]
             got = pickle.loads(ctypes.string_at(res.data, res.len),
                                buffers=rbufs)

@@ -26,7 +26,8 @@ import sys
 
 from . import _lib, _protocol
 
-_keep = None  # the last result's bytes, alive until the next call
+_keep = None  # the last result: bytes, buffers, table; alive until the next
+              # call (the C loop copies them before)
 _func_cache = (None, None, None)  # (frame bytes, mode, function)
 
 
@@ -39,13 +40,13 @@ def _load_call(frame):
     return mode, func
 
 
-def _handle(ctx, call_p, res_p, res_len_p, err_p):
+def _handle(ctx, call_p, out_p, err_p):
     """pool_raw_fn: never raises (ctypes would swallow it)."""
     global _keep
     try:
         c = call_p.contents
         frame = ctypes.string_at(c.call, c.call_len)
-        bufs = [bytearray(ctypes.string_at(c.bufs[k].data, c.bufs[k].len))
+        bufs = [_lib.copy_out(c.bufs[k].data, c.bufs[k].len)
                 for k in range(c.nbufs)]
         args = pickle.loads(ctypes.string_at(c.item, c.len), buffers=bufs)
         try:
@@ -55,12 +56,22 @@ def _handle(ctx, call_p, res_p, res_len_p, err_p):
                                         "worker")[1]
             if type(args) is _protocol.BadChunk:
                 args = args.args
-            _keep = _protocol.dump_results(
-                ([None] * len(args), dict.fromkeys(range(len(args)), bad)))
+            results = ([None] * len(args), dict.fromkeys(range(len(args)), bad))
         else:
-            _keep = _protocol.dump_results(_protocol.run(mode, func, args))
-        res_p[0] = ctypes.cast(ctypes.c_char_p(_keep), ctypes.c_void_p)
-        res_len_p[0] = len(_keep)
+            results = _protocol.run(mode, func, args)
+        data, rbufs = _protocol.dump_results(results)
+        table = (_lib.PkBuffer * max(1, len(rbufs)))()
+        views = [b.raw() for b in rbufs]
+        for k, mv in enumerate(views):
+            table[k].data = _lib.address_of(mv, views)
+            table[k].len = mv.nbytes
+            table[k].readonly = 1
+        _keep = (data, rbufs, views, table)
+        out = out_p.contents
+        out.data = ctypes.cast(ctypes.c_char_p(data), ctypes.c_void_p)
+        out.len = len(data)
+        out.bufs = table
+        out.nbufs = len(rbufs)
         return 0
     except BaseException as e:  # noqa: B902 - nothing may escape
         msg = ("picklepool worker: %s: %s" % (type(e).__name__, e)).encode(

@@ -183,21 +183,64 @@ static void put_error(worker_t *w, pk_err_t code, const char *msg)
     w->out.len += POOL_WIRE_REC_SIZE + len;
 }
 
-/* A result record of bytes a raw handler returned (in band). */
-static void put_raw(worker_t *w, const void *data, size_t len)
+/* Keeps a copy of a raw result's buffer for this batch's reply: straight
+ * into the arena when it is big enough (and the reply is not for the fast
+ * lane, which copies buffers itself), else into the result doc, which
+ * lives until the frames are sent.  The handler's memory is only valid
+ * until its next call.  Returns 0, or -1 when out of memory. */
+static int keep_raw_buf(worker_t *w, const void *data, size_t len)
 {
-    if (len > UINT32_MAX) {
+    const pool__worker_cfg_t *c = w->cfg;
+    uint64_t off = POOL_WIRE_SHM_INLINE;
+    if (c->shm != NULL && !w->lane_task && len >= c->shm_threshold)
+        off = pool__shm_worker_alloc(c->shm, c->shm_lay, c->slot, len);
+    const void *copy;
+    if (off != POOL_WIRE_SHM_INLINE) {
+        pool__shm_prefault(c->shm + off, len, 1);
+        memcpy(c->shm + off, data, len);
+        copy = c->shm + off;
+    } else {
+        void *d = pk_doc_alloc(w->res_doc, len ? len : 1);
+        if (d == NULL)
+            return -1;
+        if (len)
+            memcpy(d, data, len);
+        copy = d;
+    }
+    if (!pool__oob_take(&w->oob, copy, len, 0))
+        return -1;
+    w->oob.v[w->oob.n - 1].shm = off;
+    return 0;
+}
+
+/* A result record of what a raw handler returned. */
+static void put_raw(worker_t *w, const pool_raw_out_t *o)
+{
+    size_t noob = w->oob.n;
+    if (o->len > UINT32_MAX) {
         put_error(w, PK_ELIMIT, "the result is over 4 GiB");
         return;
     }
-    if (out_reserve(&w->out, POOL_WIRE_REC_SIZE + len) != 0) {
+    if ((o->len > 0 && o->data == NULL) || (o->nbufs > 0 && o->bufs == NULL)) {
+        put_error(w, PK_EFUNC, "the handler returned NULL bytes");
+        return;
+    }
+    for (size_t k = 0; k < o->nbufs; k++)
+        if (keep_raw_buf(w, o->bufs[k].data, o->bufs[k].len) != 0) {
+            w->oob.n = noob; /* arena blocks go back with the batch */
+            put_error(w, PK_ENOMEM, "out of memory for the result");
+            return;
+        }
+    if (out_reserve(&w->out, POOL_WIRE_REC_SIZE + o->len) != 0) {
+        w->oob.n = noob;
         put_error(w, PK_ENOMEM, "out of memory for the result");
         return;
     }
-    pool__wire_rec_encode(w->out.data + w->out.len, (uint32_t)len, 0, 0);
-    if (len)
-        memcpy(w->out.data + w->out.len + POOL_WIRE_REC_SIZE, data, len);
-    w->out.len += POOL_WIRE_REC_SIZE + len;
+    pool__wire_rec_encode(w->out.data + w->out.len, (uint32_t)o->len,
+                          (uint32_t)(w->oob.n - noob), 0);
+    if (o->len)
+        memcpy(w->out.data + w->out.len + POOL_WIRE_REC_SIZE, o->data, o->len);
+    w->out.len += POOL_WIRE_REC_SIZE + o->len;
 }
 
 static void put_value(worker_t *w, const pk_value_t *v)
@@ -383,14 +426,12 @@ static void run_raw_item(worker_t *w, const batch_in_t *b, uint32_t i,
                             .bufs = b->bufs + r->buf0,
                             .nbufs = r->nbufs,
                             .index = i};
-    const void *res = NULL;
-    size_t res_len = 0;
-    pk_err_t rc = w->cfg->raw(w->cfg->raw_ctx, &call, &res, &res_len, e);
-    if (rc == PK_OK && (res != NULL || res_len == 0))
-        put_raw(w, res, res_len);
+    pool_raw_out_t out = {0};
+    pk_err_t rc = w->cfg->raw(w->cfg->raw_ctx, &call, &out, e);
+    if (rc == PK_OK)
+        put_raw(w, &out);
     else
-        put_error(w, rc == PK_OK ? PK_EFUNC : rc,
-                  e->msg[0] ? e->msg : "the handler returned no result");
+        put_error(w, rc, e->msg[0] ? e->msg : "the handler failed");
 }
 
 /* Points bufs[0..nbufs) at a TASK's buffers: its frames, or with
@@ -444,6 +485,11 @@ static size_t result_to_arena(worker_t *w, uint8_t *tab)
     for (size_t k = 0; k < w->oob.n; k++) {
         pool__oob_t *o = &w->oob.v[k];
         uint64_t off = POOL_WIRE_SHM_INLINE;
+        if (o->shm != POOL_WIRE_SHM_INLINE) { /* a raw result's, placed */
+            pool__wire_shm_encode(tab + k * POOL_WIRE_SHM_ENT, o->shm, o->len);
+            moved++;
+            continue;
+        }
         if (c->shm != NULL && o->len >= c->shm_threshold)
             off = pool__shm_worker_alloc(c->shm, c->shm_lay, c->slot, o->len);
         if (off != POOL_WIRE_SHM_INLINE) {
