@@ -139,7 +139,7 @@ static void test_lane_round_trips(void **state)
 {
     pk_doc_t *doc = NULL;
     assert_int_equal(pk_doc_new(&doc), PK_OK);
-    pool_t *p = tp_start_n(2);
+    pool_t *p = start_polling(2);
     square_calls(p, doc, -100, 500);
     uint64_t laned = tp_lane_items(p);
     print_message("500 sequential applies: %" PRIu64 " through the lane\n",
