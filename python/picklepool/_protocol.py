@@ -136,8 +136,9 @@ def run(mode, func, args):
                     i = len(values)
                     append(None if i in bad else call(a))
             else:
-                for a in it:
-                    append(call(a))
+                # extend keeps what map produced before an exception, and
+                # the loop goes on after the argument that raised
+                values.extend(map(call, it))
             break
         except BaseException as e:  # that argument's error, whatever it is
             errors[len(values)] = error_of(e)[1]

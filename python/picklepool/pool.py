@@ -96,6 +96,10 @@ class _RawMap:
         self._native = native
         self._local = {}  # wire index -> error made here (native only)
         self._frame = frame
+        # A range is sent as sub-ranges: a few bytes a chunk instead of a
+        # pickled list, and the worker iterates it as it would the list.
+        self._range = iterable if (isinstance(iterable, range)
+                                   and not native) else None
         self._src = iter(iterable)
         self._chunksize = max(1, int(chunksize))
         self._ordered = ordered
@@ -103,6 +107,7 @@ class _RawMap:
         self._chunks = {}  # wire index -> (first argument, count, buffers)
         self._nchunks = 0
         self._nargs = base  # index of the next argument
+        self._base = base
         self._input_error = None
         self._it = ctypes.c_void_p()
         self._cb = _lib.RAW_NEXT(self._next)  # must outlive the iterator
@@ -136,7 +141,11 @@ class _RawMap:
 
     def _next(self, ctx, item_p):
         try:
-            chunk = list(itertools.islice(self._src, self._chunksize))
+            if self._range is not None:
+                pos = self._nargs - self._base
+                chunk = self._range[pos:pos + self._chunksize]
+            else:
+                chunk = list(itertools.islice(self._src, self._chunksize))
             if not chunk:
                 return _lib.PK["EOF"]
             bufs = []
