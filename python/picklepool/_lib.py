@@ -7,8 +7,9 @@ call's cost (about a microsecond) is noise next to the pickling; and ctypes
 needs no compiler, so the package installs offline into any CPython 3.9+
 (DESIGN.md gives the measured per-batch cost).
 
-The library is found, in order: $PICKLEPOOL_LIB; the build tree this
-package sits in (python/../build); next to an installed package
+The library is found, in order: $PICKLEPOOL_LIB; the build tree a
+``pip install ./python`` was made from (recorded in _where.py); the build
+tree this package sits in (python/../build); next to an installed package
 (<prefix>/lib); the dynamic linker's search path.  The struct layouts below
 mirror include/picklepool/*.h and are checked against the library at load
 (pool_opts_init writes its own sizeof).
@@ -125,6 +126,12 @@ def _candidates():
         yield env
         return
     here = os.path.dirname(os.path.abspath(__file__))
+    try:  # written by `pip install ./python` (python/_build/backend.py)
+        from ._where import LIB
+        if LIB:
+            yield LIB
+    except ImportError:
+        pass
     build = os.environ.get("PICKLEPOOL_BUILD")
     if build:
         yield os.path.join(build, "libpicklepool.so")
