@@ -7,88 +7,15 @@ leaves no worker process or ipc directory behind.
 """
 
 import os
-import shutil
 import signal
 import subprocess
-import sys
-import tempfile
 import textwrap
 import time
 
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(
-    os.path.abspath(__file__))))
-PYTHON = os.environ.get("PYTHON", "/usr/bin/python3")
-
-
-def _env():
-    env = dict(os.environ)
-    # a TMPDIR of its own, so that leftovers() sees these tests' ipc
-    # directories only (other programs may run pools meanwhile)
-    env["TMPDIR"] = _TMP
-    env["PYTHONPATH"] = os.path.join(ROOT, "python")
-    build = os.environ.get("PICKLEPOOL_BUILD", os.path.join(ROOT, "build"))
-    env["PICKLEPOOL_LIB"] = os.path.join(os.path.abspath(build),
-                                         "libpicklepool.so")
-    return env
-
-
-_TMP = tempfile.mkdtemp(prefix="pp-pytest-")
-
-
-@pytest.fixture(scope="module", autouse=True)
-def library():
-    yield from _library()
-    shutil.rmtree(_TMP, ignore_errors=True)
-
-
-def _library():
-    lib = _env()["PICKLEPOOL_LIB"]
-    if not os.path.exists(lib):
-        if os.environ.get("PICKLEPOOL_BUILD"):
-            pytest.fail("%s is missing" % lib)
-        pytest.skip("%s not built" % lib)
-    yield
-
-
-PRELUDE = textwrap.dedent("""
-    import os, sys, time, signal, itertools, glob
-    import picklepool
-    from picklepool import Pool
-
-    def leftovers():
-        kids = os.popen("ps -o pid= --ppid %d" % os.getpid()).read().split()
-        dirs = glob.glob(os.path.join(os.environ.get("TMPDIR", "/tmp"),
-                                      "picklepool-*"))
-        return kids, dirs
-
-    def drain(it, n):  # n results of an iterator: values, or exceptions
-        got = []
-        for _ in range(n):
-            try:
-                got.append(next(it))
-            except StopIteration:
-                raise
-            except Exception as e:
-                got.append(e)
-        return got
-
-    def shape(got):  # the values, each exception as its class name
-        return [type(g).__name__ if isinstance(g, Exception) else g
-                for g in got]
-""")
-
-
-def run_py(body, timeout=60, expect_rc=0):
-    """Runs PRELUDE + body in a fresh interpreter; returns its stdout."""
-    code = PRELUDE + textwrap.dedent(body)
-    p = subprocess.run([PYTHON, "-c", code], capture_output=True, text=True,
-                       timeout=timeout, env=_env(), cwd=ROOT)
-    if p.returncode != expect_rc:
-        pytest.fail("exit %d (want %d)\nstdout:\n%s\nstderr:\n%s"
-                    % (p.returncode, expect_rc, p.stdout, p.stderr))
-    return p.stdout
+from pyhelpers import PRELUDE, PYTHON, ROOT, library, run_py  # noqa: F401
+from pyhelpers import env as _env
 
 
 def test_map_family_in_order():

@@ -1,0 +1,92 @@
+"""Shared helpers of the tests of the Python front-end: every pool runs in a
+child interpreter with a time limit (run_py), so a hang fails its test
+instead of blocking CI, and each child can check that it leaves no worker
+process or ipc directory behind (leftovers() in PRELUDE).
+
+A test module imports what it uses, the `library` fixture included (it is
+autouse: importing it is enough to skip or fail the module when the library
+is missing):
+
+    from pyhelpers import PRELUDE, library, run_py  # noqa: F401
+"""
+
+import os
+import shutil
+import subprocess
+import tempfile
+import textwrap
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(
+    os.path.abspath(__file__))))
+PYTHON = os.environ.get("PYTHON", "/usr/bin/python3")
+
+# a TMPDIR of our own, so that leftovers() sees these tests' ipc directories
+# only (other programs may run pools meanwhile); made afresh per module
+_TMP = os.path.join(tempfile.gettempdir(), "pp-pytest-%d" % os.getpid())
+
+
+def env():
+    """The environment of a child interpreter: this tree's package and
+    library, and the private TMPDIR."""
+    e = dict(os.environ)
+    e["TMPDIR"] = _TMP
+    e["PYTHONPATH"] = os.path.join(ROOT, "python")
+    build = os.environ.get("PICKLEPOOL_BUILD", os.path.join(ROOT, "build"))
+    e["PICKLEPOOL_LIB"] = os.path.join(os.path.abspath(build),
+                                       "libpicklepool.so")
+    return e
+
+
+@pytest.fixture(scope="module", autouse=True)
+def library():
+    """Skips the module when the library was not built (fails it when
+    `make test` asked for a build), and gives it a fresh TMPDIR."""
+    lib = env()["PICKLEPOOL_LIB"]
+    if not os.path.exists(lib):
+        if os.environ.get("PICKLEPOOL_BUILD"):
+            pytest.fail("%s is missing" % lib)
+        pytest.skip("%s not built" % lib)
+    os.makedirs(_TMP, exist_ok=True)
+    yield
+    shutil.rmtree(_TMP, ignore_errors=True)
+
+
+PRELUDE = textwrap.dedent("""
+    import os, sys, time, signal, itertools, glob
+    import picklepool
+    from picklepool import Pool
+
+    def leftovers():
+        kids = os.popen("ps -o pid= --ppid %d" % os.getpid()).read().split()
+        dirs = glob.glob(os.path.join(os.environ.get("TMPDIR", "/tmp"),
+                                      "picklepool-*"))
+        return kids, dirs
+
+    def drain(it, n):  # n results of an iterator: values, or exceptions
+        got = []
+        for _ in range(n):
+            try:
+                got.append(next(it))
+            except StopIteration:
+                raise
+            except Exception as e:
+                got.append(e)
+        return got
+
+    def shape(got):  # the values, each exception as its class name
+        return [type(g).__name__ if isinstance(g, Exception) else g
+                for g in got]
+""")
+
+
+def run_py(body, timeout=60, expect_rc=0):
+    """Runs PRELUDE + body in a fresh interpreter; returns its stdout."""
+    code = PRELUDE + textwrap.dedent(body)
+    p = subprocess.run([PYTHON, "-c", code], capture_output=True, text=True,
+                       timeout=timeout, env=env(), cwd=ROOT)
+    if p.returncode != expect_rc:
+        pytest.fail("exit %d (want %d)\nstdout:\n%s\nstderr:\n%s"
+                    % (p.returncode, expect_rc, p.stdout, p.stderr))
+    return p.stdout
