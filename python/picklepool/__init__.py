@@ -13,10 +13,11 @@ from ._lib import pk_version as _pk_version
 from .native import native
 from .pool import AsyncResult, Pool, RemoteError, RemoteTraceback, WorkerCrashed
 from .executor import Executor
+from .pathos import ProcessPool
 
 __all__ = ["Pool", "native", "AsyncResult", "WorkerCrashed", "RemoteTraceback",
            "RemoteError", "TimeoutError", "__version__"]
-__all__ += ["Executor"]
+__all__ += ["Executor", "ProcessPool"]
 
 TimeoutError = TimeoutError  # what a timed-out item raises (the builtin)
 __version__ = _pk_version().decode()
