@@ -26,7 +26,7 @@ import weakref
 from typing import Any, Callable, Iterable, Iterator, Optional
 
 from . import _protocol
-from .pool import Pool, _rebuild
+from .pool import Pool, _RawMap, _rebuild
 
 __all__ = ["Executor"]
 
@@ -64,7 +64,12 @@ class _MapRun:
     input order, into a queue that the iterator reads."""
 
     def __init__(self, pool, fn, items, chunksize):
-        self._raw = pool._rawmap(_protocol.STAR, fn, items, chunksize, True)
+        # Each chunk its own batch, as each is its own task in
+        # ProcessPoolExecutor, so that a chunk's results come back when it
+        # is done, not when the runtime's batch is: _RawMap does that for
+        # any timeout, and reads a timeout of 0 as none.
+        self._raw = _RawMap(pool, _protocol.dump_call(_protocol.STAR, fn),
+                            items, chunksize, True, pool._timeout or 0)
         self._chunks = collections.deque()
         self._cond = threading.Condition()
         self._done = False

@@ -81,9 +81,10 @@ PRELUDE = textwrap.dedent("""
 """)
 
 
-def run_py(body, timeout=60, expect_rc=0):
-    """Runs PRELUDE + body in a fresh interpreter; returns its stdout."""
-    code = PRELUDE + textwrap.dedent(body)
+def run_py(body, timeout=60, expect_rc=0, setup=""):
+    """Runs PRELUDE + setup + body in a fresh interpreter; returns its
+    stdout.  setup is a module's own prelude (its imports, say)."""
+    code = PRELUDE + textwrap.dedent(setup) + textwrap.dedent(body)
     p = subprocess.run([PYTHON, "-c", code], capture_output=True, text=True,
                        timeout=timeout, env=env(), cwd=ROOT)
     if p.returncode != expect_rc:
