@@ -8,7 +8,7 @@ set -eu
 PKGS="build-essential pkg-config libzmq3-dev libhwloc-dev libcmocka-dev \
 zlib1g-dev libbz2-dev liblzma-dev python3 python3-numpy python3-pytest \
 python3-cloudpickle python3-dill python3-multiprocess python3-joblib \
-python3-tqdm python3-venv clang-format"
+python3-tqdm python3-venv python3-sklearn clang-format"
 [ "${1:-}" = "--extra" ] && PKGS="$PKGS clang"
 missing=""
 for p in $PKGS; do
