@@ -661,8 +661,10 @@ class Pool:
                     raise RuntimeError("picklepool: apply: %s"
                                        % _lib.errname(rc))
                 if res.status == 0:
+                    rbufs = [_lib.copy_out(res.bufs[k].data, res.bufs[k].len)
+                             for k in range(res.nbufs)]
                     values, errors = pickle.loads(
-                        ctypes.string_at(res.data, res.len))
+                        ctypes.string_at(res.data, res.len), buffers=rbufs)
                     if errors:
                         raise _rebuild(errors[0])
                     return values[0]

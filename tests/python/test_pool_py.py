@@ -179,6 +179,10 @@ def test_numpy_round_trip():
                 assert np.array_equal(a, b)
             doubled = p.map(lambda a: a * 2, arrays[:2])
             assert np.array_equal(doubled[1], arrays[1] * 2)
+            # apply's result comes with out-of-band buffers too
+            assert np.array_equal(p.apply(np.negative, (arrays[0],)),
+                                  -arrays[0])
+            assert np.array_equal(p.apply(np.zeros, (3,)), np.zeros(3))
         print("ok")
     """)
     assert out.strip() == "ok"
