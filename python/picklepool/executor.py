@@ -26,6 +26,7 @@ import weakref
 from typing import Any, Callable, Iterable, Iterator, Optional
 
 from . import _protocol
+from .native import native
 from .pool import Pool, _RawMap, _rebuild
 
 __all__ = ["Executor"]
@@ -64,12 +65,17 @@ class _MapRun:
     input order, into a queue that the iterator reads."""
 
     def __init__(self, pool, fn, items, chunksize):
-        # Each chunk its own batch, as each is its own task in
-        # ProcessPoolExecutor, so that a chunk's results come back when it
-        # is done, not when the runtime's batch is: _RawMap does that for
-        # any timeout, and reads a timeout of 0 as none.
-        self._raw = _RawMap(pool, _protocol.dump_call(_protocol.STAR, fn),
-                            items, chunksize, True, pool._timeout or 0)
+        if isinstance(fn, native):  # its own workers, an argument a batch
+            self._raw = pool._rawmap(_protocol.STAR, fn, items, 1, True)
+        else:
+            # Each chunk its own batch, as each is its own task in
+            # ProcessPoolExecutor, so that a chunk's results come back when
+            # it is done, not when the runtime's batch is: _RawMap does that
+            # for any timeout, and reads a timeout of 0 as none.
+            pool._check_running()
+            self._raw = _RawMap(pool,
+                                _protocol.dump_call(_protocol.STAR, fn),
+                                items, chunksize, True, pool._timeout or 0)
         self._chunks = collections.deque()
         self._cond = threading.Condition()
         self._done = False
@@ -135,14 +141,16 @@ class Executor(concurrent.futures.Executor):
 
     ``Executor(max_workers=None, *, initializer=None, initargs=(),
     max_tasks_per_child=None, timeout=None, retries=2,
-    placement="compact", max_rss=None)``: max_workers defaults to one
-    worker per core the process may use, each pinned to its core.  The
-    keyword arguments are those of ProcessPoolExecutor and picklepool.Pool:
+    placement="compact", max_rss=None, plugins=())``: max_workers
+    defaults to one worker per core the process may use, each pinned to
+    its core.  The keyword arguments are those of ProcessPoolExecutor and
+    picklepool.Pool:
     ``timeout`` (seconds a call may run before its worker is killed and
     the call fails with TimeoutError), ``retries`` (worker deaths a call may
     survive before it fails with WorkerCrashed), ``placement`` ("compact",
     "spread" or "none"), ``max_rss`` (bytes; a worker above it is
-    recycled).  Functions may be lambdas, closures or defined in __main__.
+    recycled), ``plugins`` (for native kernels: picklepool.native).
+    Functions may be lambdas, closures or defined in __main__.
     """
 
     def __init__(self, max_workers: Optional[int] = None, *,
@@ -151,7 +159,8 @@ class Executor(concurrent.futures.Executor):
                  max_tasks_per_child: Optional[int] = None,
                  timeout: Optional[float] = None, retries: int = 2,
                  placement: str = "compact",
-                 max_rss: Optional[int] = None) -> None:
+                 max_rss: Optional[int] = None,
+                 plugins: Iterable[str] = ()) -> None:
         if max_workers is not None and max_workers <= 0:
             raise ValueError("max_workers must be greater than 0")
         if max_tasks_per_child is not None and (
@@ -160,7 +169,8 @@ class Executor(concurrent.futures.Executor):
             raise ValueError("max_tasks_per_child must be >= 1")
         self._pool = Pool(max_workers, initializer, initargs,
                           max_tasks_per_child, placement=placement,
-                          timeout=timeout, retries=retries, max_rss=max_rss)
+                          timeout=timeout, retries=retries, max_rss=max_rss,
+                          plugins=plugins)
         self._max_workers = self._pool._processes
         self._calls = queue.SimpleQueue()  # (future, fn, args, kwargs)
         self._lock = threading.Lock()

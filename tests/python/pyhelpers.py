@@ -7,7 +7,7 @@ A test module imports what it uses, the `library` fixture included (it is
 autouse: importing it is enough to skip or fail the module when the library
 is missing):
 
-    from pyhelpers import PRELUDE, library, run_py  # noqa: F401
+    from pyhelpers import PRELUDE, library, run_ok, run_py  # noqa: F401
 """
 
 import os
@@ -91,3 +91,11 @@ def run_py(body, timeout=60, expect_rc=0, setup=""):
         pytest.fail("exit %d (want %d)\nstdout:\n%s\nstderr:\n%s"
                     % (p.returncode, expect_rc, p.stdout, p.stderr))
     return p.stdout
+
+
+def run_ok(body, timeout=60, setup=""):
+    """run_py, and checks that the body ran to its end (it prints "ok"
+    after the body's last line)."""
+    out = run_py(textwrap.dedent(body) + '\nprint("ok")\n', timeout,
+                 setup=setup)
+    assert out.splitlines()[-1:] == ["ok"], out

@@ -7,7 +7,7 @@ and without waiting or cancelling.  Every executor runs in a child
 interpreter with a time limit (pyhelpers.run_py).
 """
 
-from pyhelpers import library, run_py  # noqa: F401
+from pyhelpers import library, run_ok  # noqa: F401
 
 SETUP = """
 import concurrent.futures as cf
@@ -16,7 +16,7 @@ from picklepool import Executor, WorkerCrashed
 
 
 def test_submit_map_wait_as_completed():
-    out = run_py("""
+    run_ok("""
         k = 3
         def add_k(x, y=0):
             return x + y + k
@@ -40,14 +40,15 @@ def test_submit_map_wait_as_completed():
                 assert got == [i * i for i in range(30)], (cs, got)
             assert list(ex.map(abs, [])) == []
             assert list(ex.map(add_k, [1, 2], [10, 20])) == [14, 25]
+            sq = picklepool.native("examples.square")  # a C kernel
+            assert ex.submit(sq, 7).result(30) == 49
+            assert list(ex.map(sq, range(5), chunksize=2)) == [0, 1, 4, 9, 16]
         assert f.done()  # leaving the block waited for it
-        print("ok")
     """, setup=SETUP)
-    assert out.strip() == "ok"
 
 
 def test_exceptions_keep_type_and_traceback():
-    out = run_py("""
+    run_ok("""
         class Custom(Exception):
             pass
         def boom(x):
@@ -76,13 +77,11 @@ def test_exceptions_keep_type_and_traceback():
                 raise SystemExit("map did not raise")
             assert got == [0, 1, 2], got
             assert ex.submit(boom, 1).result(30) == 1  # still serving
-        print("ok")
     """, setup=SETUP)
-    assert out.strip() == "ok"
 
 
 def test_killed_worker_fails_only_its_call():
-    out = run_py("""
+    run_ok("""
         def die_on_5(x):
             if x == 5:
                 os.kill(os.getpid(), signal.SIGKILL)
@@ -103,13 +102,11 @@ def test_killed_worker_fails_only_its_call():
             else:
                 raise SystemExit("no WorkerCrashed")
             assert ex.submit(abs, -1).result(30) == 1
-        print("ok")
     """, setup=SETUP)
-    assert out.strip() == "ok"
 
 
 def test_timeouts():
-    out = run_py("""
+    run_ok("""
         t0 = time.monotonic()
         with Executor(2) as ex:
             it = ex.map(time.sleep, [0, 30, 0], timeout=0.5)
@@ -134,13 +131,11 @@ def test_timeouts():
             f = ex.submit(time.sleep, 30)
             assert isinstance(f.exception(20), TimeoutError), f.exception()
             assert ex.submit(abs, -2).result(20) == 2
-        print("ok")
     """, timeout=120, setup=SETUP)
-    assert out.strip() == "ok"
 
 
 def test_cancel_and_shutdown():
-    out = run_py("""
+    run_ok("""
         ex = Executor(1)
         first = ex.submit(time.sleep, 0.5)
         while not first.running():
@@ -191,13 +186,11 @@ def test_cancel_and_shutdown():
             pass
         else:
             raise SystemExit("Executor(0) accepted")
-        print("ok")
     """, setup=SETUP)
-    assert out.strip() == "ok"
 
 
 def test_initializer_and_max_tasks_per_child():
-    out = run_py("""
+    run_ok("""
         def init(v):
             os.environ["PP_INIT"] = str(v)
         def read(_):
@@ -207,6 +200,4 @@ def test_initializer_and_max_tasks_per_child():
         with Executor(1, max_tasks_per_child=1) as ex:
             pids = {ex.submit(read, i).result(30)[1] for i in range(3)}
             assert len(pids) == 3, pids
-        print("ok")
     """, setup=SETUP)
-    assert out.strip() == "ok"

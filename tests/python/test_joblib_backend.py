@@ -10,7 +10,7 @@ n_jobs=1 on it.  Every pool runs in a child interpreter with a time limit
 
 import pytest
 
-from pyhelpers import library, run_py  # noqa: F401
+from pyhelpers import library, run_ok  # noqa: F401
 
 pytest.importorskip("joblib")
 
@@ -26,7 +26,7 @@ def where(i):
 
 
 def test_runs_on_picklepool_workers_in_order():
-    out = run_py("""
+    run_ok("""
         with parallel_backend("picklepool", n_jobs=2):
             got = Parallel()(delayed(where)(i) for i in range(100))
         assert [i for i, _, _ in got] == list(range(100))
@@ -47,13 +47,11 @@ def test_runs_on_picklepool_workers_in_order():
         time.sleep(0.2)
         kids, dirs = leftovers()
         assert not dirs, dirs
-        print("ok")
     """, setup=SETUP, timeout=120)
-    assert out.strip() == "ok"
 
 
 def test_errors_and_timeouts_abort_the_call():
-    out = run_py("""
+    run_ok("""
         def boom(x):
             if x == 7:
                 raise ValueError("seven")
@@ -81,14 +79,12 @@ def test_errors_and_timeouts_abort_the_call():
             assert time.monotonic() - t0 < 10
         else:
             raise SystemExit("no timeout")
-        print("ok")
     """, setup=SETUP, timeout=120)
-    assert out.strip() == "ok"
 
 
 def test_sklearn_n_jobs_matches_serial():
     pytest.importorskip("sklearn")
-    out = run_py("""
+    run_ok("""
         import numpy as np
         from sklearn.datasets import load_digits, load_iris
         from sklearn.ensemble import RandomForestClassifier
@@ -121,6 +117,4 @@ def test_sklearn_n_jobs_matches_serial():
             par = forest(2)
         assert np.array_equal(serial, par)
         assert ran and ran[0] >= 1, ran  # the trees were fitted there
-        print("ok")
     """, setup=SETUP, timeout=180)
-    assert out.strip() == "ok"

@@ -8,7 +8,7 @@ close/join/clear/restart.  Every pool runs in a child interpreter with a
 time limit (pyhelpers.run_py).
 """
 
-from pyhelpers import library, run_py  # noqa: F401
+from pyhelpers import library, run_ok  # noqa: F401
 
 SETUP = """
 from picklepool import ProcessPool
@@ -16,7 +16,7 @@ from picklepool import ProcessPool
 
 
 def test_maps_over_several_iterables():
-    out = run_py("""
+    run_ok("""
         def make(n):
             return lambda a, b: (a + b) * n
         p = ProcessPool(nodes=2)
@@ -34,18 +34,19 @@ def test_maps_over_several_iterables():
         assert p.pipe(divmod, 17, 5) == (3, 2)
         assert p.pipe(int, "ff", base=16) == 255
         assert p.apipe(pow, 2, 10).get(30) == 1024
+        sq = picklepool.native("examples.square")  # a C kernel
+        assert p.map(sq, range(4)) == list(p.imap(sq, range(4))) == \
+            [0, 1, 4, 9]
         got = list(p.imap(lambda i: i, iter(range(1000)), chunksize=50))
         assert got == list(range(1000))
         p.close()
         p.join()
         p.clear()
-        print("ok")
     """, setup=SETUP)
-    assert out.strip() == "ok"
 
 
 def test_exceptions_keep_type_and_traceback():
-    out = run_py("""
+    run_ok("""
         def boom(x, y):
             if x == 3:
                 raise KeyError("three")
@@ -74,13 +75,11 @@ def test_exceptions_keep_type_and_traceback():
                 pass
             else:
                 raise SystemExit("apipe did not raise")
-        print("ok")
     """, setup=SETUP)
-    assert out.strip() == "ok"
 
 
 def test_shared_pools_close_join_clear_restart():
-    out = run_py("""
+    run_ok("""
         a, b = ProcessPool(2), ProcessPool(nodes=2)
         assert a.map(abs, [-1]) == [1]
         pids = {s["pid"] for s in a._serve().stats()}
@@ -122,6 +121,4 @@ def test_shared_pools_close_join_clear_restart():
         time.sleep(0.2)
         kids, dirs = leftovers()
         assert not dirs, dirs
-        print("ok")
     """, setup=SETUP)
-    assert out.strip() == "ok"
