@@ -19,10 +19,11 @@ Calls that need shared memory (``require="sharedmem"``) fall back to
 joblib's threads, as with every process backend.
 """
 
+from typing import Any, Callable, Optional
+
 import joblib
 from joblib.parallel import (AutoBatchingMixin, FallbackToBackend,
                              ParallelBackendBase, SequentialBackend)
-from typing import Any, Callable, Optional
 
 from .pool import AsyncResult, Pool
 
