@@ -15,6 +15,7 @@ worker or times out is run again one argument at a time by the caller
   ``(exception or None, type name, message, traceback text)``.
 """
 
+import io
 import os
 import pickle
 import traceback
@@ -49,6 +50,36 @@ def dumps(obj, buffer_callback=None):
         if byvalue is None:
             raise
         return byvalue(obj, protocol=5, buffer_callback=buffer_callback)
+
+
+def pack(obj, fallback=None, inband=False):
+    """The bytes of obj for the other side, and its out-of-band buffers:
+    a tiny pickle of the buffers' read-only flags, then obj's pickle at
+    protocol 5 (by value where plain pickle cannot name something).  When
+    obj cannot be pickled and fallback is given, fallback() is packed
+    instead.  inband: no buffer goes out of band."""
+    bufs = []
+    cb = None if inband else bufs.append
+    try:
+        body = dumps(obj, cb)
+    except Exception:
+        if fallback is None:
+            raise
+        bufs = []
+        body = dumps(fallback(), cb)
+    flags = bytes(1 if b.raw().readonly else 0 for b in bufs)
+    return pickle.dumps(flags, protocol=5) + body, bufs
+
+
+def unpack(data, raws):
+    """What pack made, from its bytes and copies of its buffers (writable
+    bytearrays): read-only buffers come back read-only, so arrays keep
+    their flags."""
+    f = io.BytesIO(data)
+    flags = pickle.load(f)
+    bufs = [memoryview(r).toreadonly() if flags[k] else r
+            for k, r in enumerate(raws)]
+    return pickle.Unpickler(f, buffers=bufs).load()
 
 
 def dump_function(func):
@@ -148,14 +179,13 @@ def run(mode, func, args):
 
 
 def dump_results(results):
-    """The pickle of run()'s (values, errors) and its out-of-band buffers
-    (arrays: they go through the shared arena, not the socket); values
-    that cannot be pickled become errors of their own."""
-    bufs = []
+    """pack() of run()'s (values, errors) (arrays go out of band, through
+    the shared arena, not the socket); values that cannot be pickled
+    become errors of their own."""
     try:
-        return dumps(results, bufs.append), bufs
+        return pack(results)
     except Exception:
-        bufs = []
+        pass
     values, errors = results
     values = list(values)
     for i, v in enumerate(values):
@@ -164,7 +194,7 @@ def dump_results(results):
         except Exception as e:
             values[i] = None
             errors[i] = error_of(e, "cannot pickle the result")[1]
-    return dumps((values, errors), bufs.append), bufs
+    return pack((values, errors))
 
 
 def dump_initializer(initializer, initargs):

@@ -158,13 +158,8 @@ class _RawMap:
                     self._local[self._nchunks] = _protocol.error_of(
                         e, "cannot pickle the argument")[1]
             else:
-                try:
-                    data = pickle.dumps(chunk, protocol=5,
-                                        buffer_callback=bufs.append)
-                except Exception:
-                    bufs = []
-                    data = pickle.dumps(self._badchunk(chunk), protocol=5,
-                                        buffer_callback=bufs.append)
+                data, bufs = _protocol.pack(
+                    chunk, fallback=lambda: self._badchunk(chunk))
             table = (_lib.PkBuffer * max(1, len(bufs)))()
             alive = [table]  # what C may read until the chunk's outcome
             for k, b in enumerate(bufs):
@@ -243,11 +238,10 @@ class _RawMap:
         if res.status == 0:
             rbufs = [_lib.copy_out(res.bufs[k].data, res.bufs[k].len)
                      for k in range(res.nbufs)]
-            got = pickle.loads(ctypes.string_at(res.data, res.len),
-                               buffers=rbufs)
-            if self._native:
-                return first, [got], {}
-            values, errors = got
+            raw = ctypes.string_at(res.data, res.len)
+            if self._native:  # the C codec's plain pickle
+                return first, [pickle.loads(raw, buffers=rbufs)], {}
+            values, errors = _protocol.unpack(raw, rbufs)
             return first, values, errors
         msg = (res.error or b"").decode("utf-8", "replace")
         status = _lib.errname(res.status)
@@ -255,7 +249,8 @@ class _RawMap:
             exc = exception_of(msg)
             return first, [None], {0: (exc, type(exc).__name__, msg, msg)}
         if status in ("ECRASHED", "ETIMEDOUT") and count > 1:
-            return self._one_by_one(first, pickle.loads(data, buffers=bufs))
+            return self._one_by_one(
+                first, _protocol.unpack(data, [b.raw() for b in bufs]))
         if count == 1:  # the runtime counts chunks: name the argument
             msg = "%s (item %d)" % (msg, first)
         if status == "ECRASHED":
@@ -630,7 +625,7 @@ class Pool:
         pickled in band (CPython's own pickle), so nothing is borrowed."""
         frame = self._frame(_protocol.APPLY, func)
         try:
-            data = pickle.dumps([(args, kwds)], protocol=5)
+            data, _ = _protocol.pack([(args, kwds)], inband=True)
         except Exception:
             return self._collect(_protocol.APPLY, func, [(args, kwds)], 1)[0]
         item = _lib.RawItem()
@@ -663,8 +658,8 @@ class Pool:
                 if res.status == 0:
                     rbufs = [_lib.copy_out(res.bufs[k].data, res.bufs[k].len)
                              for k in range(res.nbufs)]
-                    values, errors = pickle.loads(
-                        ctypes.string_at(res.data, res.len), buffers=rbufs)
+                    values, errors = _protocol.unpack(
+                        ctypes.string_at(res.data, res.len), rbufs)
                     if errors:
                         raise _rebuild(errors[0])
                     return values[0]

@@ -48,7 +48,7 @@ def _handle(ctx, call_p, out_p, err_p):
         frame = ctypes.string_at(c.call, c.call_len)
         bufs = [_lib.copy_out(c.bufs[k].data, c.bufs[k].len)
                 for k in range(c.nbufs)]
-        args = pickle.loads(ctypes.string_at(c.item, c.len), buffers=bufs)
+        args = _protocol.unpack(ctypes.string_at(c.item, c.len), bufs)
         try:
             mode, func = _load_call(frame)
         except BaseException as e:  # the function cannot be loaded here
@@ -62,11 +62,12 @@ def _handle(ctx, call_p, out_p, err_p):
         data, rbufs = _protocol.dump_results(results)
         table = (_lib.PkBuffer * max(1, len(rbufs)))()
         views = [b.raw() for b in rbufs]
+        copies = []  # of read-only memory, which ctypes cannot address
         for k, mv in enumerate(views):
-            table[k].data = _lib.address_of(mv, views)
+            table[k].data = _lib.address_of(mv, copies)
             table[k].len = mv.nbytes
             table[k].readonly = 1
-        _keep = (data, rbufs, views, table)
+        _keep = (data, rbufs, views, copies, table)
         out = out_p.contents
         out.data = ctypes.cast(ctypes.c_char_p(data), ctypes.c_void_p)
         out.len = len(data)

@@ -183,6 +183,14 @@ def test_numpy_round_trip():
             assert np.array_equal(p.apply(np.negative, (arrays[0],)),
                                   -arrays[0])
             assert np.array_equal(p.apply(np.zeros, (3,)), np.zeros(3))
+            # read-only flags travel both ways, as pickle keeps them
+            ro = np.arange(1 << 16, dtype=np.int64)
+            ro.flags.writeable = False
+            seen = p.map(lambda a: a.flags.writeable, [ro, arrays[0]])
+            assert seen == [False, True], seen
+            back = p.map(lambda a: a, [ro, arrays[0]])
+            assert not back[0].flags.writeable and back[1].flags.writeable
+            assert np.array_equal(back[0], ro)
         print("ok")
     """)
     assert out.strip() == "ok"
