@@ -205,8 +205,8 @@ static void test_header_round_trip(void **state)
     (void)state;
     static const pool__wire_hdr_t cases[] = {
         {POOL_WIRE_READY, 0, 0, 2, 0, 4242},
-        {POOL_WIRE_TASK, POOL_WIRE_F_STARARGS | POOL_WIRE_F_FUNC_ID, UINT64_MAX,
-         POOL_WIRE_MAX_COUNT, POOL_WIRE_MAX_BUFS, 500000000},
+        {POOL_WIRE_TASK, POOL_WIRE_F_STARARGS | POOL_WIRE_F_SAME_CALL,
+         UINT64_MAX, POOL_WIRE_MAX_COUNT, POOL_WIRE_MAX_BUFS, 500000000},
         {POOL_WIRE_TASK, POOL_WIRE_F_VEC_I64 | POOL_WIRE_F_RES_I64, 1, 1, 0, 0},
         {POOL_WIRE_TASK, POOL_WIRE_F_VEC_F64 | POOL_WIRE_F_RES_F64, 2, 7, 0, 1},
         {POOL_WIRE_RESULT, POOL_WIRE_F_RETIRING, 99, 3, 4, 123456789},

@@ -297,19 +297,23 @@ static void int_items(pk_doc_t *doc, pk_buf_t *items, int64_t first, uint32_t n)
 }
 
 /* Sends the TASK [hdr][call][items] for module.func over `count` records
- * already in items (as the master's send_task does, without arena). */
+ * already in items (as the master's send_task does, without arena); with
+ * module NULL, an empty call frame and POOL_WIRE_F_SAME_CALL. */
 static void send_task(const uint8_t *id, uint64_t batch, const char *module,
                       const char *func, const pk_buf_t *items, uint32_t count)
 {
     pk_doc_t *doc = NULL;
     pk_buf_t call = {0};
     uint8_t hb[POOL_WIRE_HDR_SIZE];
-    pool__wire_hdr_t h = {
-        .kind = POOL_WIRE_TASK, .batch = batch, .count = count};
+    pool__wire_hdr_t h = {.kind = POOL_WIRE_TASK,
+                          .flags = module ? 0 : POOL_WIRE_F_SAME_CALL,
+                          .batch = batch,
+                          .count = count};
 
     assert_int_equal(pk_doc_new(&doc), PK_OK);
-    assert_int_equal(pk_dumps(pk_global(doc, module, func), NULL, &call, NULL),
-                     PK_OK);
+    if (module != NULL)
+        assert_int_equal(
+            pk_dumps(pk_global(doc, module, func), NULL, &call, NULL), PK_OK);
     pool__wire_hdr_encode(&h, hb);
     const void *d[3] = {hb, call.data, items->data};
     size_t l[3] = {sizeof hb, call.len, items->len};
@@ -565,6 +569,24 @@ static void test_unknown_function_fails_items(void **state)
     for (int i = 0; i < 3; i++)
         assert_int_equal(out[i].status, PK_ENOFUNC);
     square_round(id, 9, -5, 10);
+    /* SAME_CALL: the call this worker last received (square) again */
+    send_task(id, 10, NULL, NULL, &items, 3);
+    recv_result(10, 3, doc, out);
+    for (int i = 0; i < 3; i++) {
+        assert_int_equal(out[i].status, 0);
+        assert_int_equal(out[i].value->u.i, (int64_t)i * i);
+    }
+    send_stop(id);
+    assert_int_equal(wait_exit(), 0);
+    /* a fresh worker that never got a call refuses SAME_CALL per item */
+    start_worker(2, 1, 2, none, id);
+    send_task(id, 11, NULL, NULL, &items, 3);
+    recv_result(11, 3, doc, out);
+    for (int i = 0; i < 3; i++) {
+        assert_int_equal(out[i].status, PK_EPROTO);
+        assert_non_null(strstr(out[i].msg, "never received"));
+    }
+    square_round(id, 12, 1, 4); /* and goes on */
     send_stop(id);
     assert_int_equal(wait_exit(), 0);
     free(items.data);

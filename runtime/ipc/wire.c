@@ -14,7 +14,7 @@
 static const uint16_t allowed_flags[POOL_WIRE__KIND_MAX] = {
     [POOL_WIRE_READY] = 0,
     [POOL_WIRE_TASK] = POOL_WIRE_F_STARARGS | POOL_WIRE_F_VEC_I64 |
-                       POOL_WIRE_F_VEC_F64 | POOL_WIRE_F_FUNC_ID |
+                       POOL_WIRE_F_VEC_F64 | POOL_WIRE_F_SAME_CALL |
                        POOL_WIRE_F_RES_I64 | POOL_WIRE_F_RES_F64 |
                        POOL_WIRE_F_SHM,
     [POOL_WIRE_RESULT] = POOL_WIRE_F_VEC_I64 | POOL_WIRE_F_VEC_F64 |

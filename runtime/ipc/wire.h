@@ -61,8 +61,10 @@ typedef enum pool__wire_kind {
 #define POOL_WIRE_F_STARARGS 0x0001 /* TASK: each record is an args tuple */
 #define POOL_WIRE_F_VEC_I64 0x0002  /* TASK/RESULT: raw int64 payload */
 #define POOL_WIRE_F_VEC_F64 0x0004  /* TASK/RESULT: raw float64 payload */
-#define POOL_WIRE_F_FUNC_ID                                                    \
-    0x0008 /* TASK: call frame = u64 FUNC id (reserved) */
+/* TASK: the call frame is empty; the call is the one the worker last
+ * received over the socket (the master sends each job's call once per
+ * worker generation, not with every batch). */
+#define POOL_WIRE_F_SAME_CALL 0x0008
 #define POOL_WIRE_F_RETIRING 0x0010 /* RESULT/READY: the worker exits now */
 #define POOL_WIRE_F_RES_I64 0x0020  /* TASK: results must be ints; reply vec */
 #define POOL_WIRE_F_RES_F64                                                    \

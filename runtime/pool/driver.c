@@ -263,8 +263,10 @@ pk_err_t pool__drive_start(pool__drive_t *d, pool_t *p,
     pool__job_t *j = pk__calloc(1, sizeof *j);
     if (j == NULL)
         return pk__err(err, PK_ENOMEM, "out of memory");
+    static _Atomic uint64_t next_call_id;
     atomic_init(&j->refs, 1);
     atomic_init(&j->item_ns, 0);
+    j->call_id = atomic_fetch_add(&next_call_id, 1) + 1;
     j->p = p;
     j->kind = kind;
     j->flags = flags;

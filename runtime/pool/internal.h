@@ -99,8 +99,9 @@ struct pool__job {
     pool_t *p;
     atomic_int refs;
     enum pool__job_kind kind;
-    uint16_t flags; /* TASK flags for its batches */
-    uint8_t *call;  /* call frame bytes (pickles) */
+    uint16_t flags;   /* TASK flags for its batches */
+    uint8_t *call;    /* call frame bytes (pickles) */
+    uint64_t call_id; /* unique per job: which call a worker holds */
     size_t call_len;
     uint64_t timeout_ns;      /* per item, 0: none */
     size_t chunksize;         /* fixed, 0: adaptive */
@@ -148,6 +149,8 @@ typedef struct pool__mworker {
     uint64_t kill_batch;
     uint32_t kill_item;
     uint64_t spawn_ns;
+    uint64_t sent_call;    /* call_id of the last call frame sent to this
+                           generation (it then gets POOL_WIRE_F_SAME_CALL) */
     uint64_t respawn_at;   /* 0: none pending */
     unsigned quick_deaths; /* consecutive deaths soon after spawn */
 } pool__mworker_t;

@@ -222,8 +222,11 @@ static enum send_rc send_task(pool_t *p, int slot, pool__batch_t *b,
     uint8_t id[POOL_WIRE_ID_SIZE], hb[POOL_WIRE_HDR_SIZE];
     pool__wire_id_encode(slot, w->gen, id);
     b->id = ++p->m.next_batch_id;
+    /* The call frame travels once per job and worker generation. */
+    int same = w->sent_call == b->job->call_id;
     pool__wire_hdr_t h = {.kind = POOL_WIRE_TASK,
-                          .flags = b->flags,
+                          .flags =
+                              b->flags | (same ? POOL_WIRE_F_SAME_CALL : 0),
                           .batch = b->id,
                           .count = b->count,
                           .nbufs = b->nbufs,
@@ -258,7 +261,8 @@ static enum send_rc send_task(pool_t *p, int slot, pool__batch_t *b,
         return SEND_UNREACHABLE;
     }
     send_copy(p->m.router, hb, sizeof hb, 1);
-    send_copy(p->m.router, b->job->call, b->job->call_len, 1);
+    send_copy(p->m.router, b->job->call, same ? 0 : b->job->call_len, 1);
+    w->sent_call = b->job->call_id;
     send_zc(p->m.router, b->items, b->items_len, b->blob, b->nbufs > 0);
     if (tab != NULL)
         send_copy(p->m.router, tab, (size_t)b->nbufs * POOL_WIRE_SHM_ENT, 1);
@@ -310,6 +314,7 @@ static void spawn(pool_t *p, int slot, uint64_t now)
         pthread_mutex_unlock(&p->mu);
     }
     w->gen++;
+    w->sent_call = 0; /* a new process holds no call */
     w->productive = 0;
     w->state = POOL_W_SPAWNING;
     w->pid = 0;

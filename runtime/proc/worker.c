@@ -42,18 +42,26 @@ typedef struct holder {
     pk_doc_t **docs;
 } holder_t;
 
-typedef struct worker {
-    const pool__worker_cfg_t *cfg;
-    void *sock;
-    /* cached call */
-    uint8_t *call_bytes;
-    size_t call_len;
-    pk_doc_t *call_doc;
+/* A call frame, decoded once and kept while the batches use it. */
+typedef struct call_cache {
+    uint8_t *bytes; /* the frame, NULL: none yet */
+    size_t len;
+    pk_doc_t *doc;
     pool_fn_t fn;
     void *udata;
     const pk_value_t *kwargs;
-    pk_err_t call_rc;
-    char call_msg[320];
+    pk_err_t rc;
+    char msg[320];
+} call_cache_t;
+
+typedef struct worker {
+    const pool__worker_cfg_t *cfg;
+    void *sock;
+    /* The socket's last call (which POOL_WIRE_F_SAME_CALL refers to) and
+     * the fast lane's, kept apart so that a lane call never changes what
+     * the master believes this worker holds; `call` is the batch's. */
+    call_cache_t calls[2];
+    call_cache_t *call;
     /* per batch */
     pk_buf_t out;
     pool__oob_list_t oob;
@@ -290,60 +298,60 @@ static int rotate_res_doc(worker_t *w, size_t *noob_kept)
 
 /* ---- the call frame ---------------------------------------------------- */
 
-static void load_call(worker_t *w, const void *data, size_t len)
+static void load_call(worker_t *w, call_cache_t *c, const void *data,
+                      size_t len)
 {
-    if (w->call_bytes != NULL && len == w->call_len &&
-        memcmp(data, w->call_bytes, len) == 0)
+    if (c->bytes != NULL && len == c->len && memcmp(data, c->bytes, len) == 0)
         return;
-    pk__free(w->call_bytes);
-    pk_doc_free(&w->call_doc);
-    w->call_bytes = NULL;
-    w->fn = NULL;
-    w->kwargs = NULL;
-    w->call_rc = PK_OK;
-    w->call_msg[0] = '\0';
+    pk__free(c->bytes);
+    pk_doc_free(&c->doc);
+    c->bytes = NULL;
+    c->fn = NULL;
+    c->kwargs = NULL;
+    c->rc = PK_OK;
+    c->msg[0] = '\0';
     if (w->cfg->raw != NULL)
         goto cache; /* the handler reads the frame itself */
     pk_error_t e;
     pk_error_clear(&e);
     pk_value_t *v = NULL;
-    if (pk_doc_new(&w->call_doc) != PK_OK) {
-        w->call_rc = PK_ENOMEM;
+    if (pk_doc_new(&c->doc) != PK_OK) {
+        c->rc = PK_ENOMEM;
         return; /* not cached: retried next batch */
     }
     size_t used = 0;
-    pk_err_t rc = pk_loads(w->call_doc, data, len, NULL, &v, &used, &e);
+    pk_err_t rc = pk_loads(c->doc, data, len, NULL, &v, &used, &e);
     pk_value_t *kw = NULL;
     if (rc == PK_OK && used < len) {
         size_t used2 = 0;
-        rc = pk_loads(w->call_doc, (const uint8_t *)data + used, len - used,
-                      NULL, &kw, &used2, &e);
+        rc = pk_loads(c->doc, (const uint8_t *)data + used, len - used, NULL,
+                      &kw, &used2, &e);
         if (rc == PK_OK && used + used2 != len)
             rc = pk__err(&e, PK_EPROTO, "%zu stray bytes after the kwargs",
                          len - used - used2);
     }
     if (rc != PK_OK) {
-        w->call_rc = rc == PK_EPROTO ? rc : PK_EPROTO;
-        snprintf(w->call_msg, sizeof w->call_msg, "bad call frame: %s",
+        c->rc = rc == PK_EPROTO ? rc : PK_EPROTO;
+        snprintf(c->msg, sizeof c->msg, "bad call frame: %s",
                  e.msg[0] ? e.msg : pk_strerror(rc));
     } else if (v->type != PK_GLOBAL || (kw != NULL && kw->type != PK_DICT)) {
-        w->call_rc = PK_EPROTO;
-        snprintf(w->call_msg, sizeof w->call_msg,
+        c->rc = PK_EPROTO;
+        snprintf(c->msg, sizeof c->msg,
                  "call frame is not a global and optional kwargs dict");
     } else {
-        w->fn = pool_lookup(v->u.global.module, v->u.global.name, &w->udata);
-        if (w->fn == NULL) {
-            w->call_rc = PK_ENOFUNC;
-            snprintf(w->call_msg, sizeof w->call_msg, "unknown function %s.%s",
+        c->fn = pool_lookup(v->u.global.module, v->u.global.name, &c->udata);
+        if (c->fn == NULL) {
+            c->rc = PK_ENOFUNC;
+            snprintf(c->msg, sizeof c->msg, "unknown function %s.%s",
                      v->u.global.module, v->u.global.name);
         }
-        w->kwargs = kw != NULL && pk_len(kw) > 0 ? kw : NULL;
+        c->kwargs = kw != NULL && pk_len(kw) > 0 ? kw : NULL;
     }
 cache:
-    w->call_bytes = pk__malloc(len ? len : 1);
-    if (w->call_bytes != NULL) {
-        memcpy(w->call_bytes, data, len);
-        w->call_len = len;
+    c->bytes = pk__malloc(len ? len : 1);
+    if (c->bytes != NULL) {
+        memcpy(c->bytes, data, len);
+        c->len = len;
     }
 }
 
@@ -401,11 +409,11 @@ static pk_err_t run_item(worker_t *w, const batch_in_t *b, uint32_t i,
     }
     pool_call_t call = {.doc = w->res_doc,
                         .args = args,
-                        .kwargs = w->kwargs,
-                        .udata = w->udata,
+                        .kwargs = w->call->kwargs,
+                        .udata = w->call->udata,
                         .err = e};
     *res = NULL;
-    pk_err_t rc = w->fn(&call, res);
+    pk_err_t rc = w->call->fn(&call, res);
     if (rc == PK_OK && *res == NULL)
         *res = pk_none();
     if (rc != PK_OK && e->msg[0] == '\0')
@@ -419,8 +427,8 @@ static void run_raw_item(worker_t *w, const batch_in_t *b, uint32_t i,
                          pk_error_t *e)
 {
     const pool__wire_rec_t *r = &b->recs[i];
-    pool_raw_call_t call = {.call = w->call_bytes,
-                            .call_len = w->call_len,
+    pool_raw_call_t call = {.call = w->call->bytes,
+                            .call_len = w->call->len,
                             .item = r->data,
                             .len = r->len,
                             .bufs = b->bufs + r->buf0,
@@ -564,18 +572,23 @@ static void run_batch(worker_t *w, const pool__wire_hdr_t *h, zmq_msg_t *frames)
         _exit(70); /* cannot even reply: the master requeues the batch */
     atomic_init(&w->holder->refs, 1);
 
-    load_call(w, zmq_msg_data(&frames[1]), zmq_msg_size(&frames[1]));
-    if (w->cfg->raw != NULL && vec_in) {
+    w->call = &w->calls[w->lane_task ? 1 : 0];
+    int same = (h->flags & POOL_WIRE_F_SAME_CALL) != 0;
+    if (!same)
+        load_call(w, w->call, zmq_msg_data(&frames[1]),
+                  zmq_msg_size(&frames[1]));
+    if (same && (w->lane_task || w->call->bytes == NULL)) {
+        batch_rc = PK_EPROTO;
+        snprintf(batch_msg, sizeof batch_msg,
+                 "a TASK reuses a call this worker never received");
+        LOG_ONCE(w, 28, "%s", batch_msg);
+    } else if (w->cfg->raw != NULL && vec_in) {
         batch_rc = PK_EUNSUPPORTED;
         snprintf(batch_msg, sizeof batch_msg,
                  "vector maps need a native worker");
-    } else if ((h->flags & POOL_WIRE_F_FUNC_ID) && w->cfg->raw == NULL) {
-        batch_rc = PK_EUNSUPPORTED;
-        snprintf(batch_msg, sizeof batch_msg,
-                 "functions sent by value need a Python worker");
-    } else if (w->call_rc != PK_OK) {
-        batch_rc = w->call_rc;
-        snprintf(batch_msg, sizeof batch_msg, "%s", w->call_msg);
+    } else if (w->call->rc != PK_OK) {
+        batch_rc = w->call->rc;
+        snprintf(batch_msg, sizeof batch_msg, "%s", w->call->msg);
     } else if (vec_in) {
         if (pool__wire_vec_check(b.items_len, n, &e) != PK_OK) {
             batch_rc = PK_EPROTO;
@@ -1051,8 +1064,10 @@ int pool__worker_main(const pool__worker_cfg_t *cfg)
 out:
     zmq_close(w.sock);
     zmq_ctx_term(ctx);
-    pk__free(w.call_bytes);
-    pk_doc_free(&w.call_doc);
+    for (int i = 0; i < 2; i++) {
+        pk__free(w.calls[i].bytes);
+        pk_doc_free(&w.calls[i].doc);
+    }
     pk_buf_free(&w.out);
     pk__free(w.oob.v);
     return rc;
