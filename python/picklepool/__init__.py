@@ -10,14 +10,31 @@ Code written for multiprocessing.Pool runs unchanged with
 """
 
 from ._lib import pk_version as _pk_version
-from .native import native
-from .pool import AsyncResult, Pool, RemoteError, RemoteTraceback, WorkerCrashed
-from .executor import Executor
-from .pathos import ProcessPool
+from .native import native  # eager: the submodule of that name shadows it
 
 __all__ = ["Pool", "native", "AsyncResult", "WorkerCrashed", "RemoteTraceback",
-           "RemoteError", "TimeoutError", "__version__"]
-__all__ += ["Executor", "ProcessPool"]
+           "RemoteError", "TimeoutError", "Executor", "ProcessPool",
+           "__version__"]
 
 TimeoutError = TimeoutError  # what a timed-out item raises (the builtin)
 __version__ = _pk_version().decode()
+
+# The front-ends load on first use: a Python worker imports this package
+# too, and starts faster without them.
+_LAZY = {"Pool": "pool", "AsyncResult": "pool", "WorkerCrashed": "pool",
+         "RemoteTraceback": "pool", "RemoteError": "pool",
+         "Executor": "executor", "ProcessPool": "pathos"}
+
+
+def __getattr__(name):
+    mod = _LAZY.get(name)
+    if mod is None:
+        raise AttributeError("module 'picklepool' has no attribute %r" % name)
+    import importlib
+    value = getattr(importlib.import_module("." + mod, __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY))

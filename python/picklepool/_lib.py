@@ -16,7 +16,6 @@ mirror include/picklepool/*.h and are checked against the library at load
 """
 
 import ctypes
-import ctypes.util
 import os
 
 c_size_t = ctypes.c_size_t
@@ -140,6 +139,7 @@ def _candidates():
     for up in ("../../../..", "../../.."):
         yield os.path.normpath(os.path.join(here, up, "lib",
                                             "libpicklepool.so"))
+    import ctypes.util  # only now: it is slow to import
     found = ctypes.util.find_library("picklepool")
     if found:
         yield found

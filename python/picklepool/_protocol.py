@@ -18,7 +18,6 @@ worker or times out is run again one argument at a time by the caller
 import io
 import os
 import pickle
-import traceback
 
 PROTOCOL = 1
 INIT_ENV = "PICKLEPOOL_PY_INIT"
@@ -116,6 +115,7 @@ def load_call(frame):
 
 def error_of(exc, context=None):
     """The error tuple of an exception raised here, picklable or not."""
+    import traceback  # only when something failed
     tb = "".join(traceback.format_exception(type(exc), exc,
                                             exc.__traceback__))
     if context:
