@@ -823,10 +823,14 @@ def main(argv=None):
         return child(args.child, args.peer, args.workers)
     t_start = time.perf_counter()
     load0 = os.getloadavg()
-    print("# bench/peers.py %s" % " ".join(sys.argv[1:]))
-    print("machine: %d CPUs, shared with other jobs and noisy: figures move "
-          "between runs; compare the ratios within one run"
-          % os.cpu_count())
+    print("# bench/peers.py --reps %d --workers %d%s%s"
+          % (args.reps, args.workers, " --quick" if args.quick else "",
+             "" if args.only == set(WORKLOADS)
+             else " --only " + ",".join(w for w in WORKLOADS
+                                        if w in args.only)))
+    print("machine: %d CPUs (%s), shared with other jobs and noisy: figures "
+          "move between runs; compare the ratios within one run"
+          % (os.cpu_count(), cpu_model()))
     print("load average at start: %.2f %.2f %.2f" % load0)
     print(versions())
     print("%d workers per pool, %d repetitions (median [min-max]); ratio = "
@@ -869,6 +873,17 @@ def main(argv=None):
     print("load average at end: %.2f %.2f %.2f; the run took %.0f s"
           % (os.getloadavg() + (time.perf_counter() - t_start,)))
     return 0
+
+
+def cpu_model():
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.machine()
 
 
 def progress(name):
