@@ -305,7 +305,7 @@ class Row:
 
 
 def ratio_text(r):
-    return "%.3gx" % r
+    return "%.0fx" % r if r >= 100 else "%.3gx" % r
 
 
 # ---- the run ---------------------------------------------------------------
@@ -488,14 +488,12 @@ class Bench:
         n = 8 if self.quick else 32
         rng = np.random.default_rng(2)
         native = getattr(picklepool, "native", None)
-        label = ("W3 %d x 8 MiB f32 normalize: native kernel in picklepool, "
-                 "Python on peers (MB/s)" % n)
+        label = ("W3 %d x 8 MiB f32 normalize, native in picklepool "
+                 "(MB/s)" % n)
         if native is None:
             self.notes.append(
-                "W3 native row skipped: this picklepool has no "
-                "picklepool.native (being added); the row will map "
-                "examples.normalize, which takes C-contiguous float32, over "
-                "float32 arrays of 8 MiB")
+                "W3 normalize row skipped: this picklepool has no "
+                "picklepool.native to map examples.normalize with")
             self.native_skipped = True
             return
         row = self.row("W3native", label, "mbs")
@@ -528,8 +526,10 @@ class Bench:
                 t = self.guarded(row, peer, once)
                 if t is not None and rep >= 0:
                     row.values.setdefault(peer.name, []).append(total / t)
-        self.notes.append("W3 native: float32 arrays (examples.normalize "
-                          "takes float32); peers run benchlib.normalize")
+        self.notes.append("W3 normalize: float32 arrays (examples.normalize "
+                          "takes float32); picklepool maps the C kernel, "
+                          "picklepool.native('examples.normalize'), the "
+                          "others the numpy function benchlib.normalize")
 
     def w4(self):
         n = 500 if self.quick else 2000
