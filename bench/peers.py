@@ -847,9 +847,10 @@ def main(argv=None):
             fn()
     if any(name in args.only for name, _ in timed):
         bench.open_pools()
-        for name, fn in timed:
+        for i, (name, fn) in enumerate(timed):
             if name in args.only:
-                progress(name)
+                if i == 0 or timed[i - 1][0] != name:
+                    progress(name)
                 fn()
         bench.close_pools()
     for name in ("W5", "W6"):
