@@ -57,8 +57,8 @@ def _set_paths():
 
 _set_paths()
 
-from benchlib import (die_on, double, normalize, percentile, spin,  # noqa: E402
-                      spread, square)
+from benchlib import (die_on, double, normalize,  # noqa: E402
+                      percentile, spin, spread, square)
 
 MIB = 1 << 20
 
@@ -158,8 +158,8 @@ class FuturesPeer(Peer):
 
 class JoblibPeer(Peer):
     name, label = "joblib", "joblib/loky"
-    note = ("one `with Parallel(n_jobs={w}, backend='loky')` serves every call "
-            "(its documented way to keep its workers), batch_size auto; "
+    note = ("one `with Parallel(n_jobs={w}, backend='loky')` serves every "
+            "call (its documented way to keep its workers), batch_size auto; "
             "apply is a one-item call")
 
     def open(self, w):
@@ -313,7 +313,6 @@ def ratio_text(r):
 
 class Bench:
     def __init__(self, args):
-        self.args = args
         self.w = args.workers
         self.reps = args.reps
         self.quick = args.quick
@@ -456,7 +455,8 @@ class Bench:
 
     def w2(self):
         n, us = (100 if self.quick else 400), 5000
-        row = self.row("W2", "W2 %d x 5 ms spin: parallel efficiency" % n, "pct")
+        row = self.row("W2", "W2 %d x 5 ms spin: parallel efficiency" % n,
+                       "pct")
         items = [us] * n
         self.timed_rows(row, spin, lambda p: items, lambda p, t: t,
                         warm_items=[us] * (2 * self.w))
@@ -467,8 +467,9 @@ class Bench:
         base = spread(walls["serial"])[0]
         for name, ts in walls.items():
             if name == "serial":
-                row.text[name] = "%.3g s [%.3g-%.3g] (the baseline)" % \
-                    spread(ts)
+                med, lo, hi = spread(ts)
+                row.text[name] = "%.3g s%s (the baseline)" % (
+                    med, " [%.3g-%.3g]" % (lo, hi) if len(ts) > 1 else "")
             else:
                 row.values[name] = [base / (self.w * t) for t in ts]
 
@@ -478,7 +479,8 @@ class Bench:
         rng = np.random.default_rng(1)
         arrays = [rng.standard_normal(MIB) for _ in range(n)]  # 8 MiB f64
         total = sum(a.nbytes for a in arrays) / 1e6
-        row = self.row("W3", "W3 %d x 8 MiB f64 through `a * 2` (MB/s)" % n, "mbs")
+        row = self.row("W3", "W3 %d x 8 MiB f64 through `a * 2` (MB/s)" % n,
+                       "mbs")
         self.timed_rows(row, double, lambda p: arrays,
                         lambda p, t: total / t, warm_items=arrays[:2 * self.w])
 
@@ -534,8 +536,10 @@ class Bench:
     def w4(self):
         n = 500 if self.quick else 2000
         block = max(1, n // self.reps)
-        p50 = self.row("W4p50", "W4 %s sequential apply, p50 (us)" % f"{n:,}", "us")
-        p99 = self.row("W4p99", "W4 %s sequential apply, p99 (us)" % f"{n:,}", "us")
+        p50 = self.row("W4p50", "W4 %s sequential apply, p50 (us)"
+                       % f"{n:,}", "us")
+        p99 = self.row("W4p99", "W4 %s sequential apply, p99 (us)"
+                       % f"{n:,}", "us")
         lat = {}
         for peer in self.peers:  # warm-up
             if peer.name == "serial":
