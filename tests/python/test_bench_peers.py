@@ -12,33 +12,16 @@ import subprocess
 
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(
-    os.path.abspath(__file__))))
+from pyhelpers import PYTHON, ROOT, env, library  # noqa: F401
+
 PEERS = os.path.join(ROOT, "bench", "peers.py")
-PYTHON = os.environ.get("PYTHON", "/usr/bin/python3")
 LABELS = ["picklepool", "mp.Pool", "futures", "multiprocess", "joblib/loky",
           "serial loop"]
 
 
-def _env():
-    env = dict(os.environ)
-    build = os.environ.get("PICKLEPOOL_BUILD", os.path.join(ROOT, "build"))
-    env["PICKLEPOOL_LIB"] = os.path.join(os.path.abspath(build),
-                                         "libpicklepool.so")
-    return env
-
-
-# Skipped only when nothing asked for a build; under `make test`
-# (PICKLEPOOL_BUILD set) a missing library fails the runs below.
-pytestmark = pytest.mark.skipif(
-    not os.path.exists(_env()["PICKLEPOOL_LIB"])
-    and not os.environ.get("PICKLEPOOL_BUILD"),
-    reason="libpicklepool.so not built (run make)")
-
-
 def run_peers(*args, timeout=240):
     try:
-        p = subprocess.run([PYTHON, PEERS] + list(args), env=_env(),
+        p = subprocess.run([PYTHON, PEERS] + list(args), env=env(),
                            capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired as e:
         pytest.fail("bench/peers.py %s ran past %d s; its output:\n%s"
