@@ -468,8 +468,8 @@ class Bench:
         for name, ts in walls.items():
             if name == "serial":
                 med, lo, hi = spread(ts)
-                row.text[name] = "%.3g s%s (the baseline)" % (
-                    med, " [%.3g-%.3g]" % (lo, hi) if len(ts) > 1 else "")
+                row.text[name] = "%.3f s%s (the baseline)" % (
+                    med, " [%.3f-%.3f]" % (lo, hi) if len(ts) > 1 else "")
             else:
                 row.values[name] = [base / (self.w * t) for t in ts]
 
