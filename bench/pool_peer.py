@@ -11,44 +11,15 @@ beside its own:
 import argparse
 import multiprocessing as mp
 import os
-import statistics
 import sys
 import time
 
-
-def square(x):
-    return x * x
-
-
-def spin(us):
-    end = time.perf_counter() + us * 1e-6
-    while time.perf_counter() < end:
-        pass
-    return us
-
-
-def normalize(a):
-    a64 = a.astype("float64")
-    sd = a64.std()
-    return ((a64 - a64.mean()) / sd).astype("float32") if sd > 0 else a * 0
-
-
-def noop(x=None):
-    return x
-
-
-def timed(fn, reps):
-    ts = []
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        fn()
-        ts.append(time.perf_counter() - t0)
-    return ts
+from benchlib import (noop, normalize, percentile, spin, spread, square,
+                      timed)
 
 
 def report(name, ts):
-    print("%s %.9f %.9f %.9f" % (name, statistics.median(ts), min(ts), max(ts)),
-          flush=True)
+    print("%s %.9f %.9f %.9f" % ((name,) + spread(ts)), flush=True)
 
 
 def main():
@@ -94,9 +65,8 @@ def main():
             pool.apply(square, (i,))
             lat.append(time.perf_counter() - t0)
         lat.sort()
-        print("apply_rt %.3f %.3f -" % (lat[len(lat) // 2] * 1e6,
-                                        lat[min(len(lat) - 1,
-                                                len(lat) * 99 // 100)] * 1e6),
+        print("apply_rt %.3f %.3f -" % (percentile(lat, 50) * 1e6,
+                                        percentile(lat, 99) * 1e6),
               flush=True)
     return 0
 
