@@ -61,7 +61,8 @@ typedef struct pool_opts {
     pool_placement_t placement; /* default compact */
     int prefetch;               /* batches in flight per worker (default 2) */
     size_t chunksize;           /* items per batch; 0: adaptive (default) */
-    double timeout;             /* per-item seconds; 0: none (default) */
+    double timeout;             /* per-item seconds, at most 1e9; 0: none
+                                   (default) */
     int retries;                /* crashes an item may survive (default 2) */
     size_t maxtasksperchild;    /* items before a worker retires; 0: never */
     size_t max_rss;             /* bytes; retire a worker above it; 0: none */
@@ -144,7 +145,8 @@ PK_API void pool_terminate(pool_t *p);
 typedef struct pool_call_opts {
     size_t size;      /* sizeof(pool_call_opts_t), set by pool_call_opts_init */
     size_t chunksize; /* 0: the pool's */
-    double timeout;   /* per-item seconds; 0: the pool's, < 0: none */
+    double timeout;   /* per-item seconds, at most 1e9; 0: the pool's,
+                         < 0: none */
 } pool_call_opts_t;
 
 /* Fills *copts with "the pool's" for every field, size included. */

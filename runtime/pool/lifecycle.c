@@ -157,7 +157,9 @@ static pk_err_t check_opts(const pool_opts_t *o, pk_error_t *err)
         return pk__err(err, PK_EINVAL, "retries must be >= 0, not %d",
                        o->retries);
     if (!(o->timeout >= 0) || o->timeout > 1e9)
-        return pk__err(err, PK_EINVAL, "timeout must be >= 0 seconds");
+        return pk__err(err, PK_EINVAL,
+                       "timeout must be from 0 to 1e9 seconds, not %g",
+                       o->timeout);
     if (o->spin_us > 1000000)
         return pk__err(err, PK_EINVAL, "spin_us must be at most 1000000");
     if (o->shm_threshold > ((size_t)1 << 40))
