@@ -15,9 +15,10 @@
 #include <string.h>
 
 #include "cli.h"
+#include "picklepool/pool.h"
 #include "proc/topology.h"
 
-#define TOPO_MAX_WORKERS 4096
+#define TOPO_MAX_WORKERS POOL_MAX_WORKERS /* what a pool may have */
 
 /* Value of option `name` at argv[*i], as "--name value" or "--name=value";
  * NULL when argv[*i] is not that option.  Sets *missing when the value is

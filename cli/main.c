@@ -22,11 +22,11 @@ static const struct command {
     const char *args;    /* synopsis after the name */
     const char *summary; /* one line for the help */
 } commands[] = {
-    {"recode", pk__cmd_recode, "[--protocol N] IN OUT",
+    {"recode", pk__cmd_recode, "[--protocol N] [--max-input SIZE] IN OUT",
      "decode a pickle (plain, gzip, bzip2 or xz) and write it again at "
      "protocol N\n      (2-5, default 5); OUT is compressed when it ends in "
      ".gz, .bz2 or .xz"},
-    {"inspect", pk__cmd_inspect, "FILE",
+    {"inspect", pk__cmd_inspect, "[--max-input SIZE] FILE",
      "list a pickle's opcodes like pickletools.dis, then the globals it "
      "names,\n      whether decoding would call them and whether picklepool "
      "allows it"},
@@ -36,7 +36,7 @@ static const struct command {
      "mask)\n      and the core / PUs each worker would be pinned to"},
     {"map", pk__cmd_map,
      "[--workers N] [--placement P] [--chunksize C] [--timeout S] "
-     "[--plugin PATH]... [--stream] MODULE.FUNC IN OUT",
+     "[--plugin PATH]... [--max-input SIZE] [--stream] MODULE.FUNC IN OUT",
      "map a native function over a pickled list of arguments (or, with "
      "--stream,\n      a stream of pickles) on pinned workers; OUT gets the "
      "results in input order,\n      a failed item as a builtins exception "
@@ -70,7 +70,13 @@ static void usage(FILE *fp)
                 commands[i].summary);
     fputs("\nA file name '-' means standard input or output.  "
           "'picklepool COMMAND --help'\ndescribes one command.  Exit status: "
-          "0 done, 1 failed, 2 bad usage.\n",
+          "0 done, 1 failed, 2 bad usage.\n"
+          "--max-input SIZE (bytes; suffix k, M, G or T for powers of 1024) "
+          "caps the input\nread, after decompression (with --stream: one "
+          "item); the default is a\nquarter of the memory available.  "
+          "OUT is replaced atomically when it is a\nregular file, written in "
+          "place when it is a device or FIFO, and a symlink\nis followed; "
+          "SIGINT or SIGTERM leaves it as it was.\n",
           fp);
 }
 
