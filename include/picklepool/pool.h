@@ -100,6 +100,16 @@ typedef struct pool_opts {
      * at most 8 KiB each.  The initializer is not run in them. */
     const char *const *worker_argv;
     const char *const *worker_env;
+    /* Stalled workers: a worker that holds dispatched batches but shows no
+     * progress for this many seconds (no result, its slot unchanged, and
+     * not running an item, or its process stopped) is killed and replaced,
+     * and its batches are sent again; with a per-item timeout smaller than
+     * this, the timeout is the bound.  A worker running an item is never
+     * stalled (only a timeout bounds an item).  0: 60 s (default); < 0:
+     * never; at most 1e9. */
+    double stall_timeout;
+    /* New fields go here, at the end: pool_opts_t.size tells the library
+     * which fields a caller built against an older header knows. */
 } pool_opts_t;
 
 /* Fills *opts with the defaults, size included.  Thread- and fork-safe. */
