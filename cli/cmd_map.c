@@ -10,9 +10,9 @@
  * pickled list of results (OUT) in input order.  With --stream, IN is a
  * sequence of concatenated pickles, one item each (what repeated pickle.dump
  * writes), pulled lazily through pool_imap, and OUT receives one pickle per
- * result in input order: memory stays bounded however long the input is
- * (except for compressed input, which is decompressed whole first: cli_io has
- * no incremental decompressor yet).  Compression of IN is found by magic
+ * result in input order: memory stays bounded however long the input is,
+ * compressed or not (it is decompressed as it is read), by the largest item,
+ * which --max-input caps.  Compression of IN is found by magic
  * bytes and of OUT by suffix, as everywhere in the CLI; a compressed streamed
  * OUT is a sequence of compressed members, which gzip, bzip2 and xz readers
  * take as one stream.  "-" is standard input / output.
