@@ -748,3 +748,23 @@ void pool__fs_register(const char *module, const char *name, pool_fn_t fn,
         pthread_mutex_unlock(&fs_mu);
     }
 }
+
+int pool__fs_pid_stopped(int pid)
+{
+    char path[64], buf[512];
+    if (pid <= 0)
+        return 0;
+    snprintf(path, sizeof path, "/proc/%d/stat", pid);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return 0;
+    ssize_t n = read(fd, buf, sizeof buf - 1);
+    close(fd);
+    if (n <= 0)
+        return 0;
+    buf[n] = '\0';
+    /* "pid (comm) S ...": comm may hold anything, so the state is after the
+     * last ')'. */
+    const char *rp = strrchr(buf, ')');
+    return rp != NULL && rp[1] == ' ' && rp[2] == 'T';
+}
