@@ -483,6 +483,11 @@ def test_out_symlink_is_followed(tmp_path):
 # ---- the input limit (issue 15) --------------------------------------------
 
 
+# ASan's shadow memory and quarantine keep freed memory resident: the peak
+# RSS bounds below are checked in the plain build (as in test_map_cli.py).
+RSS_CHECKED = os.environ.get("PICKLEPOOL_SANITIZER") != "address"
+
+
 def _peak_rss_mb(*args):
     """Runs the CLI in a fresh Python whose only child it is; returns
     (completed process, peak RSS of the CLI in MiB)."""
@@ -512,7 +517,7 @@ def test_decompression_bomb_stops_at_the_limit(tmp_path, suffix):
                                tmp_path / "out.pkl")
     assert rc == 1, err
     assert "input limit of 2.0 MiB" in err and "--max-input" in err, err
-    assert mb < 24, "%d MiB for a 2 MiB limit" % mb
+    assert mb < 24 or not RSS_CHECKED, "%d MiB for a 2 MiB limit" % mb
     assert not (tmp_path / "out.pkl").exists()
 
 
@@ -520,7 +525,7 @@ def test_endless_input_stops_at_the_limit(tmp_path):
     rc, mb, err = _peak_rss_mb("recode", "--max-input", "4M", "/dev/zero",
                                tmp_path / "out.pkl")
     assert rc == 1 and "input limit of 4.0 MiB" in err, err
-    assert mb < 32, mb
+    assert mb < 32 or not RSS_CHECKED, mb
     p = run("inspect", "--max-input=4M", "/dev/zero", check=1)
     assert "input limit" in p.stderr
     # raising the limit is what the message says to do
