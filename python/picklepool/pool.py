@@ -548,12 +548,22 @@ class Pool:
                        self._timeout)
 
     def _collect(self, mode, func, iterable, chunksize, progress=False):
+        return self._finish(*self._submit(mode, func, iterable, chunksize),
+                            progress)
+
+    def _submit(self, mode, func, iterable, chunksize):
+        """Starts a whole map now (the *_async calls submit before they
+        return, as multiprocessing's do): (raw map, number of items)."""
         items = iterable if hasattr(iterable, "__len__") else list(iterable)
         raw = self._rawmap(mode, func, items,
                            self._chunksize_for(len(items), chunksize), True)
-        out = [None] * len(items)
+        return raw, len(items)
+
+    def _finish(self, raw, n, progress=False):
+        """Collects a submitted map in order; raises the first error."""
+        out = [None] * n
         first_err = None
-        bar = _progress(len(items), progress)
+        bar = _progress(n, progress)
         try:
             for first, values, errors in raw.chunks():
                 out[first:first + len(values)] = values
@@ -570,7 +580,8 @@ class Pool:
         return out
 
     def _async(self, fn, callback, error_callback):
-        self._check_running()
+        """An AsyncResult set by fn() run in a thread; fn only collects:
+        the work was submitted by the caller before."""
         res = AsyncResult(callback, error_callback)
 
         def run():
@@ -671,7 +682,9 @@ class Pool:
                     error_callback=None):
         """apply, without waiting: returns an AsyncResult."""
         self._check_running()
-        return self._async(lambda: self.apply(func, args, kwds), callback,
+        sub = self._submit(_protocol.APPLY, func, [(tuple(args), dict(kwds))],
+                           1)
+        return self._async(lambda: self._finish(*sub)[0], callback,
                            error_callback)
 
     def map(self, func, iterable, chunksize=None, *, progress=False):
@@ -683,8 +696,10 @@ class Pool:
 
     def map_async(self, func, iterable, chunksize=None, callback=None,
                   error_callback=None):
-        items = list(iterable)
-        return self._async(lambda: self.map(func, items, chunksize), callback,
+        """map, without waiting: returns an AsyncResult."""
+        self._check_running()
+        sub = self._submit(_protocol.MAP, func, iterable, chunksize)
+        return self._async(lambda: self._finish(*sub), callback,
                            error_callback)
 
     def starmap(self, func, iterable, chunksize=None, *, progress=False):
@@ -694,9 +709,11 @@ class Pool:
 
     def starmap_async(self, func, iterable, chunksize=None, callback=None,
                       error_callback=None):
-        items = list(iterable)
-        return self._async(lambda: self.starmap(func, items, chunksize),
-                           callback, error_callback)
+        """starmap, without waiting: returns an AsyncResult."""
+        self._check_running()
+        sub = self._submit(_protocol.STAR, func, iterable, chunksize)
+        return self._async(lambda: self._finish(*sub), callback,
+                           error_callback)
 
     def imap(self, func, iterable, chunksize=1, *, progress=False):
         """A lazy map in order: input is consumed with a bounded window."""

@@ -257,21 +257,28 @@ static pk_err_t open_next(pool_iter_t *it, const struct timespec *dl)
     }
 }
 
-pk_err_t pool_iter_next(pool_iter_t *it, pool_item_t *item, double timeout)
+/* Makes the current chunk hold an item at it->cpos, opening outcomes as
+ * they come: PK_OK, or the map's end, error or timeout. */
+static pk_err_t iter_step(pool_iter_t *it, double timeout)
 {
-    if (it == NULL || item == NULL || it->raw)
-        return PK_EINVAL;
     struct timespec dl = pool__deadline_in(timeout);
-    for (;;) {
-        if (it->cpos < it->ccount) {
-            *item = it->citems[it->cpos++];
-            return PK_OK;
-        }
+    while (it->cpos >= it->ccount) {
         chunk_clear(it);
         pk_err_t rc = open_next(it, timeout < 0 ? NULL : &dl);
         if (rc != PK_OK)
             return rc;
     }
+    return PK_OK;
+}
+
+pk_err_t pool_iter_next(pool_iter_t *it, pool_item_t *item, double timeout)
+{
+    if (it == NULL || item == NULL || it->raw)
+        return PK_EINVAL;
+    pk_err_t rc = iter_step(it, timeout);
+    if (rc == PK_OK)
+        *item = it->citems[it->cpos++];
+    return rc;
 }
 
 pk_err_t pool_iter_next_raw(pool_iter_t *it, pool_raw_result_t *res,
@@ -279,17 +286,10 @@ pk_err_t pool_iter_next_raw(pool_iter_t *it, pool_raw_result_t *res,
 {
     if (it == NULL || res == NULL || !it->raw)
         return PK_EINVAL;
-    struct timespec dl = pool__deadline_in(timeout);
-    for (;;) {
-        if (it->cpos < it->ccount) {
-            *res = it->craw[it->cpos++];
-            return PK_OK;
-        }
-        chunk_clear(it);
-        pk_err_t rc = open_next(it, timeout < 0 ? NULL : &dl);
-        if (rc != PK_OK)
-            return rc;
-    }
+    pk_err_t rc = iter_step(it, timeout);
+    if (rc == PK_OK)
+        *res = it->craw[it->cpos++];
+    return rc;
 }
 
 void pool_iter_free(pool_iter_t **itp)
