@@ -193,6 +193,12 @@ test-c: all check-exports check-format
 	echo "c-tests: $$pass passed, $$fail failed$${failed:+ (failed:$$failed)}" | \
 	    tee $(BUILD)/test-c.summary; [ $$fail = 0 ]
 
+# TSan: libzmq (not instrumented) hands buffers between threads in ways TSan
+# cannot see; tests/tsan.supp drops reports inside it so ours stand out.
+ifeq ($(SANITIZER),thread)
+export TSAN_OPTIONS := suppressions=$(abspath tests/tsan.supp) second_deadlock_stack=1 $(TSAN_OPTIONS)
+endif
+
 # An ASan-built libpicklepool.so loaded by ctypes into a plain python needs the
 # ASan runtime preloaded; leak checking is left to the C tests there.
 ifeq ($(SANITIZER),address)

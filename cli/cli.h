@@ -10,9 +10,12 @@
  * prints the command's usage line).  `--help` is handled by main before the
  * subcommand runs.
  *
- * cli_io.c is the file layer shared by the subcommands: whole-file reads that
- * undo gzip / bzip2 / xz compression found by magic bytes, atomic writes that
- * compress by file-name suffix, and the one-line error reporter.  cmd_map.c
+ * cli_io.c is the input side shared by the subcommands: reads that undo gzip /
+ * bzip2 / xz compression found by magic bytes (whole files, or a stream read
+ * piece by piece), under an input limit, compression by suffix, and the
+ * one-line error reporter; cli_out.c the output side: where OUT really is
+ * (special files, symlinks), atomic replacement, and what SIGINT / SIGTERM
+ * do to an output being written.  cmd_map.c
  * also holds the option parsing, clock and default-plugin helpers that
  * `map` and `demo` share (declared below).
  *
@@ -68,6 +71,11 @@ int pk__cli_parse_encoding(const char *s, pk_str_encoding_t *out);
  * (out untouched) for anything else. */
 int pk__cli_parse_long(const char *s, long lo, long hi, long *out);
 
+/* Parses a byte count: a whole number with an optional suffix k, M, G or T
+ * (powers of 1024; "KiB", "MB"... read the same), at least 1.  Returns 0,
+ * or -1 (out untouched) for anything else or an overflow. */
+int pk__cli_parse_size(const char *s, size_t *out);
+
 /* CLOCK_MONOTONIC in seconds. */
 double pk__cli_now_s(void);
 
@@ -122,11 +130,53 @@ pk_err_t pk__cli_compress(pk_cli_compress_t c, const void *data, size_t len,
  * overflow-checked).  Returns PK_OK or PK_ENOMEM with err filled. */
 pk_err_t pk__cli_buf_reserve(pk_buf_t *b, size_t want, pk_error_t *err);
 
+/* ---- the input limit and reading (cli_io.c) --------------------------- */
+
+/* The default input limit is the machine's available memory (MemAvailable,
+ * and RLIMIT_AS / RLIMIT_DATA where set) divided by this, and at least
+ * PK_CLI_MIN_MAX_INPUT: input past it fails instead of running the machine
+ * out of memory (a decompression bomb, /dev/zero).  --max-input sets it. */
+#define PK_CLI_MAX_INPUT_SHARE 4
+#define PK_CLI_MIN_MAX_INPUT ((size_t)64 << 20)
+
+/* The default input limit, in bytes (see above). */
+size_t pk__cli_default_max_input(void);
+
+/* n as "512 bytes" or "1.5 GiB". */
+void pk__cli_format_size(size_t n, char *buf, size_t size);
+
+/* Fills err with PK_ELIMIT: "<what> is larger than the input limit of
+ * <max> (... bytes); --max-input raises it".  Returns PK_ELIMIT. */
+pk_err_t pk__cli_limit_error(pk_error_t *err, const char *what, size_t max);
+
+/* A reader of a file's contents, decompressed on the fly when the file
+ * starts with a known magic: memory stays at two small buffers however
+ * large the input.  Concatenated streams (as `cat a.gz b.gz` makes) read as
+ * one; corrupt or truncated data and trailing bytes that are not another
+ * stream are PK_EIO. */
+typedef struct pk_cli_reader pk_cli_reader_t;
+
+/* Starts reading fp (borrowed: it must outlive the reader).  Returns PK_OK
+ * with *r owned (pk__cli_reader_close), PK_ESYS, PK_EIO or PK_ENOMEM. */
+pk_err_t pk__cli_reader_open(pk_cli_reader_t **r, FILE *fp, pk_error_t *err);
+
+/* The compression the reader found. */
+pk_cli_compress_t pk__cli_reader_kind(const pk_cli_reader_t *r);
+
+/* Reads up to `want` bytes of content into dst; *got is 0 only at the end.
+ * Returns PK_OK, PK_ESYS (errno kept), PK_EIO or PK_ENOMEM. */
+pk_err_t pk__cli_reader_read(pk_cli_reader_t *r, void *dst, size_t want,
+                             size_t *got, pk_error_t *err);
+
+/* Frees *r and sets it to NULL; NULL is a no-op. */
+void pk__cli_reader_close(pk_cli_reader_t **r);
+
 /* Reads all of `fp` and appends it to *out (caller-owned: pk_buf_free it on
  * success and failure alike), decompressed when it starts with a known
- * magic.  At most `max` bytes are accepted, before and after
- * decompression (PK_ELIMIT beyond).  Returns PK_OK, PK_ESYS (read error,
- * errno kept), PK_EIO, PK_ELIMIT or PK_ENOMEM; out->len restored on failure. */
+ * magic.  At most `max` bytes of content are accepted (PK_ELIMIT beyond,
+ * from pk__cli_limit_error), and the buffer never grows past max + 1 bytes
+ * for it.  Returns PK_OK, PK_ESYS (read error, errno kept), PK_EIO,
+ * PK_ELIMIT or PK_ENOMEM; out->len restored on failure. */
 pk_err_t pk__cli_read_stream(FILE *fp, size_t max, pk_buf_t *out,
                              pk_error_t *err);
 
@@ -139,13 +189,66 @@ pk_err_t pk__cli_read_file(const char *path, size_t max, pk_buf_t *out,
 pk_err_t pk__cli_write_all(int fd, const void *data, size_t len,
                            pk_error_t *err);
 
-/* Writes data[0..len) to `path`, compressed as its suffix says, atomically:
- * into a fresh temporary file in the same directory, flushed to disk, then
- * renamed over `path` (mode 0666 & ~umask).  On failure the temporary file is
- * removed and `path` is as it was: absent, or with its old contents.  "-"
- * writes standard output (not atomically).  Returns PK_OK, PK_ESYS (errno
- * kept), PK_EIO or PK_ENOMEM. */
+/* ---- output files and interrupts (cli_out.c) --------------------------- */
+
+typedef enum pk_cli_out_kind {
+    PK_OUT_NONE = 0,
+    PK_OUT_STDOUT,  /* "-" */
+    PK_OUT_INPLACE, /* a device, FIFO or socket, written where it is */
+    PK_OUT_ANON,    /* an unnamed O_TMPFILE file, named at commit */
+    PK_OUT_NAMED    /* a hidden named temporary, renamed at commit */
+} pk_cli_out_kind_t;
+
+/* An output being written: open it, write it, then commit or abort it. */
+typedef struct pk_cli_out {
+    pk_cli_out_kind_t kind;
+    int fd;
+    const char *path; /* as given (borrowed) */
+    char *target;     /* path with its symlinks followed (owned) */
+    char *tmp;        /* the temporary's name, PK_OUT_NAMED (owned) */
+} pk_cli_out_t;
+
+/* Opens `path` for output as cli_out.c says: "-" is standard output, a
+ * special file is written in place, a symlink is followed, a regular file
+ * (or a missing one) is replaced atomically at commit.  It is the check
+ * that OUT can be written at all: call it before any long work.  Installs
+ * the SIGINT / SIGTERM handlers (see pk__cli_sig_defer).  Returns PK_OK, or
+ * PK_ESYS (errno kept: a missing or read-only directory, a directory
+ * named) or PK_ENOMEM with nothing left behind and *o needing no abort. */
+pk_err_t pk__cli_out_open(pk_cli_out_t *o, const char *path, pk_error_t *err);
+
+/* Writes data[0..len) to o.  Returns PK_OK or PK_ESYS (errno kept). */
+pk_err_t pk__cli_out_write(pk_cli_out_t *o, const void *data, size_t len,
+                           pk_error_t *err);
+
+/* Finishes o: flushed to disk and put in place (mode 0666 & ~umask).  On
+ * failure the temporary is gone and OUT is as it was.  Either way o is
+ * closed.  Returns PK_OK, PK_ESYS (errno kept) or PK_ENOMEM. */
+pk_err_t pk__cli_out_commit(pk_cli_out_t *o, pk_error_t *err);
+
+/* Throws o away: closed, its temporary removed, OUT as it was.  Idempotent
+ * after an open that succeeded or failed. */
+void pk__cli_out_abort(pk_cli_out_t *o);
+
+/* Writes data[0..len), compressed as o->path's suffix says, to the open o
+ * and commits it (aborts it on failure). */
+pk_err_t pk__cli_write_out(pk_cli_out_t *o, const void *data, size_t len,
+                           pk_error_t *err);
+
+/* pk__cli_out_open of `path`, then pk__cli_write_out. */
 pk_err_t pk__cli_write_file(const char *path, const void *data, size_t len,
                             pk_error_t *err);
+
+/* While `on`, SIGINT / SIGTERM are only noted (pk__cli_sig_caught) instead
+ * of ending the process: for waits the caller ends cleanly itself.  A second
+ * signal ends the process at once. */
+void pk__cli_sig_defer(int on);
+
+/* The signal noted while deferred (SIGINT or SIGTERM), or 0. */
+int pk__cli_sig_caught(void);
+
+/* When a signal was noted: prints the interrupt line, removes any named
+ * temporary and ends the process by that signal.  Returns otherwise. */
+void pk__cli_sig_die(void);
 
 #endif /* PK_CLI_H */

@@ -18,6 +18,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <zlib.h>
@@ -88,19 +89,6 @@ pk_err_t pk__cli_buf_reserve(pk_buf_t *b, size_t want, pk_error_t *err)
         return pk__err(err, PK_ENOMEM, "cannot allocate %zu bytes", cap);
     b->data = p;
     b->cap = cap;
-    return PK_OK;
-}
-
-static pk_err_t buf_append(pk_buf_t *b, const void *data, size_t len,
-                           pk_error_t *err)
-{
-    pk_err_t rc = pk__cli_buf_reserve(b, len, err);
-
-    if (rc != PK_OK)
-        return rc;
-    if (len > 0)
-        memcpy(b->data + b->len, data, len);
-    b->len += len;
     return PK_OK;
 }
 
@@ -435,58 +423,285 @@ pk_err_t pk__cli_compress(pk_cli_compress_t c, const void *data, size_t len,
     return codec_run(c, 1, data, len, SIZE_MAX - 1, out, err);
 }
 
-/* ---- reading ------------------------------------------------------------ */
+/* ---- the input limit ----------------------------------------------------- */
+
+void pk__cli_format_size(size_t n, char *buf, size_t size)
+{
+    static const char *const units[] = {"bytes", "KiB", "MiB", "GiB",
+                                        "TiB",   "PiB", "EiB"};
+    double v = (double)n;
+    size_t u = 0;
+
+    while (v >= 1024 && u + 1 < PK_ARRAY_LEN(units)) {
+        v /= 1024;
+        u++;
+    }
+    if (u == 0)
+        snprintf(buf, size, "%zu bytes", n);
+    else
+        snprintf(buf, size, "%.1f %s", v, units[u]);
+}
+
+/* MemAvailable from /proc/meminfo, in bytes; 0 when unknown. */
+static size_t mem_available(void)
+{
+    FILE *fp = fopen("/proc/meminfo", "r");
+    char line[256];
+    unsigned long long kb = 0;
+
+    if (fp == NULL)
+        return 0;
+    while (fgets(line, sizeof line, fp) != NULL)
+        if (sscanf(line, "MemAvailable: %llu kB", &kb) == 1)
+            break;
+    fclose(fp);
+    return kb > SIZE_MAX / 1024 ? SIZE_MAX : (size_t)kb * 1024;
+}
+
+size_t pk__cli_default_max_input(void)
+{
+    size_t avail = mem_available(), lim;
+    struct rlimit rl;
+
+    if (avail == 0) { /* no /proc: a quarter of the RAM */
+        long pages = sysconf(_SC_PHYS_PAGES), psz = sysconf(_SC_PAGESIZE);
+        avail = pages > 0 && psz > 0 ? (size_t)pages * (size_t)psz / 2
+                                     : PK_CLI_MIN_MAX_INPUT * 2;
+    }
+    lim = avail / PK_CLI_MAX_INPUT_SHARE;
+    /* An address-space or data limit caps what can be allocated at all. */
+    if (getrlimit(RLIMIT_AS, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY &&
+        rl.rlim_cur / PK_CLI_MAX_INPUT_SHARE < lim)
+        lim = rl.rlim_cur / PK_CLI_MAX_INPUT_SHARE;
+    if (getrlimit(RLIMIT_DATA, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY &&
+        rl.rlim_cur / PK_CLI_MAX_INPUT_SHARE < lim)
+        lim = rl.rlim_cur / PK_CLI_MAX_INPUT_SHARE;
+    return lim < PK_CLI_MIN_MAX_INPUT ? PK_CLI_MIN_MAX_INPUT : lim;
+}
+
+pk_err_t pk__cli_limit_error(pk_error_t *err, const char *what, size_t max)
+{
+    char lim[32];
+
+    pk__cli_format_size(max, lim, sizeof lim);
+    return pk__err(err, PK_ELIMIT,
+                   "%s is larger than the input limit of %s (%zu bytes); "
+                   "--max-input raises it",
+                   what, lim, max);
+}
+
+/* ---- reading, piece by piece ------------------------------------------- */
+
+#define RAW_CHUNK ((size_t)1 << 16) /* compressed bytes read at a time */
+#define MAGIC_MAX 6                 /* the longest magic (xz) */
+
+struct pk_cli_reader {
+    FILE *fp;
+    pk_cli_compress_t kind;
+    zcodec_t c;
+    uint8_t *in; /* RAW_CHUNK bytes read ahead */
+    size_t in_pos, in_len;
+    int in_eof; /* fp is at its end (or failed) */
+    int ended;  /* the codec finished a stream */
+    int eof;    /* nothing more to give */
+};
+
+/* Moves what is left of r->in to its start and reads more after it. */
+static pk_err_t raw_fill(pk_cli_reader_t *r, pk_error_t *err)
+{
+    size_t n, ask;
+
+    if (r->in_pos > 0) {
+        memmove(r->in, r->in + r->in_pos, r->in_len - r->in_pos);
+        r->in_len -= r->in_pos;
+        r->in_pos = 0;
+    }
+    if (r->in_eof || r->in_len == RAW_CHUNK)
+        return PK_OK;
+    ask = RAW_CHUNK - r->in_len;
+    n = fread(r->in + r->in_len, 1, ask, r->fp);
+    r->in_len += n;
+    if (n < ask) {
+        if (ferror(r->fp))
+            return pk__err_sys(err, PK_ESYS, errno, "read");
+        r->in_eof = 1;
+    }
+    return PK_OK;
+}
+
+pk_err_t pk__cli_reader_open(pk_cli_reader_t **rp, FILE *fp, pk_error_t *err)
+{
+    pk_cli_reader_t *r = pk__calloc(1, sizeof *r);
+    pk_err_t rc;
+
+    *rp = NULL;
+    if (r == NULL || (r->in = pk__malloc(RAW_CHUNK)) == NULL) {
+        pk__free(r);
+        return pk__err(err, PK_ENOMEM, "out of memory");
+    }
+    r->fp = fp;
+    /* Enough bytes to tell the compression by its magic. */
+    while (r->in_len < MAGIC_MAX && !r->in_eof)
+        if ((rc = raw_fill(r, err)) != PK_OK) {
+            pk__cli_reader_close(&r);
+            return rc;
+        }
+    r->kind = pk__cli_sniff(r->in, r->in_len);
+    if (r->kind != PK_COMPRESS_NONE &&
+        (rc = codec_init(&r->c, r->kind, 0, err)) != PK_OK) {
+        pk__cli_reader_close(&r);
+        return rc;
+    }
+    *rp = r;
+    return PK_OK;
+}
+
+pk_cli_compress_t pk__cli_reader_kind(const pk_cli_reader_t *r)
+{
+    return r->kind;
+}
+
+/* Plain input: what is read ahead, then straight from the file. */
+static pk_err_t plain_read(pk_cli_reader_t *r, uint8_t *dst, size_t want,
+                           size_t *got, pk_error_t *err)
+{
+    size_t n = r->in_len - r->in_pos;
+
+    if (n > 0) {
+        if (n > want)
+            n = want;
+        memcpy(dst, r->in + r->in_pos, n);
+        r->in_pos += n;
+        *got = n;
+        return PK_OK;
+    }
+    if (r->in_eof) {
+        r->eof = 1;
+        return PK_OK;
+    }
+    n = fread(dst, 1, want, r->fp);
+    *got = n;
+    if (n < want) {
+        if (ferror(r->fp))
+            return pk__err_sys(err, PK_ESYS, errno, "read");
+        r->in_eof = 1;
+    }
+    if (n == 0)
+        r->eof = 1;
+    return PK_OK;
+}
+
+pk_err_t pk__cli_reader_read(pk_cli_reader_t *r, void *dst, size_t want,
+                             size_t *got, pk_error_t *err)
+{
+    const char *name = pk__cli_compress_name(r->kind);
+    pk_err_t rc;
+
+    *got = 0;
+    if (r->eof || want == 0)
+        return PK_OK;
+    if (r->kind == PK_COMPRESS_NONE)
+        return plain_read(r, dst, want, got, err);
+    if (want > UINT_MAX) /* zlib and bzip2 count in 32 bits */
+        want = UINT_MAX;
+    while (*got == 0 && !r->eof) {
+        if ((r->in_pos == r->in_len ||
+             (r->ended && r->in_len - r->in_pos < MAGIC_MAX)) &&
+            !r->in_eof && (rc = raw_fill(r, err)) != PK_OK)
+            return rc;
+        if (r->ended) {
+            /* The end of a stream: another of the same format may follow
+             * (`cat a.gz b.gz`), anything else is an error. */
+            if (r->in_pos == r->in_len) {
+                r->eof = 1;
+                break;
+            }
+            if (pk__cli_sniff(r->in + r->in_pos, r->in_len - r->in_pos) !=
+                r->kind)
+                return pk__err(err, PK_EIO, "trailing garbage after %s data",
+                               name);
+            if ((rc = codec_init(&r->c, r->kind, 0, err)) != PK_OK)
+                return rc;
+            r->ended = 0;
+        }
+        const uint8_t *ip = r->in + r->in_pos;
+        size_t il = r->in_len - r->in_pos, ol = want;
+        uint8_t *op = dst;
+        step_rc_t s = codec_step(&r->c, &ip, &il, &op, &ol, r->in_eof, err);
+        r->in_pos = (size_t)(ip - r->in);
+        *got = want - ol;
+        if (s == STEP_FAIL)
+            return err != NULL ? err->code : PK_EIO;
+        if (s == STEP_END) {
+            codec_end(&r->c);
+            r->ended = 1;
+        } else if (r->in_eof && r->in_pos == r->in_len && ol > 0) {
+            /* All input taken, room to spare, no end of stream. */
+            return pk__err(err, PK_EIO, "truncated %s data", name);
+        }
+    }
+    return PK_OK;
+}
+
+void pk__cli_reader_close(pk_cli_reader_t **rp)
+{
+    pk_cli_reader_t *r = *rp;
+
+    if (r == NULL)
+        return;
+    codec_end(&r->c);
+    pk__free(r->in);
+    pk__free(r);
+    *rp = NULL;
+}
+
+/* ---- reading whole files -------------------------------------------------- */
 
 pk_err_t pk__cli_read_stream(FILE *fp, size_t max, pk_buf_t *out,
                              pk_error_t *err)
 {
     size_t start = out->len;
-    pk_cli_compress_t kind;
-    pk_buf_t plain = {0};
-    pk_err_t rc = PK_OK;
+    pk_cli_reader_t *r = NULL;
+    pk_err_t rc = pk__cli_reader_open(&r, fp, err);
 
-    for (;;) {
-        size_t n;
-        if (out->len - start > max) {
-            rc = pk__err(err, PK_ELIMIT, "input is larger than %zu bytes", max);
-            goto fail;
-        }
-        if ((rc = pk__cli_buf_reserve(out, 65536, err)) != PK_OK)
-            goto fail;
-        n = fread(out->data + out->len, 1, out->cap - out->len, fp);
-        out->len += n;
-        if (n == 0) {
-            if (ferror(fp)) {
-                rc = pk__err_sys(err, PK_ESYS, errno, "read");
-                goto fail;
-            }
+    while (rc == PK_OK) {
+        size_t got = 0, held = out->len - start;
+        if (held > max) {
+            rc = pk__cli_limit_error(err,
+                                     r->kind == PK_COMPRESS_NONE
+                                         ? "the input"
+                                         : "the decompressed input",
+                                     max);
             break;
         }
+        /* Grow towards one byte past the limit, no further: the limit is
+         * what the input may cost in memory. */
+        if (out->cap - out->len < 4096) {
+            size_t cap = out->cap < 65536 ? 65536 : out->cap + out->cap / 2;
+            size_t top = max - held < SIZE_MAX - out->len - 1
+                             ? out->len + (max - held) + 1
+                             : SIZE_MAX;
+            if (cap > top)
+                cap = top;
+            if (cap <= out->len)
+                cap = out->len + 1;
+            uint8_t *p = pk__realloc(out->data, cap);
+            if (p == NULL) {
+                rc = pk__err(err, PK_ENOMEM, "cannot allocate %zu bytes", cap);
+                break;
+            }
+            out->data = p;
+            out->cap = cap;
+        }
+        rc = pk__cli_reader_read(r, out->data + out->len, out->cap - out->len,
+                                 &got, err);
+        out->len += got;
+        if (rc == PK_OK && got == 0)
+            break;
     }
-    if (out->len - start > max) {
-        rc = pk__err(err, PK_ELIMIT, "input is larger than %zu bytes", max);
-        goto fail;
-    }
-    kind = pk__cli_sniff(out->data + start, out->len - start);
-    if (kind == PK_COMPRESS_NONE)
-        return PK_OK;
-    rc = pk__cli_decompress(kind, out->data + start, out->len - start, max,
-                            &plain, err);
+    pk__cli_reader_close(&r);
     if (rc != PK_OK)
-        goto fail;
-    out->len = start;
-    if (start == 0) { /* the common case: hand over the buffer, no copy */
-        pk_buf_free(out);
-        *out = plain;
-        return PK_OK;
-    }
-    rc = buf_append(out, plain.data, plain.len, err);
-    pk_buf_free(&plain);
-    if (rc == PK_OK)
-        return PK_OK;
-fail:
-    pk_buf_free(&plain);
-    out->len = start;
+        out->len = start;
     return rc;
 }
 
@@ -523,87 +738,4 @@ pk_err_t pk__cli_write_all(int fd, const void *data, size_t len,
         len -= (size_t)n;
     }
     return PK_OK;
-}
-
-/* Writes into a fresh temporary file beside `path` and renames it into
- * place, so a reader of `path` sees the old file or the whole new one. */
-static pk_err_t write_atomic(const char *path, const uint8_t *data, size_t len,
-                             pk_error_t *err)
-{
-    const char *slash = strrchr(path, '/');
-    size_t dirlen = slash != NULL ? (size_t)(slash - path) + 1 : 0;
-    const char *base = path + dirlen;
-    char *tmp;
-    int fd = -1;
-    mode_t mask;
-    pk_err_t rc;
-
-    if (*base == '\0')
-        return pk__err(err, PK_EINVAL, "not a file name");
-    tmp = pk__malloc(strlen(path) + 16);
-    if (tmp == NULL)
-        return pk__err(err, PK_ENOMEM, "out of memory");
-    /* "dir/.base.XXXXXX": hidden, same file system as the target. */
-    sprintf(tmp, "%.*s.%s.XXXXXX", (int)dirlen, path, base);
-    fd = mkstemp(tmp);
-    if (fd < 0) {
-        rc = pk__err_sys(err, PK_ESYS, errno, "cannot create a temporary file");
-        pk__free(tmp);
-        return rc;
-    }
-    mask = umask(0); /* the CLI is single-threaded */
-    umask(mask);
-    if (fchmod(fd, 0666 & ~mask) != 0) {
-        rc = pk__err_sys(err, PK_ESYS, errno, "chmod");
-        goto fail;
-    }
-    if ((rc = pk__cli_write_all(fd, data, len, err)) != PK_OK)
-        goto fail;
-    if (fsync(fd) != 0 && errno != EINVAL && errno != EROFS) {
-        rc = pk__err_sys(err, PK_ESYS, errno, "fsync");
-        goto fail;
-    }
-    if (close(fd) != 0) {
-        fd = -1;
-        rc = pk__err_sys(err, PK_ESYS, errno, "close");
-        goto fail;
-    }
-    fd = -1;
-    if (rename(tmp, path) != 0) {
-        rc = pk__err_sys(err, PK_ESYS, errno, "rename");
-        goto fail;
-    }
-    pk__free(tmp);
-    return PK_OK;
-fail:
-    if (fd >= 0)
-        close(fd);
-    unlink(tmp);
-    pk__free(tmp);
-    return rc;
-}
-
-pk_err_t pk__cli_write_file(const char *path, const void *data, size_t len,
-                            pk_error_t *err)
-{
-    pk_cli_compress_t kind = pk__cli_compress_for_path(path);
-    pk_buf_t packed = {0};
-    pk_err_t rc;
-
-    if (kind != PK_COMPRESS_NONE) {
-        rc = pk__cli_compress(kind, data, len, &packed, err);
-        if (rc != PK_OK) {
-            pk_buf_free(&packed);
-            return rc;
-        }
-        data = packed.data;
-        len = packed.len;
-    }
-    if (strcmp(path, "-") == 0) {
-        rc = pk__cli_write_all(STDOUT_FILENO, data, len, err);
-    } else {
-        rc = write_atomic(path, data, len, err);
-    }
-    pk_buf_free(&packed);
-    return rc;
 }

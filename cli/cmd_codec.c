@@ -88,6 +88,13 @@ static int recode_all(const char *in_path, const char *out_path,
     return PK_EXIT_OK;
 }
 
+static int bad_size(const char *cmd, const char *val)
+{
+    return pk__cli_usage_error("%s: --max-input wants a size in bytes (suffix "
+                               "k, M, G or T for powers of 1024), not '%s'",
+                               cmd, val);
+}
+
 int pk__cmd_recode(int argc, char **argv)
 {
     const char *paths[2] = {NULL, NULL};
@@ -96,10 +103,13 @@ int pk__cmd_recode(int argc, char **argv)
     pk_load_opts_t lo;
     pk_dump_opts_t dopt;
     pk_buf_t in = {0}, out = {0};
+    pk_cli_out_t o;
+    size_t max_input = 0;
     pk_error_t err;
 
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *val = NULL;
+        int missing = 0;
         if (!opts_done && strcmp(a, "--") == 0) {
             opts_done = 1;
             continue;
@@ -116,16 +126,23 @@ int pk__cmd_recode(int argc, char **argv)
                     val, PK_HIGHEST_PROTOCOL);
             continue;
         }
-        if (!opts_done && strncmp(a, "--encoding", 10) == 0 &&
-            (a[10] == '\0' || a[10] == '=')) {
-            val = a[10] == '=' ? a + 11 : (i + 1 < argc ? argv[++i] : NULL);
-            if (val == NULL || pk__cli_parse_encoding(val, &encoding) < 0)
+        if (!opts_done &&
+            (val = pk__cli_take_opt(argc, argv, &i, "--encoding", &missing))) {
+            if (pk__cli_parse_encoding(val, &encoding) < 0)
                 return pk__cli_usage_error(
                     "recode: --encoding wants ASCII, latin1 or bytes, not "
                     "'%s'",
-                    val ? val : "");
+                    val);
             continue;
         }
+        if (!opts_done && !missing &&
+            (val = pk__cli_take_opt(argc, argv, &i, "--max-input", &missing))) {
+            if (pk__cli_parse_size(val, &max_input) < 0)
+                return bad_size("recode", val);
+            continue;
+        }
+        if (missing)
+            return pk__cli_usage_error("recode: %s needs a value", a);
         if (!opts_done && a[0] == '-' && a[1] != '\0')
             return pk__cli_usage_error("recode: unknown option '%s'", a);
         if (npaths == 2)
@@ -141,18 +158,28 @@ int pk__cmd_recode(int argc, char **argv)
     pk_dump_opts_init(&dopt);
     dopt.protocol = protocol;
     pk_error_clear(&err);
-    if (pk__cli_read_file(paths[0], lo.max_bytes, &in, &err) != PK_OK) {
+    if (max_input == 0)
+        max_input = pk__cli_default_max_input();
+    /* OUT first: a path that cannot be written is known before the work,
+     * and the interrupt handlers are in place from here on. */
+    if (pk__cli_out_open(&o, paths[1], &err) != PK_OK) {
+        pk__cli_report(paths[1], &err);
+        return PK_EXIT_FAIL;
+    }
+    if (pk__cli_read_file(paths[0], max_input, &in, &err) != PK_OK) {
         pk__cli_report(paths[0], &err);
         pk_buf_free(&in);
+        pk__cli_out_abort(&o);
         return PK_EXIT_FAIL;
     }
     status = recode_all(paths[0], paths[1], &in, &lo, &dopt, &out);
     pk_buf_free(&in);
     if (status == PK_EXIT_OK &&
-        pk__cli_write_file(paths[1], out.data, out.len, &err) != PK_OK) {
+        pk__cli_write_out(&o, out.data, out.len, &err) != PK_OK) {
         pk__cli_report(paths[1], &err);
         status = PK_EXIT_FAIL;
     }
+    pk__cli_out_abort(&o);
     pk_buf_free(&out);
     return status;
 }
@@ -167,12 +194,14 @@ int pk__cmd_inspect(int argc, char **argv)
     int opts_done = 0;
     unsigned flags = 0;
     pk_verdict_t verdict = PK_VERDICT_SAFE;
-    pk_load_opts_t lo;
+    size_t max_input = 0;
     pk_buf_t in = {0};
     pk_error_t err;
     pk_err_t rc;
 
     for (int i = 1; i < argc; i++) {
+        const char *val;
+        int missing = 0;
         if (!opts_done && strcmp(argv[i], "--") == 0) {
             opts_done = 1;
             continue;
@@ -181,6 +210,14 @@ int pk__cmd_inspect(int argc, char **argv)
             flags |= PK_INSPECT_GLOBALS;
             continue;
         }
+        if (!opts_done &&
+            (val = pk__cli_take_opt(argc, argv, &i, "--max-input", &missing))) {
+            if (pk__cli_parse_size(val, &max_input) < 0)
+                return bad_size("inspect", val);
+            continue;
+        }
+        if (missing)
+            return pk__cli_usage_error("inspect: %s needs a value", argv[i]);
         if (!opts_done && argv[i][0] == '-' && argv[i][1] != '\0')
             return pk__cli_usage_error("inspect: unknown option '%s'", argv[i]);
         if (path != NULL)
@@ -191,9 +228,10 @@ int pk__cmd_inspect(int argc, char **argv)
     if (path == NULL)
         return pk__cli_usage_error("inspect: needs FILE");
 
-    pk_load_opts_init(&lo);
     pk_error_clear(&err);
-    if (pk__cli_read_file(path, lo.max_bytes, &in, &err) != PK_OK) {
+    if (max_input == 0)
+        max_input = pk__cli_default_max_input();
+    if (pk__cli_read_file(path, max_input, &in, &err) != PK_OK) {
         pk__cli_report(path, &err);
         pk_buf_free(&in);
         return PK_EXIT_FAIL;

@@ -4,16 +4,17 @@
  *
  *   picklepool map [--workers N] [--placement compact|spread|none]
  *                  [--chunksize C] [--timeout S] [--plugin NAME|PATH]...
- *                  [--encoding ASCII|latin1|bytes] [--stream] MODULE.FUNC IN OUT
+ *                  [--encoding ASCII|latin1|bytes] [--max-input SIZE] [--stream]
+ *                  MODULE.FUNC IN OUT
  *   picklepool map --list [--plugin NAME|PATH]...
  *
  * Maps a registered native function over a pickled list (IN) and writes the
  * pickled list of results (OUT) in input order.  With --stream, IN is a
  * sequence of concatenated pickles, one item each (what repeated pickle.dump
  * writes), pulled lazily through pool_imap, and OUT receives one pickle per
- * result in input order: memory stays bounded however long the input is
- * (except for compressed input, which is decompressed whole first: cli_io has
- * no incremental decompressor yet).  Compression of IN is found by magic
+ * result in input order: memory stays bounded however long the input is,
+ * compressed or not (it is decompressed as it is read), by the largest item,
+ * which --max-input caps.  Compression of IN is found by magic
  * bytes and of OUT by suffix, as everywhere in the CLI; a compressed streamed
  * OUT is a sequence of compressed members, which gzip, bzip2 and xz readers
  * take as one stream.  "-" is standard input / output.
@@ -31,6 +32,7 @@
  * (cli/plugins.c).  --encoding reads Python 2 str as pickle.load does.
  */
 #define _GNU_SOURCE
+#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -39,6 +41,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -52,7 +55,7 @@
 
 #define PK_EXIT_ITEMS 3 /* the map ran; some items failed */
 #define MAP_MAX_PLUGINS 64
-#define MAP_MAX_INPUT ((size_t)1 << 40)
+#define MAP_MAX_TIMEOUT 1e9 /* seconds, what pool_opts_t.timeout takes */
 #define STREAM_READ_MIN                                                        \
     ((size_t)1 << 20)                  /* bytes per read of a streamed IN      \
                                         */
@@ -94,6 +97,36 @@ int pk__cli_parse_long(const char *s, long lo, long hi, long *out)
     if (errno || end == s || *end || v < lo || v > hi)
         return -1;
     *out = v;
+    return 0;
+}
+
+int pk__cli_parse_size(const char *s, size_t *out)
+{
+    static const char units[] = "kmgt";
+    char *end;
+    unsigned long long v;
+    int shift = 0;
+
+    errno = 0;
+    if (*s < '0' || *s > '9')
+        return -1;
+    v = strtoull(s, &end, 10);
+    if (errno != 0 || end == s)
+        return -1;
+    if (*end != '\0') {
+        const char *u = strchr(units, tolower((unsigned char)*end));
+        if (u == NULL)
+            return -1;
+        shift = 10 * (int)(u - units + 1);
+        end++;
+        /* "k", "KiB", "KB": all powers of 1024. */
+        if (strcmp(end, "") != 0 && strcasecmp(end, "ib") != 0 &&
+            strcasecmp(end, "b") != 0)
+            return -1;
+    }
+    if (v == 0 || v > (unsigned long long)(SIZE_MAX >> shift))
+        return -1;
+    *out = (size_t)v << shift;
     return 0;
 }
 
@@ -154,6 +187,7 @@ typedef struct map_args {
     char module[256];
     const char *func;
     const char *in, *out;
+    size_t max_input; /* bytes of input (an item, with --stream) */
 } map_args_t;
 
 static int parse_map_args(int argc, char **argv, map_args_t *a)
@@ -201,11 +235,11 @@ static int parse_map_args(int argc, char **argv, map_args_t *a)
             a->copts.chunksize = (size_t)l;
         } else if ((v = pk__cli_take_opt(argc, argv, &i, "--timeout",
                                          &missing))) {
-            if (parse_double(v, 0, &d) < 0 || d == 0)
+            if (parse_double(v, 0, &d) < 0 || d == 0 || d > MAP_MAX_TIMEOUT)
                 return pk__cli_usage_error(
-                    "map: --timeout wants a positive number of seconds, not "
-                    "'%s'",
-                    v);
+                    "map: --timeout wants a number of seconds above 0 and up "
+                    "to %g, not '%s'",
+                    MAP_MAX_TIMEOUT, v);
             a->copts.timeout = d;
             a->opts.timeout = d;
         } else if ((v = pk__cli_take_opt(argc, argv, &i, "--plugin",
@@ -219,6 +253,13 @@ static int parse_map_args(int argc, char **argv, map_args_t *a)
             if (pk__cli_parse_encoding(v, &a->lopts.encoding) < 0)
                 return pk__cli_usage_error(
                     "map: --encoding wants ASCII, latin1 or bytes, not '%s'",
+                    v);
+        } else if ((v = pk__cli_take_opt(argc, argv, &i, "--max-input",
+                                         &missing))) {
+            if (pk__cli_parse_size(v, &a->max_input) < 0)
+                return pk__cli_usage_error(
+                    "map: --max-input wants a size in bytes (suffix k, M, G "
+                    "or T for powers of 1024), not '%s'",
                     v);
         } else if (strcmp(arg, "--stream") == 0) {
             a->stream = 1;
@@ -242,6 +283,8 @@ static int parse_map_args(int argc, char **argv, map_args_t *a)
     }
     if (npos < 3)
         return pk__cli_usage_error("map: needs MODULE.FUNC IN OUT");
+    if (a->max_input == 0)
+        a->max_input = pk__cli_default_max_input();
 
     const char *dot = strrchr(pos[0], '.');
     if (dot == NULL || dot == pos[0] || dot[1] == '\0' ||
@@ -490,10 +533,14 @@ static pk_value_t *failure_marker(pk_doc_t *doc, size_t index, pk_err_t status,
 /* Reads concatenated pickles from a file, refilling a buffer as it goes:
  * pk_loads reports PK_ETRUNC for a pickle cut by the end of the buffer, and
  * the read size doubles with the buffered length so that a large item costs
- * a logarithmic number of retries. */
+ * a logarithmic number of retries.  Compressed input is decompressed as it
+ * is read (cli_io's reader), so memory stays bounded either way: by the
+ * largest item, which the input limit caps. */
 typedef struct stream_in {
     const char *path;
     FILE *fp;
+    pk_cli_reader_t *rd;
+    size_t max; /* the input limit: bytes one item may take */
     pk_buf_t buf;
     size_t pos;   /* next unread byte in buf */
     int eof;      /* nothing more to read into buf */
@@ -503,55 +550,46 @@ typedef struct stream_in {
     pk_err_t rc;
 } stream_in_t;
 
-/* Appends up to `want` bytes from s->fp; sets eof at the end of the file. */
+/* Appends up to `want` bytes of content; sets eof at the end of the file. */
 static pk_err_t stream_read(stream_in_t *s, size_t want)
 {
-    size_t n;
-
+    if (s->buf.len > s->max)
+        return pk__cli_limit_error(&s->err, "an item", s->max);
+    if (want > s->max + 1 - s->buf.len)
+        want = s->max + 1 - s->buf.len; /* one byte past shows the limit */
     if (pk__cli_buf_reserve(&s->buf, want, &s->err) != PK_OK)
         return s->err.code;
-    n = fread(s->buf.data + s->buf.len, 1, want, s->fp);
-    s->buf.len += n;
-    if (n < want) {
-        if (ferror(s->fp))
-            return pk__err_sys(&s->err, PK_ESYS, errno, "read");
-        s->eof = 1;
+    while (want > 0 && !s->eof) {
+        size_t n = 0;
+        pk_err_t rc = pk__cli_reader_read(s->rd, s->buf.data + s->buf.len, want,
+                                          &n, &s->err);
+        if (rc != PK_OK)
+            return rc;
+        s->buf.len += n;
+        want -= n;
+        if (n == 0)
+            s->eof = 1;
     }
     return PK_OK;
 }
 
-static pk_err_t stream_open(stream_in_t *s, const char *path)
+static pk_err_t stream_open(stream_in_t *s, const char *path, size_t max)
 {
-    pk_cli_compress_t kind;
-    pk_err_t rc;
-
     memset(s, 0, sizeof *s);
     pk_error_clear(&s->err);
     s->path = path;
+    s->max = max;
     if (strcmp(path, "-") == 0) {
         s->fp = stdin;
     } else if ((s->fp = fopen(path, "rb")) == NULL) {
         return pk__err_sys(&s->err, PK_ESYS, errno, "cannot open");
     }
-    if ((rc = stream_read(s, STREAM_READ_MIN)) != PK_OK)
-        return rc;
-    kind = pk__cli_sniff(s->buf.data, s->buf.len);
-    if (kind == PK_COMPRESS_NONE)
-        return PK_OK;
-    /* Compressed: cli_io decodes whole buffers only, so read it all. */
-    while (!s->eof)
-        if ((rc = stream_read(s, s->buf.len)) != PK_OK)
-            return rc;
-    pk_buf_t plain = {0};
-    rc = pk__cli_decompress(kind, s->buf.data, s->buf.len, MAP_MAX_INPUT,
-                            &plain, &s->err);
-    pk_buf_free(&s->buf);
-    s->buf = plain;
-    return rc;
+    return pk__cli_reader_open(&s->rd, s->fp, &s->err);
 }
 
 static void stream_close(stream_in_t *s)
 {
+    pk__cli_reader_close(&s->rd);
     if (s->fp != NULL && s->fp != stdin)
         fclose(s->fp);
     s->fp = NULL;
@@ -617,11 +655,9 @@ static pk_err_t list_next(void *ctx, pk_doc_t *doc, pk_value_t **item)
 /* ---- streamed output ---------------------------------------------------- */
 
 /* Pickles written one after another, compressed by OUT's suffix one member
- * per flush, into a temporary file renamed over OUT at the end. */
+ * per flush, into OUT as cli_out.c opens it (atomically for a file). */
 typedef struct stream_out {
-    const char *path;
-    char tmp[PATH_MAX];
-    int fd;
+    pk_cli_out_t o;
     pk_cli_compress_t kind;
     pk_buf_t buf;
     pk_buf_t z;
@@ -629,28 +665,10 @@ typedef struct stream_out {
 
 static pk_err_t out_open(stream_out_t *o, const char *path, pk_error_t *err)
 {
-    mode_t um;
-
     memset(o, 0, sizeof *o);
-    o->path = path;
-    o->fd = -1;
-    if (strcmp(path, "-") == 0) {
-        o->fd = STDOUT_FILENO;
-        return PK_OK;
-    }
-    o->kind = pk__cli_compress_for_path(path);
-    if (snprintf(o->tmp, sizeof o->tmp, "%s.tmpXXXXXX", path) >=
-        (int)sizeof o->tmp)
-        return pk__err(err, PK_EINVAL, "path too long");
-    if ((o->fd = mkostemp(o->tmp, O_CLOEXEC)) < 0) {
-        o->tmp[0] = '\0';
-        return pk__err_sys(err, PK_ESYS, errno, "cannot create");
-    }
-    um = umask(0);
-    umask(um);
-    if (fchmod(o->fd, 0666 & ~um) < 0)
-        return pk__err_sys(err, PK_ESYS, errno, "chmod");
-    return PK_OK;
+    o->kind = strcmp(path, "-") == 0 ? PK_COMPRESS_NONE
+                                     : pk__cli_compress_for_path(path);
+    return pk__cli_out_open(&o->o, path, err);
 }
 
 static pk_err_t out_flush(stream_out_t *o, pk_error_t *err)
@@ -660,12 +678,12 @@ static pk_err_t out_flush(stream_out_t *o, pk_error_t *err)
     if (o->buf.len == 0)
         return PK_OK;
     if (o->kind == PK_COMPRESS_NONE) {
-        rc = pk__cli_write_all(o->fd, o->buf.data, o->buf.len, err);
+        rc = pk__cli_out_write(&o->o, o->buf.data, o->buf.len, err);
     } else {
         o->z.len = 0;
         rc = pk__cli_compress(o->kind, o->buf.data, o->buf.len, &o->z, err);
         if (rc == PK_OK)
-            rc = pk__cli_write_all(o->fd, o->z.data, o->z.len, err);
+            rc = pk__cli_out_write(&o->o, o->z.data, o->z.len, err);
     }
     o->buf.len = 0;
     return rc;
@@ -680,24 +698,15 @@ static pk_err_t out_put(stream_out_t *o, const pk_value_t *v, pk_error_t *err)
     return rc;
 }
 
-/* Finishes OUT (rc == PK_OK: flush, sync, rename) or throws it away. */
+/* Finishes OUT (rc == PK_OK: flush and commit) or throws it away. */
 static pk_err_t out_close(stream_out_t *o, pk_err_t rc, pk_error_t *err)
 {
     if (rc == PK_OK)
         rc = out_flush(o, err);
-    if (o->fd >= 0 && o->fd != STDOUT_FILENO) {
-        if (rc == PK_OK && fsync(o->fd) < 0)
-            rc = pk__err_sys(err, PK_ESYS, errno, "fsync");
-        if (close(o->fd) < 0 && rc == PK_OK)
-            rc = pk__err_sys(err, PK_ESYS, errno, "close");
-        if (rc == PK_OK && rename(o->tmp, o->path) < 0)
-            rc = pk__err_sys(err, PK_ESYS, errno, "rename");
-        if (rc != PK_OK)
-            unlink(o->tmp);
-    } else if (o->fd < 0 && o->tmp[0]) {
-        unlink(o->tmp);
-    }
-    o->fd = -1;
+    if (rc == PK_OK)
+        rc = pk__cli_out_commit(&o->o, err);
+    else
+        pk__cli_out_abort(&o->o);
     pk_buf_free(&o->buf);
     pk_buf_free(&o->z);
     return rc;
@@ -761,15 +770,25 @@ static pk_err_t drain(pool_iter_t *it, progress_t *prog, map_tally_t *tally,
     pk_err_t rc;
 
     for (;;) {
-        rc = pool_iter_next(it, &item, prog->on ? 0.2 : -1);
+        /* SIGINT / SIGTERM are only noted while the pool is waited on (the
+         * map then stops cleanly); the wait is sliced to look at them. */
+        pk__cli_sig_defer(1);
+        rc = pool_iter_next(it, &item, 0.2);
+        pk__cli_sig_defer(0);
+        if (pk__cli_sig_caught())
+            return pk__err(err, PK_EINTR, "%s", "");
         if (rc == PK_ETIMEDOUT) {
             progress_show(prog, tally->done, 0);
             continue;
         }
         if (rc == PK_EOF)
             return PK_OK; /* end of the map */
-        if (rc != PK_OK)
-            return pk__err(err, rc, "%s", pk_strerror(rc));
+        if (rc == PK_ECRASHED)
+            return pk__err(err, rc,
+                           "the pool stopped: its workers keep dying at "
+                           "start-up, or its fork server died");
+        if (rc != PK_OK) /* pk_error_format names the code: nothing to add */
+            return pk__err(err, rc, "%s", "");
         tally_item(tally, &item);
         if ((rc = emit(ctx, &item, err)) != PK_OK)
             return rc;
@@ -833,9 +852,12 @@ static int map_status(const map_tally_t *t)
 }
 
 /* The map could not run: says why, and for an unknown function where its
- * plugin was looked for. */
+ * plugin was looked for; nothing when an interrupt stopped it (its line
+ * comes when the process ends by the signal, after the clean-up). */
 static void report_map_error(const map_args_t *a, const pk_error_t *err)
 {
+    if (pk__cli_sig_caught())
+        return;
     pk__cli_report("map", err);
     if (err->code == PK_ENOFUNC && a->no_plugin.msg[0] != '\0')
         pk__cli_report("map", &a->no_plugin);
@@ -864,12 +886,19 @@ static int map_list(const map_args_t *a)
     map_tally_t tally = {0};
     progress_t prog = {0};
     pk_buf_t out = {0};
+    pk_cli_out_t o;
     pk_error_t err;
     size_t used = 0;
     int status = PK_EXIT_FAIL;
 
     pk_error_clear(&err);
-    if (pk__cli_read_file(a->in, MAP_MAX_INPUT, &in, &err) != PK_OK) {
+    /* OUT first: finding out after the work that it cannot be written
+     * would throw every result away. */
+    if (pk__cli_out_open(&o, a->out, &err) != PK_OK) {
+        pk__cli_report(a->out, &err);
+        return PK_EXIT_FAIL;
+    }
+    if (pk__cli_read_file(a->in, a->max_input, &in, &err) != PK_OK) {
         pk__cli_report(a->in, &err);
         goto done;
     }
@@ -922,7 +951,7 @@ static int map_list(const map_args_t *a)
         pk__cli_report("map: cannot pickle the results", &err);
         goto done;
     }
-    if (pk__cli_write_file(a->out, out.data, out.len, &err) != PK_OK) {
+    if (pk__cli_write_out(&o, out.data, out.len, &err) != PK_OK) {
         pk__cli_report(a->out, &err);
         goto done;
     }
@@ -930,11 +959,13 @@ static int map_list(const map_args_t *a)
 done:
     pool_iter_free(&it);
     pool_destroy(&p);
+    pk__cli_out_abort(&o);
     memo_reset(&lo.memo);
     pk_buf_free(&out);
     pk_buf_free(&in);
     pk_doc_free(&idoc);
     pk_doc_free(&lo.doc);
+    pk__cli_sig_die(); /* an interrupt: everything is cleaned up */
     return status;
 }
 
@@ -952,9 +983,13 @@ static int map_stream(const map_args_t *a)
 
     pk_error_clear(&err);
     memset(&po, 0, sizeof po);
-    po.out.fd = -1;
-    if (stream_open(&in, a->in) != PK_OK) {
+    if (out_open(&po.out, a->out, &err) != PK_OK) {
+        pk__cli_report(a->out, &err);
+        return PK_EXIT_FAIL;
+    }
+    if (stream_open(&in, a->in, a->max_input) != PK_OK) {
         pk__cli_report(a->in, &in.err);
+        out_close(&po.out, PK_EIO, &err);
         stream_close(&in);
         return PK_EXIT_FAIL;
     }
@@ -962,11 +997,7 @@ static int map_stream(const map_args_t *a)
     if (pk_doc_new(&po.scratch) != PK_OK) {
         pk__err(&err, PK_ENOMEM, "out of memory");
         pk__cli_report("map", &err);
-        goto done;
-    }
-    if (out_open(&po.out, a->out, &err) != PK_OK) {
-        pk__cli_report(a->out, &err);
-        out_close(&po.out, PK_EIO, &err);
+        out_close(&po.out, PK_ENOMEM, &err);
         goto done;
     }
     if (start_pool(a, &p) != PK_EXIT_OK) {
@@ -1001,6 +1032,7 @@ done:
     pool_destroy(&p);
     pk_doc_free(&po.scratch);
     stream_close(&in);
+    pk__cli_sig_die(); /* an interrupt: everything is cleaned up */
     return status;
 }
 

@@ -22,12 +22,13 @@ static const struct command {
     const char *args;    /* synopsis after the name */
     const char *summary; /* one line for the help */
 } commands[] = {
-    {"recode", pk__cmd_recode, "[--protocol N] [--encoding E] IN OUT",
+    {"recode", pk__cmd_recode,
+     "[--protocol N] [--encoding E] [--max-input SIZE] IN OUT",
      "decode a pickle (plain, gzip, bzip2 or xz) and write it again at "
      "protocol N\n      (2-5, default 5); OUT is compressed when it ends in "
      ".gz, .bz2 or .xz.\n      --encoding ASCII|latin1|bytes reads Python 2 "
      "str as pickle.load(encoding=)\n      does (default ASCII)"},
-    {"inspect", pk__cmd_inspect, "[--globals] FILE",
+    {"inspect", pk__cmd_inspect, "[--globals] [--max-input SIZE] FILE",
      "list a pickle's opcodes like pickletools.dis, then each global it "
      "names with\n      what it is (data constructor, DANGEROUS call such as "
      "os.system, or unknown)\n      and a one-line verdict; --globals prints "
@@ -39,7 +40,8 @@ static const struct command {
      "mask)\n      and the core / PUs each worker would be pinned to"},
     {"map", pk__cmd_map,
      "[--workers N] [--placement P] [--chunksize C] [--timeout S] "
-     "[--plugin NAME|PATH]... [--encoding E] [--stream] MODULE.FUNC IN OUT\n"
+     "[--plugin NAME|PATH]... [--encoding E] [--max-input SIZE] [--stream] "
+     "MODULE.FUNC IN OUT\n"
      "  map --list [--plugin NAME|PATH]...",
      "map a native function over a pickled list of arguments (or, with "
      "--stream,\n      a stream of pickles) on pinned workers; OUT gets the "
@@ -78,7 +80,13 @@ static void usage(FILE *fp)
     fputs("\nA file name '-' means standard input or output.  "
           "'picklepool help COMMAND'\n(or 'picklepool COMMAND --help') "
           "describes one command.  Exit status: 0 done,\n1 failed, 2 bad "
-          "usage.\n",
+          "usage.\n"
+          "--max-input SIZE (bytes; suffix k, M, G or T for powers of 1024) "
+          "caps the input\nread, after decompression (with --stream: one "
+          "item); the default is a\nquarter of the memory available.  "
+          "OUT is replaced atomically when it is a\nregular file, written in "
+          "place when it is a device or FIFO, and a symlink\nis followed; "
+          "SIGINT or SIGTERM leaves it as it was.\n",
           fp);
 }
 

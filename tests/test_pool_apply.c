@@ -18,6 +18,7 @@
 #include <inttypes.h>
 #include <pthread.h>
 #include <setjmp.h>
+#include <stdatomic.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -393,14 +394,14 @@ static void *lane_thread(void *arg)
     return NULL;
 }
 
-static volatile int killer_stop;
+static atomic_int killer_stop; /* set by the test, read by the killer */
 
 static void *killer(void *arg)
 {
     pool_t *p = arg;
     unsigned k = 0;
     uint64_t seen[2] = {0, 0};
-    while (!killer_stop) {
+    while (!atomic_load(&killer_stop)) {
         pool_worker_stats_t st[2];
         size_t n = 0;
         unsigned s = k++ % 2;
@@ -443,7 +444,7 @@ static void test_lane_threads_race(void **state)
     o.retries = 1000;
     p = tp_start(&o);
     pthread_t kt;
-    killer_stop = 0;
+    atomic_store(&killer_stop, 0);
     assert_int_equal(pthread_create(&kt, NULL, killer, p), 0);
     for (int i = 0; i < 6; i++) {
         t[i] = (lane_thread_t){p, (int64_t)i * 100000, 0, ""};
@@ -454,7 +455,7 @@ static void test_lane_threads_race(void **state)
         if (t[i].failed)
             fail_msg("thread %d: %s", i, t[i].why);
     }
-    killer_stop = 1;
+    atomic_store(&killer_stop, 1);
     pthread_join(kt, NULL);
     print_message("the same under kills: %u restarts, %" PRIu64
                   " through the lane\n",

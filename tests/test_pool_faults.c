@@ -4,7 +4,8 @@
  * that kills every worker it reaches (isolated, failed alone with
  * PK_ECRASHED naming the signal), a function that exit(0)s its worker, and
  * items past their deadline (PK_ETIMEDOUT, per call and per pool, through
- * pool_map and pool_imap).
+ * pool_map and pool_imap), and workers stopped (SIGSTOP) while idle or mid
+ * item, which must not keep their work (recovery.h, "Stalled workers").
  *
  * Real worker processes, real ZeroMQ sockets, real pinning, the examples
  * plugin; no mocks.  Every test runs in a child of its own with a hard time
@@ -250,6 +251,109 @@ static void test_hung_item_times_out(void **state)
     pool_destroy(&p);
 }
 
+/* ---- stalled workers ---------------------------------------------------- */
+
+/* The pid of worker `slot`, once it is up. */
+static int worker_pid(pool_t *p, size_t slot)
+{
+    pool_worker_stats_t st[8];
+    double t0 = tp_now_s();
+    for (;;) {
+        size_t n = tp_stats(p, st, 8);
+        if (slot < n && st[slot].pid > 0)
+            return st[slot].pid;
+        if (tp_now_s() - t0 > 10)
+            fail_msg("worker %zu has no pid", slot);
+        tp_sleep_s(0.01);
+    }
+}
+
+/* Maps examples.sleep over n items of `secs` each and checks every one
+ * came back in place.  Only the stall watch can end the map when a worker
+ * holding work is stopped: if it fails to, the test's time limit fails the
+ * test. */
+static void map_sleeps(pool_t *p, size_t n, double secs,
+                       const pool_call_opts_t *co)
+{
+    pk_doc_t *doc = NULL;
+    pk_value_t *items[64];
+    assert_true(n <= 64);
+    assert_int_equal(pk_doc_new(&doc), PK_OK);
+    for (size_t i = 0; i < n; i++)
+        items[i] = pk_float(doc, secs);
+    pool_results_t *r = tp_map_values(p, "sleep", items, n, co);
+    for (size_t i = 0; i < n; i++) {
+        const pool_item_t *it = pool_results_item(r, i);
+        if (it->status != PK_OK)
+            fail_msg("item %zu: %s %s", i, pk_errname(it->status),
+                     it->error ? it->error : "");
+    }
+    pool_results_free(&r);
+    pk_doc_free(&doc);
+}
+
+/* A worker stopped while idle is sent work it never starts: the batches
+ * go to another worker and the stopped one is replaced - with the pool's
+ * stall bound, and (default bound) with a per-item timeout, whose deadline
+ * then runs from dispatch.  No item fails: none of them ran. */
+static void test_stopped_idle_worker(void **state)
+{
+    pool_opts_t o;
+    tp_opts_for(&o, 2);
+    o.stall_timeout = 0.5;
+    o.spin_us = -1; /* idle means blocked in its socket, not the lane */
+    pool_t *p = tp_start(&o);
+    int pid = worker_pid(p, 0);
+    assert_int_equal(kill(pid, SIGSTOP), 0);
+    map_sleeps(p, 40, 0.01, NULL);
+    assert_true(tp_restarts(p) >= 1);
+    assert_true(worker_pid(p, 0) != pid);
+    pool_destroy(&p);
+
+    tp_opts_for(&o, 2);
+    o.spin_us = -1;
+    p = tp_start(&o); /* the default bound: 60 s, past the time limit */
+    pid = worker_pid(p, 1);
+    assert_int_equal(kill(pid, SIGSTOP), 0);
+    pool_call_opts_t co;
+    pool_call_opts_init(&co);
+    co.timeout = 1;
+    map_sleeps(p, 40, 0.01, &co);
+    assert_true(tp_restarts(p) >= 1);
+    pool_destroy(&p);
+}
+
+/* SIGSTOPs the process *arg once it is 0.3 s into an item. */
+static void *stop_later(void *arg)
+{
+    tp_sleep_s(0.3);
+    kill(*(int *)arg, SIGSTOP);
+    return NULL;
+}
+
+/* A worker stopped in the middle of an item is not running it: it is
+ * replaced and the item runs again elsewhere, without a timeout.  A worker
+ * running an item longer than the bound is left alone. */
+static void test_stopped_busy_worker(void **state)
+{
+    pool_opts_t o;
+    tp_opts_for(&o, 2);
+    o.stall_timeout = 0.3;
+    pool_t *p = tp_start(&o);
+
+    map_sleeps(p, 2, 1.0, NULL); /* 1 s items, bound 0.3 s: healthy */
+    assert_int_equal(tp_restarts(p), 0);
+
+    static int pid;
+    pid = worker_pid(p, 0);
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, stop_later, &pid), 0);
+    map_sleeps(p, 2, 1.0, NULL);
+    pthread_join(th, NULL);
+    assert_true(tp_restarts(p) >= 1);
+    pool_destroy(&p);
+}
+
 /* ---- runner ------------------------------------------------------------- */
 
 static const runner_test_t tests[] = {
@@ -257,6 +361,8 @@ static const runner_test_t tests[] = {
     RUNNER_TEST(test_poison_item, 60),
     RUNNER_TEST(test_exit0_item, 60),
     RUNNER_TEST(test_hung_item_times_out, 60),
+    RUNNER_TEST(test_stopped_idle_worker, 40),
+    RUNNER_TEST(test_stopped_busy_worker, 40),
 };
 
 int main(int argc, char **argv)

@@ -32,6 +32,13 @@ static const plan_case_t plans[] = {
     {"canceled job: dropped, whatever else is true",
      {.count = 8, .canceled = 1, .blamed = 1, .running = 3, .retries = 2},
      POOL_REC_DROP, 0, {{0}}},
+    {"a stalled worker killed while idle: batches it held kept whole",
+     {.count = 8, .crashes = 1, .blamed = 0, .retries = 2},
+     POOL_REC_KEEP, 0, {{0}}},
+    {"a stalled worker killed while decoding: split like a crash there",
+     {.count = 8, .crashes = 0, .blamed = 1, .running = UINT32_MAX,
+      .retries = 2},
+     POOL_REC_PIECES, 2, {{0, 4, R, 1}, {4, 8, R, 1}}},
     {"not started, or a worker killed for cancel/retire: kept whole",
      {.count = 8, .crashes = 1, .retries = 2},
      POOL_REC_KEEP, 0, {{0}}},
@@ -224,13 +231,81 @@ static void test_overdue(void **state)
     assert_false(pool__rec_overdue(100, 200, 50));
 }
 
+/* Stalled workers (recovery.h): one case a row. */
+typedef struct stall_case {
+    const char *what;
+    pool__rec_stall_t in;
+    enum pool__rec_stall_verdict want;
+} stall_case_t;
+
+#define S_ 1000000000ull /* one second */
+
+/* clang-format off */
+static const stall_case_t stalls[] = {
+    {"holds nothing: live, however long idle",
+     {.now_ns = 100 * S_, .progress_ns = 0, .bound_ns = S_, .holds_work = 0,
+      .stopped = -1},
+     POOL_REC_LIVE},
+    {"no bound (stall_timeout < 0, no item timeout): never stalled",
+     {.now_ns = 100 * S_, .progress_ns = 0, .bound_ns = 0, .holds_work = 1,
+      .stopped = -1},
+     POOL_REC_LIVE},
+    {"holds work, idle, within the bound: live",
+     {.now_ns = 10 * S_, .progress_ns = 9 * S_, .bound_ns = S_,
+      .holds_work = 1, .stopped = -1},
+     POOL_REC_LIVE},
+    {"holds work, idle or decoding past the bound: stalled",
+     {.now_ns = 10 * S_ + 1, .progress_ns = 9 * S_, .bound_ns = S_,
+      .holds_work = 1, .stopped = -1},
+     POOL_REC_STALLED},
+    {"running an item past the bound: look whether it is stopped",
+     {.now_ns = 100 * S_, .progress_ns = 0, .bound_ns = S_, .holds_work = 1,
+      .running_item = 1, .stopped = -1},
+     POOL_REC_LOOK},
+    {"running an item for hours, not stopped: live (only a timeout bounds "
+     "an item)",
+     {.now_ns = 7200 * S_, .progress_ns = 0, .bound_ns = S_, .holds_work = 1,
+      .running_item = 1, .stopped = 0},
+     POOL_REC_LIVE},
+    {"running an item, process stopped, past the bound: stalled",
+     {.now_ns = 100 * S_, .progress_ns = 0, .bound_ns = S_, .holds_work = 1,
+      .running_item = 1, .stopped = 1},
+     POOL_REC_STALLED},
+    {"stopped but within the bound: live for now",
+     {.now_ns = S_, .progress_ns = S_ / 2, .bound_ns = S_, .holds_work = 1,
+      .running_item = 1, .stopped = 1},
+     POOL_REC_LIVE},
+    {"progress stamped after the turn's clock: live",
+     {.now_ns = S_, .progress_ns = 2 * S_, .bound_ns = 1, .holds_work = 1,
+      .stopped = -1},
+     POOL_REC_LIVE},
+};
+/* clang-format on */
+
+static void test_stall(void **state)
+{
+    (void)state;
+    for (size_t i = 0; i < sizeof stalls / sizeof stalls[0]; i++) {
+        enum pool__rec_stall_verdict got = pool__rec_stall(&stalls[i].in);
+        if (got != stalls[i].want)
+            fail_msg("%s: verdict %d, want %d", stalls[i].what, (int)got,
+                     (int)stalls[i].want);
+    }
+    /* The bound: the pool's, or a smaller per-item timeout of what the
+     * worker holds (its deadline runs from dispatch). */
+    assert_int_equal(pool__rec_stall_bound(60 * S_, 0), 60 * S_);
+    assert_int_equal(pool__rec_stall_bound(60 * S_, S_), S_);
+    assert_int_equal(pool__rec_stall_bound(S_, 60 * S_), S_);
+    assert_int_equal(pool__rec_stall_bound(0, S_), S_);
+    assert_int_equal(pool__rec_stall_bound(0, 0), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_plans),
-        cmocka_unit_test(test_split_isolates),
-        cmocka_unit_test(test_respawn),
-        cmocka_unit_test(test_overdue),
+        cmocka_unit_test(test_plans),   cmocka_unit_test(test_split_isolates),
+        cmocka_unit_test(test_respawn), cmocka_unit_test(test_overdue),
+        cmocka_unit_test(test_stall),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -61,7 +61,8 @@ typedef struct pool_opts {
     pool_placement_t placement; /* default compact */
     int prefetch;               /* batches in flight per worker (default 2) */
     size_t chunksize;           /* items per batch; 0: adaptive (default) */
-    double timeout;             /* per-item seconds; 0: none (default) */
+    double timeout;             /* per-item seconds, at most 1e9; 0: none
+                                   (default) */
     int retries;                /* crashes an item may survive (default 2) */
     size_t maxtasksperchild;    /* items before a worker retires; 0: never */
     size_t max_rss;             /* bytes; retire a worker above it; 0: none */
@@ -99,6 +100,16 @@ typedef struct pool_opts {
      * at most 8 KiB each.  The initializer is not run in them. */
     const char *const *worker_argv;
     const char *const *worker_env;
+    /* Stalled workers: a worker that holds dispatched batches but shows no
+     * progress for this many seconds (no result, its slot unchanged, and
+     * not running an item, or its process stopped) is killed and replaced,
+     * and its batches are sent again; with a per-item timeout smaller than
+     * this, the timeout is the bound.  A worker running an item is never
+     * stalled (only a timeout bounds an item).  0: 60 s (default); < 0:
+     * never; at most 1e9. */
+    double stall_timeout;
+    /* New fields go here, at the end: pool_opts_t.size tells the library
+     * which fields a caller built against an older header knows. */
 } pool_opts_t;
 
 /* Fills *opts with the defaults, size included.  Thread- and fork-safe. */
@@ -144,7 +155,8 @@ PK_API void pool_terminate(pool_t *p);
 typedef struct pool_call_opts {
     size_t size;      /* sizeof(pool_call_opts_t), set by pool_call_opts_init */
     size_t chunksize; /* 0: the pool's */
-    double timeout;   /* per-item seconds; 0: the pool's, < 0: none */
+    double timeout;   /* per-item seconds, at most 1e9; 0: the pool's,
+                         < 0: none */
 } pool_call_opts_t;
 
 /* Fills *copts with "the pool's" for every field, size included. */

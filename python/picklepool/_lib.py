@@ -57,7 +57,8 @@ class PoolOpts(ctypes.Structure):
                 ("topology", c_char_p), ("shm_bytes", c_size_t),
                 ("shm_threshold", c_size_t), ("spin_us", c_int),
                 ("worker_argv", ctypes.POINTER(c_char_p)),
-                ("worker_env", ctypes.POINTER(c_char_p))]
+                ("worker_env", ctypes.POINTER(c_char_p)),
+                ("stall_timeout", c_double)]
 
 
 class CallOpts(ctypes.Structure):

@@ -661,7 +661,8 @@ static pk_err_t build_ndarray(pk_doc_t *doc, pk_value_t *inst,
     if (len != nb) {
         pk__free(scratch);
         return pk__err(err, PK_EPICKLE,
-                       "numpy array state: %zu data bytes for an array of %zu",
+                       "numpy array state: %zu data bytes for an array of %zu "
+                       "bytes",
                        len, nb);
     }
     unsigned flags =

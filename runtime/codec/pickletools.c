@@ -102,6 +102,7 @@ typedef struct dis {
     int maxproto;
     int proto;      /* from PROTO (0 without one): below 3 names are renamed */
     unsigned flags; /* PK_INSPECT_* */
+    const uint8_t *frame_end; /* end of the last FRAME, or NULL */
 } dis_t;
 
 static void imap_free(imap_t *m)
@@ -1048,8 +1049,22 @@ static pk_err_t step(dis_t *d, const uint8_t *at, const arg_t *a, char *note,
                         "unsupported pickle protocol %" PRIu64, a->u);
         d->proto = (int)a->u;
         return PK_OK;
-    case PK_OP_FRAME: /* a short frame shows as truncation where it bites */
+    case PK_OP_FRAME: {
+        /* The decoder's own checks (unpickle.c), so that inspect refuses
+         * what recode refuses. */
+        const uint8_t *after = at + 9; /* the opcode and its 8-byte length */
+        if (d->frame_end != NULL && after < d->frame_end)
+            return fail(d, PK_EPICKLE, at,
+                        "beginning of a new frame before end of current "
+                        "frame");
+        if (a->u > (uint64_t)(d->end - after))
+            return fail(d, PK_ETRUNC, at,
+                        "frame of %" PRIu64
+                        " bytes is longer than the %zu bytes left",
+                        a->u, (size_t)(d->end - after));
+        d->frame_end = after + a->u;
         return PK_OK;
+    }
     default:
         return fail(d, PK_EPICKLE, at, "unknown opcode 0x%02x", *at);
     }

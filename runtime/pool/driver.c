@@ -282,6 +282,12 @@ pk_err_t pool__drive_start(pool__drive_t *d, pool_t *p,
                        "options with pool_call_opts_init()",
                        copts->size, sizeof *copts);
     }
+    if (copts != NULL && copts->timeout > 1e9) {
+        pk__free(j);
+        return pk__err(err, PK_EINVAL,
+                       "timeout must be from 0 to 1e9 seconds, not %g",
+                       copts->timeout);
+    }
     if (copts != NULL) {
         if (copts->chunksize)
             j->chunksize = copts->chunksize;

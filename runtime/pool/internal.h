@@ -128,12 +128,15 @@ enum pool__wstate {
     POOL_W_DRAINING  /* retiring / stopping / killed: no more work */
 };
 
-/* Why the master killed a worker (it is not the worker's batch's fault). */
+/* Why the master killed a worker (for all but a stall, it is not the
+ * worker's batch's fault). */
 enum pool__kill_reason {
     POOL_KILL_NONE = 0,
     POOL_KILL_TIMEOUT, /* item kill_item of batch kill_batch ran too long */
     POOL_KILL_CANCEL,  /* its job was canceled and the grace ran out */
-    POOL_KILL_RETIRE   /* it said it was retiring */
+    POOL_KILL_RETIRE,  /* it said it was retiring */
+    POOL_KILL_STALL    /* it held batches and made no progress (recovery.h):
+                          judged like a death at its scoreboard position */
 };
 
 typedef struct pool__mworker {
@@ -153,6 +156,12 @@ typedef struct pool__mworker {
                            generation (it then gets POOL_WIRE_F_SAME_CALL) */
     uint64_t respawn_at;   /* 0: none pending */
     unsigned quick_deaths; /* consecutive deaths soon after spawn */
+    /* Stall watch (recovery.h): its last sign of progress, and its
+     * scoreboard slot as the master last saw it. */
+    uint64_t progress_ns;
+    uint64_t stall_bound_ns; /* the bound it was killed for, for messages */
+    uint32_t seen_state, seen_item;
+    uint64_t seen_batch, seen_done;
 } pool__mworker_t;
 
 /* The batch a worker's fast lane carries (lane.h), under p->mu. */
@@ -181,6 +190,7 @@ typedef struct pool__cfg {
     int nworkers, prefetch, retries;
     size_t chunksize;       /* pool default, 0: adaptive */
     double timeout;         /* pool default per item, 0: none */
+    uint64_t stall_ns;      /* stall bound (recovery.h), 0: none */
     uint64_t spin_ns;       /* busy-poll budget of lanes (0: no lanes) */
     int bind;               /* workers bind to their places */
     pool__place_t *places;  /* nworkers */
@@ -232,6 +242,8 @@ typedef struct pool__mstate {
     int terminating;
     uint64_t terminate_ns;
     unsigned startup_deaths; /* consecutive deaths before READY */
+    uint64_t stall_look_ns;  /* when the stall watch last looked, 0: never */
+    uint64_t stall_wake_ns;  /* when it wants to look next, 0: nothing held */
     unsigned logged;         /* malformed-message kinds already logged */
 } pool__mstate_t;
 

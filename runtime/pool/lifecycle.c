@@ -23,7 +23,8 @@
 #include "proc/forkserver.h"
 #include "proc/registry_int.h"
 
-#define CREATE_TIMEOUT_S 60.0 /* for every worker to say READY */
+#define CREATE_TIMEOUT_S 60.0                /* for every worker to say READY */
+#define POOL_STALL_DEFAULT_NS 60000000000ull /* stall bound (recovery.h) */
 
 /* ---- options, init, create ---------------------------------------------- */
 
@@ -158,7 +159,13 @@ static pk_err_t check_opts(const pool_opts_t *o, pk_error_t *err)
         return pk__err(err, PK_EINVAL, "retries must be >= 0, not %d",
                        o->retries);
     if (!(o->timeout >= 0) || o->timeout > 1e9)
-        return pk__err(err, PK_EINVAL, "timeout must be >= 0 seconds");
+        return pk__err(err, PK_EINVAL,
+                       "timeout must be from 0 to 1e9 seconds, not %g",
+                       o->timeout);
+    if (!(o->stall_timeout <= 1e9))
+        return pk__err(err, PK_EINVAL,
+                       "stall_timeout must be at most 1e9 seconds, not %g",
+                       o->stall_timeout);
     if (o->spin_us > 1000000)
         return pk__err(err, PK_EINVAL, "spin_us must be at most 1000000");
     if (o->shm_threshold > ((size_t)1 << 40))
@@ -236,6 +243,12 @@ pk_err_t pool_create(pool_t **pp, const pool_opts_t *user, pk_error_t *err)
     p->cfg.reg_gen = pool__registry_generation();
     p->cfg.chunksize = opts->chunksize;
     p->cfg.timeout = opts->timeout;
+    p->cfg.stall_ns = opts->stall_timeout < 0 ? 0
+                      : opts->stall_timeout == 0
+                          ? POOL_STALL_DEFAULT_NS
+                          : (uint64_t)(opts->stall_timeout * 1e9);
+    if (opts->stall_timeout > 0 && p->cfg.stall_ns == 0)
+        p->cfg.stall_ns = 1;
 
     const pool__topo_t *topo = pool__fs_topo();
     if (opts->topology != NULL) {

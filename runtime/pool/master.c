@@ -32,11 +32,13 @@
 #include "core/common.h"
 #include "ipc/wire.h"
 #include "pool/recovery.h"
+#include "proc/forkserver.h"
 
 #define TICK_MS 10
 #define CANCEL_GRACE_NS 200000000ull /* before killing a canceled batch */
 #define TERM_GRACE_NS 300000000ull   /* SIGTERM -> SIGKILL on terminate */
 #define MAX_RECV_PER_TURN 4096
+#define STALL_LOOK_MAX_NS 1000000000ull /* the stall watch's longest nap */
 
 void pool__master_wake(pool_t *p)
 {
@@ -323,6 +325,10 @@ static void spawn(pool_t *p, int slot, uint64_t now)
     w->kill_reason = POOL_KILL_NONE;
     w->respawn_at = 0;
     w->spawn_ns = now;
+    w->progress_ns = now;
+    w->seen_state = POOL_SB_IDLE;
+    w->seen_item = 0;
+    w->seen_batch = w->seen_done = 0;
     pool__sb_slot_t *sb = &p->cfg.sb[slot];
     POOL_SB_STORE(sb->pid, 0);
     POOL_SB_STORE(sb->state, POOL_SB_IDLE);
@@ -571,7 +577,13 @@ static void on_death(pool_t *p, turn_t *t, int slot, uint32_t gen, int pid,
     int clean = WIFEXITED(status) && WEXITSTATUS(status) == 0 &&
                 w->state == POOL_W_DRAINING;
     char how[256];
-    describe_exit(how, sizeof how, slot, pid, status);
+    if (w->kill_reason == POOL_KILL_STALL)
+        snprintf(how, sizeof how,
+                 "worker %d (pid %d) made no progress for %g s and was "
+                 "killed",
+                 slot, pid, (double)w->stall_bound_ns / 1e9);
+    else
+        describe_exit(how, sizeof how, slot, pid, status);
 
     /* A lane batch it had not finished is one more of its in-flight ones. */
     pool__batch_t *lb = lane_take_unfinished(p, slot);
@@ -595,7 +607,9 @@ static void on_death(pool_t *p, turn_t *t, int slot, uint32_t gen, int pid,
             .timed_out =
                 w->kill_reason == POOL_KILL_TIMEOUT && b->id == w->kill_batch,
             .timeout_item = w->kill_item,
-            .blamed = !clean && w->kill_reason == POOL_KILL_NONE &&
+            .blamed = !clean &&
+                      (w->kill_reason == POOL_KILL_NONE ||
+                       w->kill_reason == POOL_KILL_STALL) &&
                       sbs == POOL_SB_BUSY && sbb == b->id,
             .running = sbi,
             .retries = p->cfg.retries,
@@ -870,6 +884,7 @@ static void on_result(pool_t *p, turn_t *t, int slot, const pool__wire_hdr_t *h,
         shm_drop(p, slot, h->nbufs, &ents);
         return; /* a dispatch we no longer wait for */
     }
+    w->progress_ns = t->now;
     if (rc == PK_OK)
         rc = pool__result_check(b, h, nf, zmq_msg_data(&f[1]),
                                 zmq_msg_size(&f[1]), &e);
@@ -1103,6 +1118,76 @@ static void take_submissions(pool_t *p, turn_t *t, int *terminate,
     }
 }
 
+/* The stall watch (recovery.h, "Stalled workers"): kills a worker that
+ * holds batches and shows no progress within its bound, and sets when it
+ * wants to look next (p->m.stall_wake_ns, 0 while nothing is held). */
+static void stall_watch(pool_t *p, turn_t *t)
+{
+    uint64_t wake = 0, last = p->m.stall_look_ns;
+    for (int s = 0; s < p->cfg.nworkers; s++) {
+        pool__mworker_t *w = &p->m.w[s];
+        if (w->inflight == NULL || w->kill_reason != POOL_KILL_NONE ||
+            w->pid <= 0)
+            continue;
+        uint64_t tmo = 0;
+        for (pool__batch_t *b = w->inflight; b; b = b->next)
+            if (b->job->timeout_ns && (tmo == 0 || b->job->timeout_ns < tmo))
+                tmo = b->job->timeout_ns;
+        uint64_t bound = pool__rec_stall_bound(p->cfg.stall_ns, tmo);
+        if (bound == 0)
+            continue;
+        pool__sb_slot_t *sb = &p->cfg.sb[s];
+        uint32_t st = atomic_load_explicit(&sb->state, memory_order_acquire);
+        uint32_t item = atomic_load_explicit(&sb->item, memory_order_acquire);
+        uint64_t bid = POOL_SB_LOAD(sb->batch);
+        uint64_t done = POOL_SB_LOAD(sb->items_done);
+        if (st != w->seen_state || item != w->seen_item ||
+            bid != w->seen_batch || done != w->seen_done) {
+            w->seen_state = st;
+            w->seen_item = item;
+            w->seen_batch = bid;
+            w->seen_done = done;
+            w->progress_ns = t->now;
+        }
+        /* A master that did not run for long (itself stopped, the machine
+         * suspended) cannot tell what the workers did meanwhile: a fresh
+         * clock for each, rather than a kill for all. */
+        if (last != 0 && t->now - last > bound / 2)
+            w->progress_ns = t->now;
+        pool__rec_stall_t f = {
+            .now_ns = t->now,
+            .progress_ns = w->progress_ns,
+            .bound_ns = bound,
+            .holds_work = 1,
+            .running_item = st == POOL_SB_BUSY && item != POOL_SB_DECODING,
+            .stopped = -1,
+        };
+        enum pool__rec_stall_verdict v = pool__rec_stall(&f);
+        if (v == POOL_REC_LOOK) {
+            f.stopped = pool__fs_pid_stopped(w->pid);
+            v = pool__rec_stall(&f);
+            if (v == POOL_REC_LIVE)
+                w->progress_ns = t->now; /* a long item: look again later */
+        }
+        if (v == POOL_REC_STALLED) {
+            w->stall_bound_ns = bound;
+            kill_for(p, s, POOL_KILL_STALL, 0, 0);
+            continue;
+        }
+        /* Look again at its deadline, and often enough meanwhile that a
+         * change of its slot is seen. */
+        uint64_t look =
+            bound / 4 < STALL_LOOK_MAX_NS ? bound / 4 + 1 : STALL_LOOK_MAX_NS;
+        uint64_t due = w->progress_ns + bound + 1;
+        if (due > t->now + look)
+            due = t->now + look;
+        if (wake == 0 || due < wake)
+            wake = due;
+    }
+    p->m.stall_look_ns = wake != 0 ? t->now : 0;
+    p->m.stall_wake_ns = wake;
+}
+
 /* Deadlines and cancel grace.  Returns non-zero when a tick is needed. */
 static int tick(pool_t *p, turn_t *t)
 {
@@ -1143,6 +1228,7 @@ static int tick(pool_t *p, turn_t *t)
             break;
         }
     }
+    stall_watch(p, t);
     return need | lane_tick(p, t);
 }
 
@@ -1175,6 +1261,9 @@ static void dispatch(pool_t *p, turn_t *t)
                 q_prepend(p, &l);
                 continue;
             }
+            /* Its stall clock starts when it gets work to hold. */
+            if (w->ninflight == 0)
+                w->progress_ns = t->now;
             /* append to in-flight, oldest first */
             pool__batch_t **pp = &w->inflight;
             while (*pp)
@@ -1247,6 +1336,12 @@ void *pool__master_main(void *arg)
         long tmo = -1;
         if (need_tick || p->m.terminating)
             tmo = TICK_MS;
+        if (p->m.stall_wake_ns) {
+            uint64_t at = p->m.stall_wake_ns;
+            long ms = at > t.now ? (long)((at - t.now) / 1000000) + 1 : 0;
+            if (tmo < 0 || ms < tmo)
+                tmo = ms;
+        }
         for (int s = 0; s < p->cfg.nworkers; s++) {
             uint64_t at = p->m.w[s].respawn_at;
             if (at) {

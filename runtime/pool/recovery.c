@@ -101,3 +101,23 @@ int pool__rec_overdue(uint64_t now_ns, uint64_t start_ns, uint64_t timeout_ns)
     return timeout_ns != 0 && now_ns > start_ns &&
            now_ns - start_ns > timeout_ns;
 }
+
+enum pool__rec_stall_verdict pool__rec_stall(const pool__rec_stall_t *s)
+{
+    if (!s->holds_work || s->bound_ns == 0 ||
+        !pool__rec_overdue(s->now_ns, s->progress_ns, s->bound_ns))
+        return POOL_REC_LIVE;
+    if (!s->running_item)
+        return POOL_REC_STALLED;
+    /* Running an item: live however long it takes, unless stopped. */
+    if (s->stopped < 0)
+        return POOL_REC_LOOK;
+    return s->stopped ? POOL_REC_STALLED : POOL_REC_LIVE;
+}
+
+uint64_t pool__rec_stall_bound(uint64_t stall_ns, uint64_t timeout_ns)
+{
+    if (timeout_ns != 0 && (stall_ns == 0 || timeout_ns < stall_ns))
+        return timeout_ns;
+    return stall_ns;
+}

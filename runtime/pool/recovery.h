@@ -21,10 +21,38 @@
  *     halves, each carrying one more crash, until the poison item is alone.
  *   - Anything else in flight (batches it had not started, a worker killed
  *     for cancel or retirement, a clean exit) is requeued as it was.
+ *   - A worker the master killed because it stalled (see "Stalled workers"
+ *     below) counts as one that died on its own at the scoreboard's
+ *     position: an item it was running is retried alone with one more crash,
+ *     a batch it was decoding is split, batches it had not started are
+ *     requeued as they were.  So a batch that stalls every worker it reaches
+ *     is isolated and fails like a crash, and nothing else is blamed.
  *   - Respawn at once after a death, except for a worker that keeps dying
  *     soon after it was spawned without producing anything: then back off
  *     exponentially (20 ms << n, at most 2 s).  Deaths before any READY
  *     that keep coming (2 x workers in a row, at least 5) break the pool.
+ *
+ * Stalled workers.  A worker may hold dispatched batches (at most
+ * `prefetch`) and never run them: stopped (SIGSTOP), swapping, stuck in a
+ * decode.  Progress, as the master sees it, is a RESULT from the worker, a
+ * batch dispatched to it while it held none, or a change of its scoreboard
+ * slot (state, batch, item, items done) between two looks of the master's
+ * tick.  The rule (pool__rec_stall):
+ *   - A worker that holds nothing, or whose slot says BUSY on an item (not
+ *     decoding), is live: an item may rightly run for hours, and only a
+ *     per-item timeout bounds it.  The one exception is a process that is
+ *     stopped (job-control stop, state T): it runs nothing, whatever its
+ *     slot says, so once it is overdue the master looks (POOL_REC_LOOK).
+ *   - Any other worker that holds batches (idle with work sent to it,
+ *     decoding a batch) and has shown no progress for the bound is stalled:
+ *     the master kills and replaces it and re-dispatches its batches.
+ *   - The bound is pool_opts_t.stall_timeout (default 60 s, far beyond the
+ *     milliseconds a healthy worker spends between receiving a batch and
+ *     running its first item), or the per-item timeout of a batch it holds
+ *     when that is smaller: with a timeout, an item's deadline also runs
+ *     from its dispatch (or the worker's last progress, if later), not only
+ *     from when the worker starts it.
+ * Calls on the fast lane (pool_apply) are bounded by their own timeout only.
  *
  * Thread-safety: pure functions.  Fork-safe.
  */
@@ -92,6 +120,34 @@ typedef struct pool__rec_respawn {
 
 /* Decides when (and whether) a dead worker's slot is respawned. */
 void pool__rec_respawn(const pool__rec_death_t *d, pool__rec_respawn_t *out);
+
+/* What the master knows of a worker when it looks for a stall. */
+typedef struct pool__rec_stall {
+    uint64_t now_ns;
+    uint64_t progress_ns; /* its last sign of progress */
+    uint64_t bound_ns;    /* the bound for what it holds; 0: none */
+    int holds_work;       /* batches were dispatched to it */
+    int running_item;     /* its slot says BUSY on an item, not decoding */
+    int stopped;          /* its process is stopped: 1; not: 0; not looked
+                             at yet: -1 */
+} pool__rec_stall_t;
+
+enum pool__rec_stall_verdict {
+    POOL_REC_LIVE = 0, /* nothing to do */
+    POOL_REC_STALLED,  /* kill it, re-dispatch what it holds */
+    POOL_REC_LOOK      /* look whether its process is stopped, then ask
+                          again with `stopped` set */
+};
+
+/* Decides whether a worker has stalled (see "Stalled workers" above).  A
+ * LIVE answer to an overdue worker running an item (stopped 0) means the
+ * master restarts its clock: it looks again one bound later. */
+enum pool__rec_stall_verdict pool__rec_stall(const pool__rec_stall_t *s);
+
+/* The stall bound for a worker holding batches whose smallest per-item
+ * timeout is timeout_ns (0: none), with stall_ns the pool's bound (0:
+ * none). */
+uint64_t pool__rec_stall_bound(uint64_t stall_ns, uint64_t timeout_ns);
 
 /* Non-zero when an item started at start_ns has run past timeout_ns (0:
  * none) at now_ns. */

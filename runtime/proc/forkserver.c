@@ -488,9 +488,17 @@ static void fs_main(int ctl, pid_t master, int pdeath)
     signal(SIGINT, SIG_IGN);
     signal(SIGHUP, SIG_IGN);
     signal(SIGPIPE, SIG_IGN);
-    /* Forked with fs_mu held, maybe from a process whose registry already
-     * forwards registrations: here they are final, not forwarded. */
-    pthread_mutex_init(&fs_mu, NULL);
+    /* Forked with fs_mu held (pool__fs_init forks inside it), maybe from a
+     * process whose registry already forwards registrations: here they are
+     * final, not forwarded.  fs_mu is unlocked, not re-initialised: this
+     * thread is the copy of the one that locked it, and only an unlock tells
+     * ThreadSanitizer that it is no longer held.  Re-initialised, TSan kept
+     * it held for ever here, so pool_plugin_load below (plugin_lock) looked
+     * like fs_mu -> plugin_lock against the master's plugin_lock -> fs_mu
+     * (a plugin's init registering, on_register): a lock-order inversion
+     * that cannot happen, since no thread holds fs_mu around a plugin load
+     * in the master and the fork server never takes fs_mu. */
+    pthread_mutex_unlock(&fs_mu);
     pool__registry_set_listener(NULL);
     sigset_t ss;
     sigemptyset(&ss);
@@ -747,4 +755,24 @@ void pool__fs_register(const char *module, const char *name, pool_fn_t fn,
             (void)ctl_call(&m, NULL, 0, 0, NULL);
         pthread_mutex_unlock(&fs_mu);
     }
+}
+
+int pool__fs_pid_stopped(int pid)
+{
+    char path[64], buf[512];
+    if (pid <= 0)
+        return 0;
+    snprintf(path, sizeof path, "/proc/%d/stat", pid);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return 0;
+    ssize_t n = read(fd, buf, sizeof buf - 1);
+    close(fd);
+    if (n <= 0)
+        return 0;
+    buf[n] = '\0';
+    /* "pid (comm) S ...": comm may hold anything, so the state is after the
+     * last ')'. */
+    const char *rp = strrchr(buf, ')');
+    return rp != NULL && rp[1] == ' ' && rp[2] == 'T';
 }

@@ -137,4 +137,9 @@ void pool__fs_register(const char *module, const char *name, pool_fn_t fn,
 pk_err_t pool__fs_send(int chan, const pool__fs_msg_t *m);
 int pool__fs_recv(int chan, pool__fs_msg_t *m);
 
+/* 1 when process `pid` is in a job-control stop (SIGSTOP, SIGTSTP: state
+ * T in /proc/PID/stat), 0 when it is not or cannot be looked at (a traced
+ * process, stopped in a debugger, counts as not stopped). */
+int pool__fs_pid_stopped(int pid);
+
 #endif /* POOL_FORKSERVER_H */

@@ -14,7 +14,10 @@ import lzma
 import os
 import pickle
 import pickletools
+import stat
 import subprocess
+import sys
+import threading
 from collections import OrderedDict
 
 import pytest
@@ -426,3 +429,147 @@ def test_help_command():
         assert p.stdout == run(cmd, "--help", check=0).stdout
     p = run("help", "nope", check=2)
     assert "unknown command 'nope'" in p.stderr
+
+
+# ---- where OUT is (issue 15) ------------------------------------------------
+
+
+def test_out_symlink_to_a_device_is_written_through(tmp_path):
+    """A special file is written in place, never replaced by a regular file;
+    a symlink to one stays a symlink (the device is /dev/null, reached
+    through a link so that a failure cannot replace /dev/null itself)."""
+    src, link = tmp_path / "in.pkl", tmp_path / "devlink"
+    src.write_bytes(pickle.dumps(sample(), protocol=5))
+    link.symlink_to("/dev/null")
+    run("recode", src, link, check=0)
+    assert os.path.islink(link) and os.readlink(link) == "/dev/null"
+    assert stat.S_ISCHR(os.stat("/dev/null").st_mode)
+
+
+def test_out_fifo_is_written_in_place(tmp_path):
+    src, fifo, ref = tmp_path / "in.pkl", tmp_path / "fifo", tmp_path / "r.pkl"
+    src.write_bytes(pickle.dumps(sample(), protocol=2))
+    run("recode", src, ref, check=0)
+    os.mkfifo(fifo)
+    got = []
+    reader = threading.Thread(target=lambda: got.append(open(fifo, "rb").read()))
+    reader.start()
+    run("recode", src, fifo, check=0)
+    reader.join(30)
+    assert stat.S_ISFIFO(os.lstat(fifo).st_mode)
+    assert got == [ref.read_bytes()]
+
+
+def test_out_symlink_is_followed(tmp_path):
+    src = tmp_path / "in.pkl"
+    src.write_bytes(pickle.dumps(sample(), protocol=5))
+    (tmp_path / "d").mkdir()
+    link, target = tmp_path / "link.pkl", tmp_path / "d" / "t.pkl"
+    target.write_bytes(b"old")
+    link.symlink_to("d/t.pkl")  # relative to the link's directory
+    run("recode", src, link, check=0)
+    assert os.path.islink(link) and os.readlink(link) == "d/t.pkl"
+    assert pickle.loads(target.read_bytes()) == pickle.loads(src.read_bytes())
+    # a dangling link gets its target created, as a shell's `>` does
+    dangling = tmp_path / "dangling.pkl"
+    dangling.symlink_to("new.pkl")
+    run("recode", src, dangling, check=0)
+    assert os.path.islink(dangling)
+    assert (tmp_path / "new.pkl").read_bytes() == target.read_bytes()
+    assert sorted(os.listdir(tmp_path)) == [
+        "d", "dangling.pkl", "in.pkl", "link.pkl", "new.pkl"]
+
+
+# ---- the input limit (issue 15) --------------------------------------------
+
+
+# ASan's shadow memory and quarantine keep freed memory resident: the peak
+# RSS bounds below are checked in the plain build (as in test_map_cli.py).
+RSS_CHECKED = os.environ.get("PICKLEPOOL_SANITIZER") != "address"
+
+
+def _peak_rss_mb(*args):
+    """Runs the CLI in a fresh Python whose only child it is; returns
+    (completed process, peak RSS of the CLI in MiB)."""
+    code = ("import resource, subprocess, sys\n"
+            "p = subprocess.run(sys.argv[1:], capture_output=True, text=True)\n"
+            "sys.stdout.write('%d %d\\n' % (p.returncode, resource.getrusage("
+            "resource.RUSAGE_CHILDREN).ru_maxrss))\n"
+            "sys.stdout.write(p.stderr)\n")
+    p = subprocess.run([sys.executable, "-c", code, os.path.abspath(BINARY),
+                        *map(str, args)],
+                       capture_output=True, text=True, timeout=120)
+    head, _, err = p.stdout.partition("\n")
+    rc, kb = map(int, head.split())
+    return rc, int(kb) // 1024, err
+
+
+@pytest.mark.parametrize("suffix", [".gz", ".bz2", ".xz"])
+def test_decompression_bomb_stops_at_the_limit(tmp_path, suffix):
+    """32 MiB of zeros compressed: past --max-input 2M it fails naming the
+    limit and the option, having held about the limit, not the 32 MiB."""
+    bomb = tmp_path / ("bomb" + suffix)
+    opener = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}[suffix]
+    with opener(bomb, "wb") as f:
+        for _ in range(32):
+            f.write(bytes(1 << 20))
+    rc, mb, err = _peak_rss_mb("recode", "--max-input", "2M", bomb,
+                               tmp_path / "out.pkl")
+    assert rc == 1, err
+    assert "input limit of 2.0 MiB" in err and "--max-input" in err, err
+    assert mb < 24 or not RSS_CHECKED, "%d MiB for a 2 MiB limit" % mb
+    assert not (tmp_path / "out.pkl").exists()
+
+
+def test_endless_input_stops_at_the_limit(tmp_path):
+    rc, mb, err = _peak_rss_mb("recode", "--max-input", "4M", "/dev/zero",
+                               tmp_path / "out.pkl")
+    assert rc == 1 and "input limit of 4.0 MiB" in err, err
+    assert mb < 32 or not RSS_CHECKED, mb
+    p = run("inspect", "--max-input=4M", "/dev/zero", check=1)
+    assert "input limit" in p.stderr
+    # raising the limit is what the message says to do
+    src = tmp_path / "in.pkl"
+    src.write_bytes(pickle.dumps(bytes(100000)))
+    p = run("recode", "--max-input", "50k", src, tmp_path / "o.pkl", check=1)
+    assert "--max-input" in p.stderr
+    run("recode", "--max-input", "1M", src, tmp_path / "o.pkl", check=0)
+
+
+@pytest.mark.parametrize("bad", ["0", "-1", "1X", "k", "99999999999T", ""])
+def test_max_input_must_be_a_size(tmp_path, bad):
+    p = run("recode", "--max-input", bad, "a", "b", check=2)
+    assert "--max-input" in p.stderr
+
+
+def test_numpy_size_mismatch_names_its_unit(tmp_path):
+    np = pytest.importorskip("numpy")
+    from numpy.core.multiarray import _reconstruct
+
+    class Fake:
+        def __reduce__(self):
+            state = (1, (1 << 39,), np.dtype("f8"), False, bytes(32))
+            return _reconstruct, (np.ndarray, (0,), b"b"), state
+
+    src = tmp_path / "bad.pkl"
+    src.write_bytes(pickle.dumps(Fake(), protocol=2))
+    p = run("recode", src, tmp_path / "o.pkl", check=1)
+    assert "32 data bytes for an array of 4398046511104 bytes" in p.stderr
+
+
+# ---- inspect agrees with recode on frames (issue 15) ------------------------
+
+
+def test_inspect_refuses_the_frames_recode_refuses(tmp_path):
+    big = tmp_path / "frame.pkl"
+    big.write_bytes(b"\x80\x04\x95" + (1 << 62).to_bytes(8, "little") + b"N.")
+    rec = run("recode", big, tmp_path / "o.pkl", check=1)
+    ins = run("inspect", big, check=1)
+    assert "frame of 4611686018427387904 bytes" in rec.stderr
+    assert "frame of 4611686018427387904 bytes" in ins.stderr
+    nested = tmp_path / "nested.pkl"
+    nested.write_bytes(b"\x80\x04\x95\x0b" + bytes(7) + b"\x95\x01" + bytes(7)
+                       + b"N.")
+    assert "new frame" in run("recode", nested, tmp_path / "o.pkl",
+                              check=1).stderr
+    assert "new frame" in run("inspect", nested, check=1).stderr
