@@ -154,7 +154,7 @@ static void test_exec_raw_map(void **state)
     pool_opts_t o;
     exec_opts(&o, 2);
     pool_t *p = tp_start(&o);
-    char names[200][16];
+    char names[200][24];
     const char *v[200];
     for (int i = 0; i < 200; i++) {
         snprintf(names[i], sizeof names[i], "item-%d", i);
