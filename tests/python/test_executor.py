@@ -107,15 +107,16 @@ def test_killed_worker_fails_only_its_call():
 
 def test_timeouts():
     run_ok("""
-        t0 = time.monotonic()
+        # sleeps far past the child's time limit: only a deadline that
+        # works, and a shutdown that does not wait for cancelled calls, let
+        # the test end (timings themselves are not asserted)
         with Executor(2) as ex:
-            it = ex.map(time.sleep, [0, 30, 0], timeout=0.5)
+            it = ex.map(time.sleep, [0, 600, 0], timeout=0.5)
             assert next(it) is None
             try:
                 next(it)
             except TimeoutError:
-                took = time.monotonic() - t0
-                assert 0.4 < took < 5, took
+                pass
             else:
                 raise SystemExit("map did not time out")
             f = ex.submit(time.sleep, 1)
@@ -125,10 +126,8 @@ def test_timeouts():
                 pass
             else:
                 raise SystemExit("result() did not time out")
-        # the map's cancelled sleep(30) did not hold the shutdown up
-        assert time.monotonic() - t0 < 10, time.monotonic() - t0
         with Executor(1, timeout=0.5) as ex:
-            f = ex.submit(time.sleep, 30)
+            f = ex.submit(time.sleep, 600)
             assert isinstance(f.exception(20), TimeoutError), f.exception()
             assert ex.submit(abs, -2).result(20) == 2
     """, timeout=120, setup=SETUP)
@@ -164,9 +163,8 @@ def test_cancel_and_shutdown():
 
         ex = Executor(2)
         fs = [ex.submit(time.sleep, 0.2) for _ in range(4)]
-        t0 = time.monotonic()
-        ex.shutdown(wait=False)
-        assert time.monotonic() - t0 < 0.15
+        ex.shutdown(wait=False)  # returns while they run
+        assert not all(f.done() for f in fs)
         assert all(f.result(30) is None for f in fs)  # still ran
 
         ex = Executor(2)  # dropped without shutdown: collected, nothing hangs

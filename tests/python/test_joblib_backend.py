@@ -71,12 +71,14 @@ def test_errors_and_timeouts_abort_the_call():
             else:
                 raise SystemExit("no exception")
             assert par(delayed(abs)(-i) for i in range(3)) == [0, 1, 2]
-        t0 = time.monotonic()
+        # a sleep far past the child's time limit: only an aborted call
+        # lets the test end (no timing assertion, which a loaded machine
+        # would break)
         try:
             Parallel(n_jobs=2, backend="picklepool", timeout=0.5)(
-                delayed(time.sleep)(d) for d in (0, 30))
+                delayed(time.sleep)(d) for d in (0, 600))
         except TimeoutError:
-            assert time.monotonic() - t0 < 10
+            pass
         else:
             raise SystemExit("no timeout")
     """, setup=SETUP, timeout=120)

@@ -126,9 +126,8 @@ def test_timeout_fails_only_the_hung_item():
     out = run_py("""
         def hang_on_2(x):
             if x == 2:
-                time.sleep(60)
+                time.sleep(600)  # past the child's limit: must be killed
             return x
-        t0 = time.time()
         with Pool(2, timeout=0.5) as p:
             got = drain(p.imap(hang_on_2, range(5)), 5)
             assert "item 2" in str(got[2]), str(got[2])
@@ -139,7 +138,6 @@ def test_timeout_fails_only_the_hung_item():
                 pass
             else:
                 raise SystemExit("apply did not time out")
-        assert time.time() - t0 < 20
         print("ok")
     """)
     assert out.strip() == "ok"
@@ -275,8 +273,8 @@ def test_ctrl_c_interrupts_and_leaves_nothing():
             return x
         print("ready", flush=True)
         try:
-            with Pool(2) as p:
-                p.map(slow, range(200))
+            with Pool(2) as p:  # 200 s unless Ctrl-C really stops it
+                p.map(slow, range(2000))
         except KeyboardInterrupt:
             time.sleep(0.3)
             kids, dirs = leftovers()
@@ -287,14 +285,11 @@ def test_ctrl_c_interrupts_and_leaves_nothing():
     try:
         assert p.stdout.readline().strip() == "ready"
         time.sleep(1.0)
-        t0 = time.time()
         p.send_signal(signal.SIGINT)
-        out = p.communicate(timeout=30)[0]
-        took = time.time() - t0
+        out = p.communicate(timeout=60)[0]  # a hang fails here
     finally:
         p.kill()
     assert out.strip() == "interrupted 0", out
-    assert took < 5, took
 
 
 def test_killed_caller_leaves_nothing():
