@@ -270,7 +270,7 @@ static void test_kill_workers_holding_arena(void **state)
     }
     atomic_store(&k.stop, 1);
     pthread_join(th, NULL);
-    print_message("%d workers killed\n", k.kills);
+    print_message("%d workers killed\n", atomic_load(&k.kills));
     if (k.kills == 0)
         fail_msg("no worker was killed during the maps");
     /* respawns may still be under way */

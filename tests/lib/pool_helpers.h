@@ -111,7 +111,7 @@ pk_err_t tp_stream_next(void *stream, pk_doc_t *doc, pk_value_t **item);
 typedef struct tp_killer {
     pool_t *p;
     atomic_int stop;
-    int kills;
+    atomic_int kills;     /* read by the test while the thread counts */
     int pid[64];          /* the process last seen in each slot */
     int killed[64];       /* the process last killed in each slot: until its
                              death is reaped, stats may still show it, and
