@@ -743,6 +743,9 @@ class Pool:
         if self._state == "RUN":
             self._state = "CLOSE"
             _lib.pool_close(self._handle.ptr)
+            with self._lock:
+                for n in self._natives.values():
+                    _lib.pool_close(n.ptr)
 
     def terminate(self):
         """Stops everything now; unfinished items fail."""
@@ -757,9 +760,12 @@ class Pool:
             raise ValueError("Pool is still running")
         for t in list(self._threads):
             t.join()
+        with self._lock:
+            handles = list(self._natives.values())
         if self._handle is not None:
-            while _lib.pool_join(self._handle.ptr, _POLL_S) == \
-                    _lib.PK["ETIMEDOUT"]:
+            handles.append(self._handle)
+        for h in handles:  # native workers finish their work too
+            while _lib.pool_join(h.ptr, _POLL_S) == _lib.PK["ETIMEDOUT"]:
                 pass
         self._release()
 

@@ -364,6 +364,12 @@ def test_native_kernels():
                 native("nodot")
             except ValueError:
                 pass
+        # close + join lets native work finish too
+        p = Pool(2, plugins=["examples"])
+        r = p.map_async(sq, range(6))
+        p.close()
+        p.join()
+        assert r.get(0) == [0, 1, 4, 9, 16, 25]
         print("ok")
     """)
     assert out.strip() == "ok"
