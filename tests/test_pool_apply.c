@@ -336,7 +336,10 @@ static void test_lane_close_join_then_wait(void **state)
     pk_doc_t *doc = NULL;
     pool_item_t item;
     assert_int_equal(pk_doc_new(&doc), PK_OK);
-    pool_t *p = tp_start_n(2);
+    /* Long polling puts both calls on lanes: the sleeping one is still
+     * running when close and join come, and join must end once it is done
+     * (the master used to wait for a wake-up that never came). */
+    pool_t *p = start_polling(2);
     square_calls(p, doc, 0, 50); /* the workers poll */
     uint64_t before = tp_lane_items(p);
     pool_future_t *f = tp_apply1(p, "square", pk_int(doc, 7), doc);

@@ -1405,6 +1405,12 @@ void *pool__master_main(void *arg)
         need_tick |= t.timed_sent; /* its deadline needs the tick too */
         flush(p, &t);
 
+        /* A call still running on a fast lane finishes without telling
+         * the master (its caller collects it): after close, look again on
+         * the tick until the lanes are done, or STOP would never go out. */
+        if (closed && !p->m.stop_sent && !p->m.terminating && active == 0 &&
+            lane_busy(p))
+            need_tick = 1;
         if (closed && !p->m.stop_sent && !p->m.terminating && active == 0 &&
             nothing_in_flight(p)) {
             p->m.stop_sent = 1;
