@@ -73,7 +73,7 @@ class ProcessPool:
     def _starmap(self, f, args, chunksize, ordered):
         pool = self._serve()
         raw = pool._rawmap(_protocol.STAR, f, zip(*args), chunksize, ordered)
-        return IMapIterator(raw, ordered)
+        return IMapIterator(raw)
 
     # -- pathos's API
 

@@ -61,6 +61,32 @@ def _raise(code, err, what="picklepool"):
     raise RuntimeError("%s: %s (%s)" % (what, err.text(), _lib.errname(code)))
 
 
+def _result(res, native=False):
+    """The object a successful raw result carries: a chunk's (values,
+    errors) from a Python worker, or a native kernel's value."""
+    rbufs = [_lib.copy_out(res.bufs[k].data, res.bufs[k].len)
+             for k in range(res.nbufs)]
+    raw = ctypes.string_at(res.data, res.len)
+    if native:  # the C codec's plain pickle
+        return pickle.loads(raw, buffers=rbufs)
+    return _protocol.unpack(raw, rbufs)
+
+
+def _failure(status, msg, index=None):
+    """The error tuple of an item the runtime failed with status (a name
+    of _lib.ERRNAMES); index names the argument when the runtime's item was
+    exactly that one."""
+    if index is not None and status in ("ECRASHED", "ETIMEDOUT"):
+        msg = "%s (item %d)" % (msg, index)
+    if status == "ECRASHED":
+        exc = WorkerCrashed(msg)
+    elif status == "ETIMEDOUT":
+        exc = TimeoutError(msg)
+    else:
+        exc = RuntimeError("picklepool: %s: %s" % (status, msg))
+    return (exc, type(exc).__name__, msg, msg)
+
+
 class _Handle:
     """The C pool, destroyed when the Pool is done with it and no iterator
     still refers to it (pool_destroy must not race a live iterator)."""
@@ -102,7 +128,6 @@ class _RawMap:
                                    and not native) else None
         self._src = iter(iterable)
         self._chunksize = max(1, int(chunksize))
-        self._ordered = ordered
         self._timeout = timeout
         self._chunks = {}  # wire index -> (first argument, count, buffers)
         self._nchunks = 0
@@ -236,12 +261,10 @@ class _RawMap:
         if local is not None:
             return first, [None], {0: local}
         if res.status == 0:
-            rbufs = [_lib.copy_out(res.bufs[k].data, res.bufs[k].len)
-                     for k in range(res.nbufs)]
-            raw = ctypes.string_at(res.data, res.len)
-            if self._native:  # the C codec's plain pickle
-                return first, [pickle.loads(raw, buffers=rbufs)], {}
-            values, errors = _protocol.unpack(raw, rbufs)
+            got = _result(res, self._native)
+            if self._native:
+                return first, [got], {}
+            values, errors = got
             return first, values, errors
         msg = (res.error or b"").decode("utf-8", "replace")
         status = _lib.errname(res.status)
@@ -251,15 +274,8 @@ class _RawMap:
         if status in ("ECRASHED", "ETIMEDOUT") and count > 1:
             return self._one_by_one(
                 first, _protocol.unpack(data, [b.raw() for b in bufs]))
-        if count == 1:  # the runtime counts chunks: name the argument
-            msg = "%s (item %d)" % (msg, first)
-        if status == "ECRASHED":
-            exc = WorkerCrashed(msg)
-        elif status == "ETIMEDOUT":
-            exc = TimeoutError(msg)
-        else:
-            exc = RuntimeError("picklepool: %s: %s" % (status, msg))
-        err = (exc, type(exc).__name__, msg, msg)
+        # the runtime counts chunks: name the argument when it was alone
+        err = _failure(status, msg, first if count == 1 else None)
         return first, [None] * count, dict.fromkeys(range(count), err)
 
     def _one_by_one(self, first, args):
@@ -341,9 +357,8 @@ class IMapIterator:
     """What Pool.imap and imap_unordered return: an iterator, with
     ``next(timeout)`` as multiprocessing's has."""
 
-    def __init__(self, rawmap, ordered, bar=None):
+    def __init__(self, rawmap, bar=None):
         self._raw = rawmap
-        self._ordered = ordered
         self._values = []
         self._errors = {}
         self._pos = 0
@@ -658,24 +673,18 @@ class Pool:
                     raise RuntimeError("picklepool: apply: %s"
                                        % _lib.errname(rc))
                 if res.status == 0:
-                    rbufs = [_lib.copy_out(res.bufs[k].data, res.bufs[k].len)
-                             for k in range(res.nbufs)]
-                    values, errors = _protocol.unpack(
-                        ctypes.string_at(res.data, res.len), rbufs)
+                    values, errors = _result(res)
                     if errors:
                         raise _rebuild(errors[0])
                     return values[0]
-                status = _lib.errname(res.status)
-                msg = (res.error or b"").decode("utf-8", "replace")
+                err = _failure(_lib.errname(res.status),
+                               (res.error or b"").decode("utf-8", "replace"),
+                               0)
             finally:
                 _lib.pool_future_free(ctypes.byref(fut))
         finally:
             h.unref()
-        if status in ("ECRASHED", "ETIMEDOUT"):
-            msg = "%s (item 0)" % msg
-            raise (WorkerCrashed if status == "ECRASHED" else TimeoutError)(
-                msg)
-        raise RuntimeError("picklepool: %s: %s" % (status, msg))
+        raise err[0]
 
     def apply_async(self, func, args=(), kwds={}, callback=None,
                     error_callback=None):
@@ -717,14 +726,14 @@ class Pool:
     def imap(self, func, iterable, chunksize=1, *, progress=False):
         """A lazy map in order: input is consumed with a bounded window."""
         return IMapIterator(
-            self._rawmap(_protocol.MAP, func, iterable, chunksize, True), True,
+            self._rawmap(_protocol.MAP, func, iterable, chunksize, True),
             _progress(_len_or_none(iterable), progress))
 
     def imap_unordered(self, func, iterable, chunksize=1, *, progress=False):
         """A lazy map, results as they complete."""
         return IMapIterator(
             self._rawmap(_protocol.MAP, func, iterable, chunksize, False),
-            False, _progress(_len_or_none(iterable), progress))
+            _progress(_len_or_none(iterable), progress))
 
     def stats(self):
         """Per worker: slot, pid, core, cpus, items, busy seconds,

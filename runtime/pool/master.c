@@ -1308,14 +1308,15 @@ static void flush(pool_t *p, turn_t *t)
     }
 }
 
-static int nothing_in_flight(pool_t *p)
+/* No batch queued or in flight on a socket (lanes are asked apart). */
+static int nothing_queued(pool_t *p)
 {
     if (p->m.q_head != NULL)
         return 0;
     for (int s = 0; s < p->cfg.nworkers; s++)
         if (p->m.w[s].inflight != NULL)
             return 0;
-    return !lane_busy(p);
+    return 1;
 }
 
 void *pool__master_main(void *arg)
@@ -1408,11 +1409,13 @@ void *pool__master_main(void *arg)
         /* A call still running on a fast lane finishes without telling
          * the master (its caller collects it): after close, look again on
          * the tick until the lanes are done, or STOP would never go out. */
-        if (closed && !p->m.stop_sent && !p->m.terminating && active == 0 &&
-            lane_busy(p))
+        int stop_due = closed && !p->m.stop_sent && !p->m.terminating &&
+                       active == 0 && nothing_queued(p);
+        if (stop_due && lane_busy(p)) {
             need_tick = 1;
-        if (closed && !p->m.stop_sent && !p->m.terminating && active == 0 &&
-            nothing_in_flight(p)) {
+            stop_due = 0;
+        }
+        if (stop_due) {
             p->m.stop_sent = 1;
             for (int s = 0; s < p->cfg.nworkers; s++) {
                 pool__mworker_t *w = &p->m.w[s];
