@@ -14,6 +14,7 @@
  *   picklepool/placement.h how workers are pinned to cores
  *   picklepool/pool.h      the worker pool: pool_map and friends
  *   picklepool/worker.h    exec'd workers (Python workers): pool_worker_serve
+ *   picklepool/shared.h    arrays the workers read in place, result views
  */
 #ifndef PICKLEPOOL_H
 #define PICKLEPOOL_H
@@ -27,5 +28,6 @@
 #include "picklepool/placement.h"
 #include "picklepool/pool.h"
 #include "picklepool/worker.h"
+#include "picklepool/shared.h"
 
 #endif /* PICKLEPOOL_H */

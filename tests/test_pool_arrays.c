@@ -211,7 +211,8 @@ static void test_map_arrays_shm(void **state)
                              round, i);
             expect_arena_idle(p, 1);
         }
-        /* as ndarray values through pool_map: results are copied out */
+        /* as ndarray values through pool_map: results are views of the
+         * arena, held while the results live, free once they are freed */
         pk_doc_t *doc = NULL;
         pk_value_t *items[N];
         pk_dtype_t f4;
@@ -223,7 +224,10 @@ static void test_map_arrays_shm(void **state)
                                 pk_ndarray(doc, &f4, 1, &shape, in[i], 0));
         }
         pool_results_t *r = tp_map_values(p, "normalize", items, N, NULL);
-        expect_arena_idle(p, 1); /* even while the results live */
+        size_t tu = 1, rh = 0, ra = 0;
+        pool__shm_stats(p, &tu, &rh, &ra);
+        assert_int_equal(tu, 0);
+        assert_true(rh > 0 && ra == rh);
         for (size_t i = 0; i < N; i++) {
             const pool_item_t *it = pool_results_item(r, i);
             if (it->status != PK_OK)
@@ -234,6 +238,7 @@ static void test_map_arrays_shm(void **state)
                 fail_msg("round %d: pool_map array %zu differs", round, i);
         }
         pool_results_free(&r);
+        expect_arena_idle(p, 1);
         pk_doc_free(&doc);
         pool_destroy(&p);
     }

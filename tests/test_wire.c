@@ -358,7 +358,7 @@ static void shm_refused(const uint8_t *tab, size_t len, uint32_t nbufs,
     pk_error_t e;
     memset(&e, 0, sizeof e);
     assert_int_equal(
-        pool__wire_shm_parse(tab, len, nbufs, 4096, 8192, fl, NULL, &e),
+        pool__wire_shm_parse(tab, len, nbufs, 4096, 8192, 0, fl, NULL, &e),
         PK_EPROTO);
     if (strstr(e.msg, what) == NULL)
         fail_msg("message \"%s\" does not mention \"%s\"", e.msg, what);
@@ -400,6 +400,29 @@ static void test_shm_refusals(void **state)
     pool__wire_shm_encode(t + 16, 4096, 100);
     size_t fl2[2] = {0, 7};
     shm_refused(t, 32, 2, fl2, "arena buffer 1 with a 7-byte frame");
+    /* heap entries: refused where no heap is allowed (heap 0), or past
+     * its end, or with a frame */
+    pool__wire_shm_encode(t, POOL_WIRE_SHM_HEAP + 3, 10);
+    shm_refused(t, 16, 1, fl, "outside the arena region");
+    pk_error_t e;
+    memset(&e, 0, sizeof e);
+    pool__wire_shm_encode(t, POOL_WIRE_SHM_HEAP + 4000, 97);
+    assert_int_equal(
+        pool__wire_shm_parse(t, 16, 1, 4096, 8192, 4096, fl, NULL, &e),
+        PK_EPROTO);
+    assert_non_null(strstr(e.msg, "outside the shared heap of 4096 bytes"));
+    pool__wire_shm_encode(t, POOL_WIRE_SHM_HEAP + 3, 10);
+    size_t fl1[1] = {5};
+    assert_int_equal(
+        pool__wire_shm_parse(t, 16, 1, 4096, 8192, 4096, fl1, NULL, &e),
+        PK_EPROTO);
+    assert_non_null(strstr(e.msg, "heap buffer 0 with a 5-byte frame"));
+    /* accepted: any alignment, up to the heap's end */
+    pool__wire_shm_t ent;
+    pool__wire_shm_encode(t, POOL_WIRE_SHM_HEAP + 3, 4093);
+    assert_int_equal(
+        pool__wire_shm_parse(t, 16, 1, 4096, 8192, 4096, fl, &ent, &e), PK_OK);
+    assert_true(ent.off == POOL_WIRE_SHM_HEAP + 3 && ent.len == 4093);
 }
 
 static void test_shm_round_trip(void **state)
@@ -422,7 +445,8 @@ static void test_shm_round_trip(void **state)
     size_t fl[3] = {0, 12345, 0};
     pool__wire_shm_t ents[3];
     assert_int_equal(
-        pool__wire_shm_parse(t, sizeof t, 3, 4096, 8192, fl, ents, &e), PK_OK);
+        pool__wire_shm_parse(t, sizeof t, 3, 4096, 8192, 0, fl, ents, &e),
+        PK_OK);
     assert_int_equal(ents[0].off, 4096);
     assert_int_equal(ents[0].len, 4096);
     assert_true(ents[1].off == POOL_WIRE_SHM_INLINE);

@@ -72,14 +72,20 @@ typedef struct pool_opts {
     size_t nplugins;
     const char *topology; /* hwloc synthetic topology (tests), or NULL */
     /* Shared-memory arena for large out-of-band buffers (numpy arrays): one
-     * memfd per pool, mapped by the master and every worker, so a buffer of
-     * at least shm_threshold bytes is copied once into it instead of going
-     * through the socket.  It is sparse: it costs memory only for pages
-     * touched, which then stay resident until pool_destroy.  shm_bytes 0:
-     * 1 GiB (default); SIZE_MAX: no arena (every buffer uses the socket);
-     * other values are rounded down to pages (too small: no arena).
-     * shm_threshold 0: 64 KiB (default).  Buffers that do not fit in the
-     * arena at the moment fall back to the socket. */
+     * memfd per pool, mapped by the master and every worker, so an input
+     * buffer of at least shm_threshold bytes is copied once into it
+     * instead of going through the socket (arrays in the shared heap, see
+     * picklepool/shared.h, are not copied at all), and a kernel's large
+     * result arrays are built in it and come back as views.  It is
+     * sparse: it costs memory only for pages in use; freed pages stay
+     * resident for reuse in the first 256 MiB of inputs and of each
+     * worker's results, and go back to the system above.  shm_bytes 0:
+     * 4 GiB of address space (default); SIZE_MAX: no arena (every buffer
+     * uses the socket); other values are rounded down to pages (too small:
+     * no arena).  shm_threshold 0: 64 KiB (default).  When the arena is
+     * full, a map waits (up to 5 s) for the blocks of its running batches
+     * to be freed; a buffer that still does not fit, or a result that does
+     * not fit in its worker's region, takes the socket. */
     size_t shm_bytes;
     size_t shm_threshold;
     /* Fast lane for single calls (pool_apply_async): a worker with nothing
@@ -115,12 +121,15 @@ typedef struct pool_opts {
 /* Fills *opts with the defaults, size included.  Thread- and fork-safe. */
 PK_API void pool_opts_init(pool_opts_t *opts);
 
-/* Starts the fork server early (see above).  Idempotent; pool_create calls it.
- * Returns PK_OK or PK_ESYS.  Call it while the process is single-threaded. */
+/* Starts the fork server early (see above) and makes the shared heap
+ * (picklepool/shared.h).  Idempotent; pool_create calls it.  Returns PK_OK
+ * or PK_ESYS.  Call it while the process is single-threaded. */
 PK_API pk_err_t pool_global_init(pk_error_t *err);
 
-/* Undoes pool_global_init: stops the fork server, waits for it to exit and
- * frees the topology, so that nothing of picklepool is left running (for
+/* Undoes pool_global_init: stops the fork server, waits for it to exit,
+ * frees the topology and unmaps the shared heap (picklepool/shared.h)
+ * unless arrays from it are still held, so that nothing of picklepool is
+ * left running (for
  * programs that unload the library or check for leaks).  A later
  * pool_global_init or pool_create starts a new fork server.  Idempotent.
  * Returns PK_OK, or PK_EINVAL (nothing done) while a pool still exists. */

@@ -69,6 +69,10 @@ struct pk_doc {
     size_t held;
     on_free_t *cbs;
     size_t ncbs, cbcap;
+    /* Where ndarray data of at least array_min bytes goes (value_int.h). */
+    pk__array_alloc_fn array_alloc;
+    void *array_ctx;
+    size_t array_min;
 };
 
 _Static_assert(sizeof(block_t) % 16 == 0, "block data alignment");
@@ -125,6 +129,14 @@ void pk_doc_free(pk_doc_t **docp)
         pk__cache_put(c, sizeof(chunk_t) + c->size);
     }
     pk__free(doc);
+}
+
+void pk__doc_set_array_alloc(pk_doc_t *doc, pk__array_alloc_fn fn, void *ctx,
+                             size_t min_bytes)
+{
+    doc->array_alloc = fn;
+    doc->array_ctx = ctx;
+    doc->array_min = min_bytes;
 }
 
 pk_err_t pk_doc_on_free(pk_doc_t *doc, void (*fn)(void *arg), void *arg)
@@ -1679,7 +1691,11 @@ pk_value_t *pk_ndarray(pk_doc_t *doc, const pk_dtype_t *dt, int ndim,
     if (flags & PK_VF_BORROWED) {
         nd->data = data;
     } else {
-        nd->data = doc_alloc64(doc, (size_t)nbytes);
+        nd->data = NULL;
+        if (doc->array_alloc != NULL && nbytes >= doc->array_min)
+            nd->data = doc->array_alloc(doc->array_ctx, (size_t)nbytes);
+        if (nd->data == NULL)
+            nd->data = doc_alloc64(doc, (size_t)nbytes);
         if (nd->data == NULL)
             return NULL;
         if (data != NULL)

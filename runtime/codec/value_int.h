@@ -24,4 +24,14 @@ uint64_t pk__hash_u64(uint64_t key);
  * once: item i is items[i*stride] (value.c). */
 pk_err_t pk__list_extend(pk_doc_t *doc, pk_value_t *list,
                          pk_value_t *const *items, size_t stride, size_t n);
+
+/* Storage for a doc's large ndarrays: returns len bytes, 64-byte aligned,
+ * owned by whoever installed the hook (not freed with the doc), or NULL to
+ * let the doc allocate them as usual. */
+typedef void *(*pk__array_alloc_fn)(void *ctx, size_t len);
+/* Makes pk_ndarray in doc take the data of arrays of at least min_bytes
+ * from fn (NULL: from the doc, the default).  The worker uses it to build
+ * a kernel's result arrays straight in its shared-memory region (value.c). */
+void pk__doc_set_array_alloc(pk_doc_t *doc, pk__array_alloc_fn fn, void *ctx,
+                             size_t min_bytes);
 #endif /* PK_VALUE_INT_H */

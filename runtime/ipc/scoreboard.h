@@ -36,7 +36,9 @@ typedef struct pool__sb_slot {
     _Atomic uint64_t start_ns; /* CLOCK_MONOTONIC start of the item */
     _Atomic uint64_t items_done;
     _Atomic uint64_t busy_ns;
-    uint8_t pad[16];
+    _Atomic uint64_t copied; /* result bytes the worker copied into the
+                                arena, all generations (not built there) */
+    uint8_t pad[8];
 } __attribute__((aligned(64))) pool__sb_slot_t;
 
 _Static_assert(sizeof(pool__sb_slot_t) == 64, "one cache line per slot");

@@ -36,7 +36,7 @@
 #include "picklepool/error.h"
 
 #define POOL_SHM_PAGE 4096u
-#define POOL_SHM_DEFAULT_BYTES ((size_t)1 << 30)      /* 1 GiB, sparse */
+#define POOL_SHM_DEFAULT_BYTES ((size_t)4 << 30)      /* 4 GiB, sparse */
 #define POOL_SHM_DEFAULT_THRESHOLD ((size_t)64 << 10) /* 64 KiB */
 
 /* Where everything is, computed the same way by master and fork server. */
@@ -59,10 +59,20 @@ typedef struct pool__shm {
     pool__shm_layout_t lay;
     size_t threshold; /* buffers of at least this many bytes use the arena */
     pthread_mutex_t mu;
-    _Atomic uint64_t *task_bm; /* under mu */
-    _Atomic uint64_t *held;    /* nworkers bitmaps, under mu */
-    size_t task_used;          /* bytes, under mu */
-    size_t res_held;           /* bytes, under mu */
+    _Atomic uint64_t *task_bm;  /* under mu */
+    _Atomic uint64_t *held;     /* nworkers bitmaps, under mu */
+    size_t task_used;           /* bytes, under mu */
+    size_t res_held;            /* bytes, under mu */
+    pthread_cond_t freed;       /* a task block was freed (under mu) */
+    _Atomic uint64_t copied_in; /* bytes callers copied into task blocks */
+    /* Result blocks a caller took over (pool__shm_keep): the outcome that
+     * delivered them no longer frees them.  Under mu. */
+    struct pool__shm_kept {
+        uint64_t off, len;
+        int slot;
+    } * kept;
+    size_t nkept, capkept;
+    struct pool__shm *next_live; /* the list pool__shm_find searches */
 } pool__shm_t;
 
 /* Maps lay->size bytes of fd at offset off.  Returns PK_OK with *out owning
@@ -73,8 +83,20 @@ pk_err_t pool__shm_open(pool__shm_t **out, int fd, uint64_t off,
 void pool__shm_ref(pool__shm_t *s);
 void pool__shm_unref(pool__shm_t *s); /* NULL is fine; unmaps at the last */
 
+/* The bytes a block of len bytes takes (whole pages). */
+static inline size_t pool__shm_block_bytes(size_t len)
+{
+    return (len + POOL_SHM_PAGE - 1) & ~(size_t)(POOL_SHM_PAGE - 1);
+}
+
 /* A task block of len bytes: its arena offset, or UINT64_MAX when full. */
 uint64_t pool__shm_task_alloc(pool__shm_t *s, size_t len);
+/* As pool__shm_task_alloc, but when the region is full and blocks other
+ * than the caller's own `pending` bytes are in use (they are freed as
+ * batches finish), waits up to wait_ns for them: back-pressure instead of
+ * the socket.  UINT64_MAX when there is still no room. */
+uint64_t pool__shm_task_alloc_wait(pool__shm_t *s, size_t len, size_t pending,
+                                   uint64_t wait_ns);
 void pool__shm_task_free(pool__shm_t *s, uint64_t off, size_t len);
 
 /* A result block from slot's worker, range-checked already: marks it held.
@@ -84,6 +106,18 @@ int pool__shm_res_accept(pool__shm_t *s, int slot, uint64_t off, size_t len);
  * the pages not held by anything else are freed). */
 void pool__shm_res_release(pool__shm_t *s, int slot, uint64_t off, size_t len,
                            int held);
+/* The caller takes over the accepted result block at p (a view it was
+ * handed): the outcome that delivered it will not free it, and it stays
+ * mapped (one reference on s) until pool__shm_kept_release.  Returns 0,
+ * or -1 when p is not the start of a result block held now. */
+int pool__shm_keep(pool__shm_t *s, const void *p, size_t *len);
+/* Frees a block taken with pool__shm_keep and drops its reference.
+ * Returns 0, or -1 when p is not one (nothing happens). */
+int pool__shm_kept_release(pool__shm_t *s, const void *p);
+/* The live arena whose mapping holds p, with a reference the caller drops
+ * (pool__shm_unref), or NULL. */
+pool__shm_t *pool__shm_find(const void *p);
+
 /* Before spawning a new generation into slot (the old one is reaped). */
 void pool__shm_res_reset(pool__shm_t *s, int slot);
 
@@ -102,5 +136,46 @@ void pool__shm_prefault(const void *p, size_t len, int write);
  * region has no room (the buffer then goes through the socket). */
 uint64_t pool__shm_worker_alloc(uint8_t *base, const pool__shm_layout_t *lay,
                                 int slot, size_t len);
+/* Frees a block the worker allocated but never sent to the master. */
+void pool__shm_worker_free(uint8_t *base, const pool__shm_layout_t *lay,
+                           int slot, uint64_t off, size_t len);
+
+/* ---- the shared heap ----------------------------------------------------
+ * One per process, made on first use: a sparse memfd (default 16 GiB of
+ * address space, PICKLEPOOL_SHARED_BYTES to change it) from which callers
+ * allocate arrays (picklepool/shared.h) that every worker of every pool
+ * maps read-only, so a map over them sends offsets, never bytes.  Only the
+ * caller's process allocates; blocks are whole pages, first fit.  Pages
+ * freed below POOL_SHM_HOT bytes stay resident for reuse; above it they go
+ * back to the system at once. */
+#define POOL_SHM_HEAP_DEFAULT ((uint64_t)16 << 30)
+#define POOL_SHM_HOT ((uint64_t)256 << 20)
+
+typedef struct pool__heap {
+    int fd;        /* the memfd (passed to the fork server per pool) */
+    uint8_t *base; /* read-write mapping in the caller's process */
+    uint64_t size;
+} pool__heap_t;
+
+/* The process's heap, made on first call (any thread).  Returns PK_OK with
+ * *h set, or PK_ESYS / PK_ENOMEM / PK_EINVAL (a bad
+ * PICKLEPOOL_SHARED_BYTES) with err set; the next call tries again. */
+pk_err_t pool__heap_get(pool__heap_t **h, pk_error_t *err);
+/* Unmaps and closes the heap when no block is live (a later
+ * pool__heap_get makes a new one). */
+void pool__heap_fini(void);
+/* The heap if it was made, else NULL. */
+pool__heap_t *pool__heap_peek(void);
+/* len bytes (page aligned), or NULL when the heap has no room, or (with
+ * *nomem set) when this process is out of memory. */
+void *pool__heap_alloc(size_t len, int *nomem);
+/* Frees the block starting at p.  Returns 0, or -1 when p is not the
+ * start of a live block (nothing happens). */
+int pool__heap_free(const void *p);
+/* The heap offset of [p, p+len) when it lies in one live block, else
+ * UINT64_MAX. */
+uint64_t pool__heap_find(const void *p, size_t len);
+/* Live blocks and their bytes. */
+void pool__heap_usage(size_t *blocks, size_t *bytes);
 
 #endif /* POOL_SHM_H */

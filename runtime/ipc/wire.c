@@ -202,8 +202,9 @@ void pool__wire_shm_encode(uint8_t *p, uint64_t off, uint64_t len)
 }
 
 pk_err_t pool__wire_shm_parse(const void *data, size_t len, uint32_t nbufs,
-                              uint64_t lo, uint64_t hi, const size_t *frame_len,
-                              pool__wire_shm_t *ents, pk_error_t *err)
+                              uint64_t lo, uint64_t hi, uint64_t heap,
+                              const size_t *frame_len, pool__wire_shm_t *ents,
+                              pk_error_t *err)
 {
     const uint8_t *p = data;
     if (len != (size_t)nbufs * POOL_WIRE_SHM_ENT)
@@ -217,6 +218,19 @@ pk_err_t pool__wire_shm_parse(const void *data, size_t len, uint32_t nbufs,
                 return pk__err(err, PK_EPROTO,
                                "inline buffer %u with a length in the table",
                                k);
+        } else if (off >= POOL_WIRE_SHM_HEAP &&
+                   off < POOL_WIRE_SHM_HEAP + heap) {
+            uint64_t o = off - POOL_WIRE_SHM_HEAP;
+            if (n == 0 || n > heap - o)
+                return pk__err(err, PK_EPROTO,
+                               "buffer %u [%llu, +%llu) outside the shared "
+                               "heap of %llu bytes",
+                               k, (unsigned long long)o, (unsigned long long)n,
+                               (unsigned long long)heap);
+            if (frame_len != NULL && frame_len[k] != 0)
+                return pk__err(err, PK_EPROTO,
+                               "heap buffer %u with a %zu-byte frame", k,
+                               frame_len[k]);
         } else {
             if (n == 0 || off % 64 != 0 || off < lo || off >= hi ||
                 n > hi - off)

@@ -78,9 +78,12 @@ typedef enum pool__wire_kind {
  * bytes {u64 off, u64 len}.  off == POOL_WIRE_SHM_INLINE (len 0): buffer k
  * is its frame, as without the flag; otherwise buffer k is len bytes at
  * arena offset off (64-byte aligned, inside the region the receiver allows)
- * and its frame is empty. */
+ * and its frame is empty.  In a TASK, off may instead be
+ * POOL_WIRE_SHM_HEAP + o: len bytes at offset o of the shared heap (any
+ * alignment; a caller's array, see picklepool/shared.h). */
 #define POOL_WIRE_SHM_ENT 16
 #define POOL_WIRE_SHM_INLINE UINT64_MAX
+#define POOL_WIRE_SHM_HEAP ((uint64_t)1 << 62)
 
 typedef struct pool__wire_shm {
     uint64_t off; /* POOL_WIRE_SHM_INLINE, or an arena offset */
@@ -137,13 +140,15 @@ pk_err_t pool__wire_recs_parse(const void *data, size_t len, uint32_t count,
 void pool__wire_shm_encode(uint8_t *p, uint64_t off, uint64_t len);
 
 /* Parses a buffer table of exactly nbufs entries.  Every arena entry must be
- * 64-byte aligned with 1 <= len and [off, off+len) inside [lo, hi); frame_len
+ * 64-byte aligned with 1 <= len and [off, off+len) inside [lo, hi), or a
+ * heap entry inside a heap of `heap` bytes (0: none allowed); frame_len
  * (nbufs entries, the sizes of the buffer frames) must be 0 for those.  ents
  * has nbufs entries (may be NULL to validate only).  Returns PK_OK or
  * PK_EPROTO. */
 pk_err_t pool__wire_shm_parse(const void *data, size_t len, uint32_t nbufs,
-                              uint64_t lo, uint64_t hi, const size_t *frame_len,
-                              pool__wire_shm_t *ents, pk_error_t *err);
+                              uint64_t lo, uint64_t hi, uint64_t heap,
+                              const size_t *frame_len, pool__wire_shm_t *ents,
+                              pk_error_t *err);
 
 /* Checks a raw vector payload: exactly count * 8 bytes.  PK_OK or PK_EPROTO. */
 pk_err_t pool__wire_vec_check(size_t len, uint32_t count, pk_error_t *err);

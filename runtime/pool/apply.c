@@ -167,7 +167,7 @@ static pk_err_t future_settle(pool_future_t *f, double timeout)
                 pool__outcome_raw(got, f->doc, &f->rres, &f->cbufs);
                 f->cur = got;
             } else {
-                pool__outcome_decode(got, f->doc, &f->item, 0);
+                pool__outcome_decode(got, f->doc, &f->item);
             }
             while (rest) {
                 pool__outcome_t *n = rest->next;

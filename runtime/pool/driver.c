@@ -30,21 +30,38 @@ typedef struct enc {
     pool__oob_list_t bufs;
     int oob;          /* take large buffers out of band */
     pool__shm_t *shm; /* copy those of shm->threshold bytes there, or NULL */
+    int heap;         /* the workers map the shared heap */
+    size_t pending;   /* bytes of task blocks this encoder holds */
 } enc_t;
 
-/* Takes a buffer of at least min bytes out of band (1), copying it into
- * the arena when it is big enough, else keeps it in band (0). */
+/* How long a map waits for room in a full arena before a big buffer takes
+ * the socket instead (only while blocks of other batches are in use). */
+#define ARENA_WAIT_NS 5000000000ull
+
+/* Takes a buffer of at least min bytes out of band (1): a caller's array in
+ * the shared heap by reference, others copied into the arena when big
+ * enough (waiting for room while other batches hold it); else keeps it in
+ * band (0). */
 static int enc_buf(enc_t *e, const void *data, size_t len, size_t min)
 {
     if (!pool__oob_take(&e->bufs, data, len, min))
         return 0;
-    if (e->shm != NULL && len >= e->shm->threshold) {
+    uint64_t hoff =
+        e->heap && len > 0 ? pool__heap_find(data, len) : UINT64_MAX;
+    if (hoff != UINT64_MAX) {
+        /* No copy: the workers read the caller's memory in place. */
+        e->bufs.v[e->bufs.n - 1].shm = POOL_WIRE_SHM_HEAP + hoff;
+    } else if (e->shm != NULL && len >= e->shm->threshold) {
         /* One copy into the arena now, none through the socket later. */
-        uint64_t off = pool__shm_task_alloc(e->shm, len);
+        uint64_t off =
+            pool__shm_task_alloc_wait(e->shm, len, e->pending, ARENA_WAIT_NS);
         if (off != UINT64_MAX) {
+            e->pending += pool__shm_block_bytes(len);
             pool__oob_t *o = &e->bufs.v[e->bufs.n - 1];
             pool__shm_prefault(e->shm->base + off, len, 1);
             memcpy(e->shm->base + off, data, len);
+            atomic_fetch_add_explicit(&e->shm->copied_in, len,
+                                      memory_order_relaxed);
             o->data = e->shm->base + off;
             o->shm = off;
         }
@@ -63,8 +80,10 @@ static int enc_cb(void *ctx, const void *data, size_t len, int readonly)
 static void enc_drop_bufs(enc_t *e, size_t from)
 {
     for (size_t i = from; i < e->bufs.n; i++)
-        if (e->bufs.v[i].shm != POOL_WIRE_SHM_INLINE)
+        if (e->bufs.v[i].shm < POOL_WIRE_SHM_HEAP) { /* a task block */
             pool__shm_task_free(e->shm, e->bufs.v[i].shm, e->bufs.v[i].len);
+            e->pending -= pool__shm_block_bytes(e->bufs.v[i].len);
+        }
     e->bufs.n = from;
 }
 
@@ -159,7 +178,7 @@ static pool__batch_t *enc_batch(pool__job_t *j, enc_t *e, pk_doc_t **doc,
     blob->bufs = e->bufs.v;
     blob->nbufs = e->bufs.n;
     for (size_t i = 0; i < e->bufs.n && blob->shm == NULL; i++)
-        if (e->bufs.v[i].shm != POOL_WIRE_SHM_INLINE) {
+        if (e->bufs.v[i].shm < POOL_WIRE_SHM_HEAP) {
             blob->shm = e->shm;
             pool__shm_ref(e->shm);
         }
@@ -403,6 +422,7 @@ static pool__batch_t *make_batch(pool__drive_t *d, size_t chunk)
     memset(&e, 0, sizeof e);
     e.oob = !(d->src->flags & POOL_SRC_SINGLE);
     e.shm = d->p->cfg.shm;
+    e.heap = d->p->cfg.heap;
     pk_doc_t *doc = NULL;
     if ((d->src->flags & POOL_SRC_DOC) && pk_doc_new(&doc) != PK_OK) {
         d->input_rc = pk__err(&d->input_err, PK_ENOMEM, "out of memory");
@@ -494,8 +514,10 @@ void pool__drive_feed(pool__drive_t *d)
     pool__job_t *j = d->j;
     if (d->eof)
         return;
+again:;
     pool__batch_t *h = NULL, *t = NULL;
     size_t nsub = 0;
+    int more = 0;
     for (;;) {
         if (d->eof)
             break;
@@ -513,6 +535,13 @@ void pool__drive_feed(pool__drive_t *d)
         t = b;
         if (d->src->flags & POOL_SRC_SINGLE)
             break;
+        if (b->blob->shm != NULL) {
+            /* It holds arena blocks: out it goes before the next batch may
+             * wait for room in the arena (which only submitted batches
+             * free). */
+            more = 1;
+            break;
+        }
     }
     /* A single call goes straight to an idle worker's lane if one polls:
      * the master need not even wake up (unless a close waits on it). */
@@ -535,6 +564,8 @@ void pool__drive_feed(pool__drive_t *d)
     d->submitted += nsub;
     if (wake)
         pool__master_wake(p);
+    if (more)
+        goto again;
 }
 
 /* Stops the job: no more input, the master drops what is left of it. */

@@ -208,7 +208,7 @@ static pk_err_t open_next(pool_iter_t *it, const struct timespec *dl)
                 it->citems = pk__malloc((size_t)o->count * sizeof *it->citems);
                 ok = it->citems != NULL;
                 if (ok) {
-                    pool__outcome_decode(o, it->cdoc, it->citems, 0);
+                    pool__outcome_decode(o, it->cdoc, it->citems);
                     o = NULL;
                 }
             }

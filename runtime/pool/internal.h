@@ -203,6 +203,7 @@ typedef struct pool__cfg {
     size_t sb_size;         /* the scoreboard and the lanes */
     pool__lane_t *lanes;    /* one per slot, in the sb mapping; or NULL */
     pool__shm_t *shm;       /* the arena, or NULL */
+    int heap;               /* the workers map the shared heap (ipc/shm.h) */
     uint64_t shm_off;
     void *zctx;       /* the master's ZeroMQ context */
     pthread_t thread; /* the master thread */

@@ -52,7 +52,7 @@ void pool__blob_unref(pool__blob_t *b)
     pk__free(b->bytes);
     if (b->shm != NULL) {
         for (size_t i = 0; i < b->nbufs; i++)
-            if (b->bufs[i].shm != POOL_WIRE_SHM_INLINE)
+            if (b->bufs[i].shm < POOL_WIRE_SHM_HEAP) /* a task block */
                 pool__shm_task_free(b->shm, b->bufs[i].shm, b->bufs[i].len);
         pool__shm_unref(b->shm);
     }

@@ -48,6 +48,10 @@ static atomic_int live_pools;
 
 pk_err_t pool_global_init(pk_error_t *err)
 {
+    /* The shared heap is per process too (best effort: without it pools
+     * work, and pool_shared_alloc says why there is none). */
+    pool__heap_t *heap;
+    (void)pool__heap_get(&heap, NULL);
     return pool__fs_init(err);
 }
 
@@ -59,6 +63,7 @@ pk_err_t pool_global_fini(pk_error_t *err)
                        "them first",
                        atomic_load(&live_pools));
     pool__fs_fini();
+    pool__heap_fini(); /* unless arrays from it are still held */
     return PK_OK;
 }
 
@@ -352,7 +357,15 @@ pk_err_t pool_create(pool_t **pp, const pool_opts_t *user, pk_error_t *err)
         pack_list(opts->worker_argv, cfg.exec_argv, sizeof cfg.exec_argv);
         pack_list(opts->worker_env, cfg.exec_env, sizeof cfg.exec_env);
     }
-    rc = pool__fs_open_pool(&cfg, p->cfg.memfd, &p->m.chan, err);
+    /* Callers' shared arrays (picklepool/shared.h): without the heap the
+     * pool works, and pool_shared_alloc says why there is none. */
+    pool__heap_t *heap = NULL;
+    (void)pool__heap_get(&heap, NULL);
+    cfg.heap_fd = -1;
+    cfg.heap_size = heap != NULL ? heap->size : 0;
+    p->cfg.heap = heap != NULL;
+    rc = pool__fs_open_pool(&cfg, p->cfg.memfd, heap != NULL ? heap->fd : -1,
+                            &p->m.chan, err);
     if (rc != PK_OK)
         goto fail;
 

@@ -60,8 +60,7 @@ static void map_sink(void *ctx, pool__outcome_t *o)
         pool__outcome_free(o);
         return;
     }
-    s->r->nfailed +=
-        pool__outcome_decode(o, s->r->doc, s->r->items + o->first, 0);
+    s->r->nfailed += pool__outcome_decode(o, s->r->doc, s->r->items + o->first);
 }
 
 pk_err_t pool_map(pool_t *p, const char *module, const char *func,
@@ -240,7 +239,7 @@ static void vec_sink(void *ctx, pool__outcome_t *o)
         return;
     }
     size_t first = o->first, count = o->count;
-    pool__outcome_decode(o, doc, items, 1); /* doc is scratch: no copy */
+    pool__outcome_decode(o, doc, items);
     for (size_t i = 0; i < count; i++) {
         if (items[i].status == PK_OK)
             vec_store(s, first + i, items[i].value);

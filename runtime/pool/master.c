@@ -798,13 +798,26 @@ static pk_err_t shm_take(pool_t *p, int slot, const pool__wire_hdr_t *h,
     if (fl == NULL || v == NULL) {
         pk__free(fl);
         pk__free(v);
+        /* Free what the table names straight from the frame (release
+         * checks every range), or the worker's blocks would stay taken. */
+        const uint8_t *t = zmq_msg_data(&f[2]);
+        if (zmq_msg_size(&f[2]) == (size_t)h->nbufs * POOL_WIRE_SHM_ENT)
+            for (uint32_t k = 0; k < h->nbufs; k++) {
+                pool__wire_shm_t one;
+                if (pool__wire_shm_parse(
+                        t + (size_t)k * POOL_WIRE_SHM_ENT, POOL_WIRE_SHM_ENT, 1,
+                        lo, lo + l->res_size, 0, NULL, &one, NULL) == PK_OK &&
+                    one.off != POOL_WIRE_SHM_INLINE)
+                    pool__shm_res_release(p->cfg.shm, slot, one.off,
+                                          (size_t)one.len, 0);
+            }
         return pk__err(e, PK_ENOMEM, "out of memory");
     }
     for (uint32_t k = 0; k < h->nbufs; k++)
         fl[k] = zmq_msg_size(&f[3 + k]);
     pk_err_t rc =
         pool__wire_shm_parse(zmq_msg_data(&f[2]), zmq_msg_size(&f[2]), h->nbufs,
-                             lo, lo + l->res_size, fl, v, e);
+                             lo, lo + l->res_size, 0, fl, v, e);
     pk__free(fl);
     if (rc != PK_OK) {
         pk__free(v);

@@ -39,7 +39,7 @@ void pool__item_fail(pool_item_t *it, pk_doc_t *doc, pk_err_t st,
 }
 
 size_t pool__outcome_decode(pool__outcome_t *o, pk_doc_t *doc,
-                            pool_item_t *items, int borrow_shm)
+                            pool_item_t *items)
 {
     size_t failed = 0, count = o->count;
     for (size_t i = 0; i < count; i++) {
@@ -110,22 +110,13 @@ size_t pool__outcome_decode(pool__outcome_t *o, pk_doc_t *doc,
         bufs[k].readonly = 1;
     }
     if (o->ents != NULL) {
-        int borrowed = 0;
+        /* Views of the arena, released when doc is freed (close_frames). */
         for (uint32_t k = 0; k < o->nbufs; k++) {
             if (o->ents[k].off == POOL_WIRE_SHM_INLINE)
                 continue;
-            const uint8_t *src = o->shm->base + o->ents[k].off;
-            size_t n = (size_t)o->ents[k].len;
-            void *c = borrow_shm ? NULL : pk_doc_alloc(doc, n);
-            if (c != NULL)
-                memcpy(c, src, n);
-            else
-                borrowed = 1; /* released when doc is freed */
-            bufs[k].data = c != NULL ? c : src;
-            bufs[k].len = n;
+            bufs[k].data = o->shm->base + o->ents[k].off;
+            bufs[k].len = (size_t)o->ents[k].len;
         }
-        if (!borrowed)
-            pool__outcome_shm_release(o);
     }
     for (size_t i = 0; i < count; i++) {
         if (r[i].status != 0) {

@@ -18,12 +18,12 @@ void pool__item_fail(pool_item_t *it, pk_doc_t *doc, pk_err_t st,
                      const char *msg, size_t len);
 
 /* Decodes o's items into items[0..o->count) with values and messages in
- * doc; consumes o.  Values borrow the buffers: frames, and arena blocks too
- * with borrow_shm (which then stay allocated until doc is freed: for a
- * scratch doc freed at once); otherwise arena blocks are copied into doc
- * and released now.  Returns the number of failed items. */
+ * doc; consumes o.  Values borrow the buffers, frames and arena blocks:
+ * nothing is copied out, and the blocks stay allocated until doc is freed
+ * (or a caller took one over: pool_shared_keep).  Returns the number of
+ * failed items. */
 size_t pool__outcome_decode(pool__outcome_t *o, pk_doc_t *doc,
-                            pool_item_t *items, int borrow_shm);
+                            pool_item_t *items);
 
 /* The raw view of o (raw maps): res[0..o->count) point into o's frames and
  * arena blocks, messages are copied into doc, and *bufs receives the

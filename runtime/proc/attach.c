@@ -53,6 +53,15 @@ void pool__worker_attach(const pool__fs_pool_cfg_t *cfg, int memfd, int slot,
             wc->shm_lay = lay;
         }
     }
+    if (cfg->heap_size > 0 && cfg->heap_fd >= 0) {
+        /* callers' arrays: read-only here, whoever wrote them */
+        void *h =
+            mmap(NULL, cfg->heap_size, PROT_READ, MAP_SHARED, cfg->heap_fd, 0);
+        if (h != MAP_FAILED) {
+            wc->heap = h;
+            wc->heap_size = cfg->heap_size;
+        }
+    }
     wc->endpoint = cfg->endpoint;
     wc->slot = slot;
     wc->gen = gen;
@@ -70,16 +79,18 @@ int pool__worker_env_format(const pool__fs_pool_cfg_t *cfg, int slot,
                             uint32_t gen, int fd, char *buf, size_t size)
 {
     const pool__shm_layout_t *l = &cfg->shm;
-    int n = snprintf(buf, size,
-                     "v1;slot=%d;gen=%" PRIu32 ";fd=%d;nworkers=%d;prefetch=%d;"
-                     "maxtasks=%" PRIu64 ";max_rss=%" PRIu64 ";spin_ns=%" PRIu64
-                     ";shm_off=%" PRIu64 ";shm_threshold=%" PRIu64
-                     ";shm=%" PRIu64 ",%" PRIu64 ",%" PRIu64 ",%" PRIu64
-                     ",%" PRIu64 ",%" PRIu64 ";endpoint=%s",
-                     slot, gen, fd, cfg->nworkers, cfg->prefetch, cfg->maxtasks,
-                     cfg->max_rss, cfg->spin_ns, cfg->shm_off,
-                     cfg->shm_threshold, l->size, l->bm_bytes, l->task_off,
-                     l->task_size, l->res_off, l->res_size, cfg->endpoint);
+    int n =
+        snprintf(buf, size,
+                 "v1;slot=%d;gen=%" PRIu32 ";fd=%d;nworkers=%d;prefetch=%d;"
+                 "maxtasks=%" PRIu64 ";max_rss=%" PRIu64 ";spin_ns=%" PRIu64
+                 ";shm_off=%" PRIu64 ";shm_threshold=%" PRIu64 ";shm=%" PRIu64
+                 ",%" PRIu64 ",%" PRIu64 ",%" PRIu64 ",%" PRIu64 ",%" PRIu64
+                 ";heap_fd=%d;heap_size=%" PRIu64 ";endpoint=%s",
+                 slot, gen, fd, cfg->nworkers, cfg->prefetch, cfg->maxtasks,
+                 cfg->max_rss, cfg->spin_ns, cfg->shm_off, cfg->shm_threshold,
+                 l->size, l->bm_bytes, l->task_off, l->task_size, l->res_off,
+                 l->res_size, cfg->heap_size > 0 ? cfg->heap_fd : -1,
+                 cfg->heap_size > 0 ? cfg->heap_size : 0, cfg->endpoint);
     return n < 0 || (size_t)n >= size ? -1 : 0;
 }
 
@@ -99,6 +110,7 @@ pk_err_t pool__worker_env_parse(const char *s, pool__fs_pool_cfg_t *cfg,
                                 pk_error_t *err)
 {
     memset(cfg, 0, sizeof *cfg);
+    cfg->heap_fd = -1;
     if (s == NULL)
         return pk__err(err, PK_EINVAL,
                        "%s is not set: this process was not started by a "
@@ -127,6 +139,12 @@ pk_err_t pool__worker_env_parse(const char *s, pool__fs_pool_cfg_t *cfg,
             strcpy(cfg->endpoint, val);
             seen |= 1;
             break;
+        } else if (KEY("heap_fd")) {
+            /* -1: no heap */
+            if (strncmp(val, "-1", 2) == 0 && (val[2] == ';' || !val[2]))
+                cfg->heap_fd = -1;
+            else if ((bad = num(val, &x) != 0 || x >= 65536) == 0)
+                cfg->heap_fd = (int)x;
         } else if (KEY("shm")) {
             const char *q = val;
             for (int i = 0; i < 6 && !bad; i++) {
@@ -166,6 +184,8 @@ pk_err_t pool__worker_env_parse(const char *s, pool__fs_pool_cfg_t *cfg,
                 cfg->shm_off = x;
             else if (KEY("shm_threshold"))
                 cfg->shm_threshold = x;
+            else if (KEY("heap_size"))
+                cfg->heap_size = x;
             else
                 bad = 1;
         }

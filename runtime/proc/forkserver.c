@@ -98,7 +98,7 @@ static ssize_t send_fds(int sock, const void *buf, size_t len, const int *fds,
     struct iovec iov = {.iov_base = (void *)buf, .iov_len = len};
     struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1};
     union {
-        char buf[CMSG_SPACE(sizeof(int) * 2)];
+        char buf[CMSG_SPACE(sizeof(int) * 3)];
         struct cmsghdr align;
     } cm;
     if (nfds > 0) {
@@ -118,19 +118,19 @@ static ssize_t send_fds(int sock, const void *buf, size_t len, const int *fds,
     return r;
 }
 
-/* Receives one datagram and up to 2 fds (set to -1 when absent). */
+/* Receives one datagram and up to 3 fds (set to -1 when absent). */
 static ssize_t recv_fds(int sock, void *buf, size_t len, int *fds)
 {
     struct iovec iov = {.iov_base = buf, .iov_len = len};
     union {
-        char buf[CMSG_SPACE(sizeof(int) * 2)];
+        char buf[CMSG_SPACE(sizeof(int) * 3)];
         struct cmsghdr align;
     } cm;
     struct msghdr mh = {.msg_iov = &iov,
                         .msg_iovlen = 1,
                         .msg_control = cm.buf,
                         .msg_controllen = sizeof cm.buf};
-    fds[0] = fds[1] = -1;
+    fds[0] = fds[1] = fds[2] = -1;
     ssize_t r;
     do
         r = recvmsg(sock, &mh, MSG_CMSG_CLOEXEC);
@@ -146,14 +146,14 @@ static ssize_t recv_fds(int sock, void *buf, size_t len, int *fds)
             n = 8;
         memcpy(got, CMSG_DATA(c), n * sizeof(int));
         for (size_t i = 0; i < n; i++) {
-            if (i < 2 && fds[i] < 0)
+            if (i < 3 && fds[i] < 0)
                 fds[i] = got[i];
             else
                 close(got[i]);
         }
     }
     if (mh.msg_flags & (MSG_TRUNC | MSG_CTRUNC)) {
-        for (int i = 0; i < 2; i++)
+        for (int i = 0; i < 3; i++)
             if (fds[i] >= 0)
                 close(fds[i]), fds[i] = -1;
         errno = EMSGSIZE;
@@ -219,18 +219,27 @@ static int split_list(char *list, char **v, int max)
     return n;
 }
 
-/* The exec'd worker's side of fs_child: keep the memfd at descriptor 3 and
- * nothing else, bind, say in PICKLEPOOL_WORKER what to map, and exec the
- * pool's command (which calls pool_worker_serve). */
+/* The exec'd worker's side of fs_child: keep the memfd at descriptor 3,
+ * the shared heap's at 4, and nothing else, bind, say in PICKLEPOOL_WORKER
+ * what to map, and exec the pool's command (which calls
+ * pool_worker_serve). */
 static void fs_exec(fs_pool_t *fp, const pool__fs_msg_t *m)
 {
     static char *argv[256], *envv[256];
     char val[1024];
+    if (fp->cfg.heap_fd == 3 && (fp->cfg.heap_fd = fcntl(3, F_DUPFD, 5)) < 0)
+        _exit(127); /* out of the way of the memfd */
     if (fp->memfd != 3 && dup2(fp->memfd, 3) != 3)
         _exit(127);
     fcntl(3, F_SETFD, 0);
-    if (syscall(SYS_close_range, 4u, ~0u, 0u) != 0) {
-        for (int fd = 4; fd < 1024; fd++)
+    if (fp->cfg.heap_fd >= 0) {
+        if (fp->cfg.heap_fd != 4 && dup2(fp->cfg.heap_fd, 4) != 4)
+            _exit(127);
+        fcntl(4, F_SETFD, 0);
+        fp->cfg.heap_fd = 4;
+    }
+    if (syscall(SYS_close_range, 5u, ~0u, 0u) != 0) {
+        for (int fd = 5; fd < 1024; fd++)
             close(fd);
     }
     if (m->bind && fs_topology != NULL)
@@ -324,6 +333,8 @@ static void fs_pool_close(int i)
     remove_dir(fp->cfg.dir);
     close(fp->chan);
     close(fp->memfd);
+    if (fp->cfg.heap_fd >= 0)
+        close(fp->cfg.heap_fd);
     free(fp->w);
     free(fp);
     fs_pools[i] = NULL;
@@ -406,12 +417,12 @@ static void fs_ack(pk_err_t code, const char *msg)
 
 static void fs_ctl_msg(ctl_msg_t *m)
 {
-    int fds[2];
+    int fds[3];
     ssize_t r = recv_fds(fs_ctl_srv, m, sizeof *m, fds);
     if (r == 0 || (r < 0 && errno != EAGAIN && errno != EMSGSIZE))
         fs_close_all_and_exit();
     if (r != (ssize_t)sizeof *m) {
-        for (int i = 0; i < 2; i++)
+        for (int i = 0; i < 3; i++)
             if (fds[i] >= 0)
                 close(fds[i]);
         return;
@@ -430,7 +441,7 @@ static void fs_ctl_msg(ctl_msg_t *m)
                 NULL) {
             if (fp != NULL)
                 free(fp);
-            for (int i = 0; i < 2; i++)
+            for (int i = 0; i < 3; i++)
                 if (fds[i] >= 0)
                     close(fds[i]);
             fs_ack(PK_ELIMIT, "fork server cannot take another pool");
@@ -439,6 +450,9 @@ static void fs_ctl_msg(ctl_msg_t *m)
         fp->chan = fds[0];
         fp->memfd = fds[1];
         fp->cfg = m->u.pool;
+        fp->cfg.heap_fd = fds[2];
+        if (fds[2] < 0)
+            fp->cfg.heap_size = 0;
         fp->cfg.dir[sizeof fp->cfg.dir - 1] = '\0';
         /* NUL-separated lists end with an empty string, whatever came. */
         memset(fp->cfg.exec_argv + sizeof fp->cfg.exec_argv - 2, 0, 2);
@@ -674,9 +688,9 @@ static pk_err_t ctl_call(ctl_msg_t *m, const int *fds, int nfds, int want_ack,
     if (!want_ack)
         return PK_OK;
     for (;;) {
-        int got[2];
+        int got[3];
         ssize_t r = recv_fds(fs_ctl, m, sizeof *m, got);
-        for (int i = 0; i < 2; i++)
+        for (int i = 0; i < 3; i++)
             if (got[i] >= 0)
                 close(got[i]);
         if (r == 0 || r < 0) {
@@ -692,7 +706,7 @@ static pk_err_t ctl_call(ctl_msg_t *m, const int *fds, int nfds, int want_ack,
 }
 
 pk_err_t pool__fs_open_pool(const pool__fs_pool_cfg_t *cfg, int memfd,
-                            int *chan, pk_error_t *err)
+                            int heapfd, int *chan, pk_error_t *err)
 {
     int sv[2];
     if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) != 0)
@@ -705,9 +719,9 @@ pk_err_t pool__fs_open_pool(const pool__fs_pool_cfg_t *cfg, int memfd,
     }
     m->type = CTL_NEWPOOL;
     m->u.pool = *cfg;
-    int fds[2] = {sv[1], memfd};
+    int fds[3] = {sv[1], memfd, heapfd};
     pthread_mutex_lock(&fs_mu);
-    pk_err_t rc = ctl_call(m, fds, 2, 1, err);
+    pk_err_t rc = ctl_call(m, fds, heapfd >= 0 ? 3 : 2, 1, err);
     pthread_mutex_unlock(&fs_mu);
     pk__free(m);
     close(sv[1]);

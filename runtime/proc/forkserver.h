@@ -72,6 +72,9 @@ typedef struct pool__fs_pool_cfg {
     uint64_t shm_off;       /* its offset in the scoreboard memfd */
     uint64_t shm_threshold; /* result buffers this big go through it */
     uint64_t spin_ns;       /* fast lanes' busy-poll budget (0: no lanes) */
+    uint64_t heap_size;     /* the shared heap's bytes (0: none; shm.h) */
+    int heap_fd; /* its descriptor where it is mapped from: set by the fork
+                    server and the exec'd worker, not by the master */
     /* Exec'd workers (picklepool/worker.h): the command, as NUL-separated
      * arguments ending with an empty one, and variables added to its
      * environment ("NAME=value", the same way); exec_argv[0] == '\0':
@@ -113,12 +116,13 @@ void pool__fs_fini(void);
  * a successful pool__fs_init). */
 const pool__topo_t *pool__fs_topo(void);
 
-/* Opens a pool's private channel: sends cfg and the scoreboard memfd (which
- * the fork server dups; the caller keeps its own) and returns the master's
+/* Opens a pool's private channel: sends cfg, the scoreboard memfd and the
+ * shared heap's (heapfd, -1: none) (which the fork server dups; the caller
+ * keeps its own) and returns the master's
  * end of the channel in *chan (SOCK_CLOEXEC; close it to end the pool).
  * Returns PK_OK, PK_ESYS or PK_EIO (the fork server is gone). */
 pk_err_t pool__fs_open_pool(const pool__fs_pool_cfg_t *cfg, int memfd,
-                            int *chan, pk_error_t *err);
+                            int heapfd, int *chan, pk_error_t *err);
 
 /* Makes the fork server load a plugin too, so later workers have it.
  * Returns PK_OK or what pool_plugin_load returned there. */

@@ -35,6 +35,8 @@ pk_err_t pool_worker_serve(pool_raw_fn fn, void *ctx, int *exit_status,
         return pk__err_sys(err, PK_ESYS, EBADF,
                            "cannot map the pool's scoreboard from fd %d", fd);
     close(fd);
+    if (cfg.heap_fd >= 0)
+        close(cfg.heap_fd); /* mapped (or not: the heap is then copied) */
     /* Workers of its children, if the handler starts any, are not ours. */
     unsetenv(POOL_WORKER_ENV);
     POOL_SB_STORE(wc.sb->pid, (int32_t)getpid());

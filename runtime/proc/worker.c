@@ -27,6 +27,7 @@
 #include <unistd.h>
 #include <zmq.h>
 
+#include "codec/value_int.h"
 #include "core/common.h"
 #include "picklepool/pickle.h"
 #include "picklepool/registry.h"
@@ -67,6 +68,14 @@ typedef struct worker {
     pool__oob_list_t oob;
     pk_doc_t *res_doc;
     holder_t *holder;
+    /* Result arrays a kernel built straight in this worker's arena region
+     * (place_array): sent as they are, or freed when the batch ends. */
+    struct placed {
+        uint64_t off;
+        size_t len;
+        int sent;
+    } * placed;
+    size_t nplaced, capplaced;
     int lane_task; /* the batch running came through the fast lane */
     uint64_t items_total;
     unsigned logged; /* bit per kind: malformed message already logged */
@@ -207,6 +216,9 @@ static int keep_raw_buf(worker_t *w, const void *data, size_t len)
         pool__shm_prefault(c->shm + off, len, 1);
         memcpy(c->shm + off, data, len);
         copy = c->shm + off;
+        if (c->sb != NULL)
+            atomic_fetch_add_explicit(&c->sb->copied, len,
+                                      memory_order_relaxed);
     } else {
         void *d = pk_doc_alloc(w->res_doc, len ? len : 1);
         if (d == NULL)
@@ -280,6 +292,61 @@ static void put_value(worker_t *w, const pk_value_t *v)
                           (uint32_t)(w->oob.n - noob), 0);
 }
 
+/* pk__array_alloc_fn of result docs: a kernel's large result array is
+ * built in this worker's arena region, so it is never copied on its way to
+ * the caller (result_to_arena sends it where it is).  NULL (the doc's own
+ * memory) for fast-lane replies, which copy their buffers, and when the
+ * region is full. */
+static void *place_array(void *ctx, size_t len)
+{
+    worker_t *w = ctx;
+    const pool__worker_cfg_t *c = w->cfg;
+    if (c->shm == NULL || w->lane_task || len < c->shm_threshold)
+        return NULL;
+    if (w->nplaced == w->capplaced) {
+        size_t nc = w->capplaced ? w->capplaced * 2 : 8;
+        struct placed *v = pk__realloc(w->placed, nc * sizeof *v);
+        if (v == NULL)
+            return NULL;
+        w->placed = v;
+        w->capplaced = nc;
+    }
+    uint64_t off = pool__shm_worker_alloc(c->shm, c->shm_lay, c->slot, len);
+    if (off == UINT64_MAX)
+        return NULL;
+    pool__shm_prefault(c->shm + off, len, 1);
+    w->placed[w->nplaced].off = off;
+    w->placed[w->nplaced].len = len;
+    w->placed[w->nplaced].sent = 0;
+    w->nplaced++;
+    return c->shm + off;
+}
+
+/* The placed array that is exactly [data, data+len) and not sent yet. */
+static struct placed *placed_find(worker_t *w, const void *data, size_t len)
+{
+    const uint8_t *d = data;
+    if (w->nplaced == 0 || d < w->cfg->shm)
+        return NULL;
+    for (size_t i = 0; i < w->nplaced; i++)
+        if (w->placed[i].off == (uint64_t)(d - w->cfg->shm) &&
+            w->placed[i].len == len && !w->placed[i].sent)
+            return &w->placed[i];
+    return NULL;
+}
+
+/* At the end of a batch: frees the placed arrays that were not sent (the
+ * master owns the others now). */
+static void placed_reset(worker_t *w)
+{
+    const pool__worker_cfg_t *c = w->cfg;
+    for (size_t i = 0; i < w->nplaced; i++)
+        if (!w->placed[i].sent)
+            pool__shm_worker_free(c->shm, c->shm_lay, c->slot, w->placed[i].off,
+                                  w->placed[i].len);
+    w->nplaced = 0;
+}
+
 /* Starts a fresh result doc, keeping the old one alive if frames borrow it. */
 static int rotate_res_doc(worker_t *w, size_t *noob_kept)
 {
@@ -293,7 +360,10 @@ static int rotate_res_doc(worker_t *w, size_t *noob_kept)
         }
         *noob_kept = w->oob.n;
     }
-    return pk_doc_new(&w->res_doc) == PK_OK ? 0 : -1;
+    if (pk_doc_new(&w->res_doc) != PK_OK)
+        return -1;
+    pk__doc_set_array_alloc(w->res_doc, place_array, w, OOB_MIN_BYTES);
+    return 0;
 }
 
 /* ---- the call frame ---------------------------------------------------- */
@@ -456,9 +526,9 @@ static pk_err_t task_bufs(worker_t *w, const pool__wire_hdr_t *h,
     }
     if (!shm)
         return PK_OK;
-    const pool__shm_layout_t *lay = w->cfg->shm_lay;
-    if (w->cfg->shm == NULL)
-        return pk__err(e, PK_EPROTO, "arena buffers but no arena mapped");
+    static const pool__shm_layout_t none;
+    const pool__shm_layout_t *lay =
+        w->cfg->shm != NULL ? w->cfg->shm_lay : &none;
     size_t *fl = pk__malloc((size_t)h->nbufs * sizeof *fl);
     pool__wire_shm_t *ents = pk__malloc((size_t)h->nbufs * sizeof *ents);
     pk_err_t rc = PK_ENOMEM;
@@ -469,11 +539,18 @@ static pk_err_t task_bufs(worker_t *w, const pool__wire_hdr_t *h,
             fl[k] = bufs[k].len;
         rc = pool__wire_shm_parse(
             zmq_msg_data(&frames[3]), zmq_msg_size(&frames[3]), h->nbufs,
-            lay->task_off, lay->task_off + lay->task_size, fl, ents, e);
+            lay->task_off, lay->task_off + lay->task_size,
+            w->cfg->heap != NULL ? w->cfg->heap_size : 0, fl, ents, e);
     }
     for (uint32_t k = 0; rc == PK_OK && k < h->nbufs; k++) {
         if (ents[k].off == POOL_WIRE_SHM_INLINE)
             continue;
+        if (ents[k].off >= POOL_WIRE_SHM_HEAP) { /* a caller's array */
+            bufs[k].data = w->cfg->heap + (ents[k].off - POOL_WIRE_SHM_HEAP);
+            bufs[k].len = (size_t)ents[k].len;
+            pool__shm_prefault(bufs[k].data, bufs[k].len, 0);
+            continue;
+        }
         bufs[k].data = w->cfg->shm + ents[k].off;
         bufs[k].len = (size_t)ents[k].len;
         pool__shm_prefault(bufs[k].data, bufs[k].len, 0);
@@ -498,6 +575,14 @@ static size_t result_to_arena(worker_t *w, uint8_t *tab)
             moved++;
             continue;
         }
+        struct placed *pl = placed_find(w, o->data, o->len);
+        if (pl != NULL) { /* built in place by the kernel: no copy */
+            pl->sent = 1;
+            o->shm = pl->off;
+            pool__wire_shm_encode(tab + k * POOL_WIRE_SHM_ENT, o->shm, o->len);
+            moved++;
+            continue;
+        }
         if (c->shm != NULL && o->len >= c->shm_threshold)
             off = pool__shm_worker_alloc(c->shm, c->shm_lay, c->slot, o->len);
         if (off != POOL_WIRE_SHM_INLINE) {
@@ -505,6 +590,9 @@ static size_t result_to_arena(worker_t *w, uint8_t *tab)
             memcpy(c->shm + off, o->data, o->len);
             o->shm = off;
             moved++;
+            if (c->sb != NULL)
+                atomic_fetch_add_explicit(&c->sb->copied, o->len,
+                                          memory_order_relaxed);
         }
         pool__wire_shm_encode(tab + k * POOL_WIRE_SHM_ENT, off,
                               off == POOL_WIRE_SHM_INLINE ? 0 : o->len);
@@ -828,16 +916,20 @@ static void run_batch(worker_t *w, const pool__wire_hdr_t *h, zmq_msg_t *frames)
                 send_frame(w->sock, NULL, 0, NULL, NULL, k + 1 < w->oob.n);
                 continue;
             }
-            if (zero_copy)
+            /* A placed array is freed when the batch ends, maybe before
+             * ZeroMQ sent it: copy it. */
+            int zc = zero_copy &&
+                     placed_find(w, w->oob.v[k].data, w->oob.v[k].len) == NULL;
+            if (zc)
                 atomic_fetch_add(&w->holder->refs, 1);
             send_frame(w->sock, (void *)w->oob.v[k].data, w->oob.v[k].len,
-                       zero_copy ? holder_unref : NULL, w->holder,
-                       k + 1 < w->oob.n);
+                       zc ? holder_unref : NULL, w->holder, k + 1 < w->oob.n);
         }
     }
     holder_unref(NULL, w->holder);
     w->holder = NULL;
     pk_doc_free(&w->res_doc);
+    placed_reset(w);
     if (sb != NULL)
         atomic_store_explicit(&sb->state,
                               retiring ? POOL_SB_EXITING : POOL_SB_IDLE,

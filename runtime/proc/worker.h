@@ -33,6 +33,8 @@ typedef struct pool__worker_cfg {
     pool__sb_slot_t *sb; /* this worker's scoreboard slot, or NULL */
     uint8_t *shm;        /* the pool's arena (see shm.h), or NULL */
     const pool__shm_layout_t *shm_lay; /* its layout when shm != NULL */
+    const uint8_t *heap; /* the shared heap, read-only (shm.h), or NULL */
+    uint64_t heap_size;
     size_t shm_threshold; /* result buffers this big go through the arena */
     pool__lane_t *lane;   /* this worker's fast lane (lane.h), or NULL */
     uint64_t spin_ns;     /* how long it polls the lane when idle */

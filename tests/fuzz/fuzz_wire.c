@@ -136,12 +136,18 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                 fl[k] = data[1 + k] & 1 ? data[1 + k] : 0;
             const uint64_t lo = 4096, hi = 4096 + (1u << 20);
             if (pool__wire_shm_parse(data + 1 + nbufs, size - 1 - nbufs, nbufs,
-                                     lo, hi, fl, ents, &err) == PK_OK)
-                for (uint32_t k = 0; k < nbufs; k++)
-                    if (ents[k].off != POOL_WIRE_SHM_INLINE &&
-                        (ents[k].off < lo || ents[k].len == 0 ||
-                         ents[k].off + ents[k].len > hi || fl[k] != 0))
+                                     lo, hi, 1u << 20, fl, ents, &err) == PK_OK)
+                for (uint32_t k = 0; k < nbufs; k++) {
+                    uint64_t o = ents[k].off, n = ents[k].len;
+                    if (o == POOL_WIRE_SHM_INLINE)
+                        continue;
+                    if (o >= POOL_WIRE_SHM_HEAP
+                            ? (n == 0 || o - POOL_WIRE_SHM_HEAP + n > 1u << 20)
+                            : (o < lo || n == 0 || o + n > hi))
                         abort();
+                    if (fl[k] != 0)
+                        abort();
+                }
             break;
         }
         if (size < 3)
