@@ -6,7 +6,10 @@
  *
  * examples.normalize over N synthetic float32 arrays of M MiB on pinned
  * workers: one pool of one worker against one of N workers (default one per
- * core).  Each pool first runs the map once untimed, so that neither column
+ * core).  The arrays live in the shared heap (picklepool/shared.h): the
+ * workers read them in place and build their results in the pool's arena,
+ * which the demo reads as views - no array is copied, and the demo prints
+ * the bytes pool_shared_copies counted to show it.  Each pool first runs the map once untimed, so that neither column
  * pays for faulting in its pool's memory, then the two take turns for R
  * timed runs (default 5); the demo prints every run, the medians, the
  * throughput and the speed-up of median over median, and checks every
@@ -24,6 +27,7 @@
 
 #include "cli.h"
 #include "picklepool/pool.h"
+#include "picklepool/shared.h"
 
 /* Array i holds uniform noise scaled by s_i around o_i, except for four
  * marker elements: x[0] = o_i, x[1] = o_i + (i + 1) s_i, x[2] = o_i,
@@ -110,17 +114,29 @@ typedef struct demo_cfg {
     double *run_s;   /* the timed runs */
 } demo_cfg_t;
 
-static int demo_verify(float **in, float **out, const size_t *lens, size_t n,
-                       const char *label)
+/* Checks every result of r (views of the arena) against its input. */
+static int demo_verify(float **in, const pool_results_t *r, const size_t *lens,
+                       size_t n, const char *label)
 {
     char why[200];
 
-    for (size_t i = 0; i < n; i++)
-        if (demo_check(in[i], out[i], lens[i], i, why, sizeof why) < 0) {
+    for (size_t i = 0; i < n; i++) {
+        const pool_item_t *it = pool_results_item(r, i);
+        const pk_value_t *v = it->value;
+        if (v == NULL || v->type != PK_NDARRAY ||
+            v->u.nd->nbytes != lens[i] * sizeof(float)) {
+            fprintf(stderr,
+                    "picklepool: demo: %s: result %zu is not a "
+                    "float32 array of the input's length\n",
+                    label, i);
+            return -1;
+        }
+        if (demo_check(in[i], v->u.nd->data, lens[i], i, why, sizeof why) < 0) {
             fprintf(stderr, "picklepool: demo: %s: wrong result: %s\n", label,
                     why);
             return -1;
         }
+    }
     return 0;
 }
 
@@ -148,32 +164,40 @@ static int demo_start(const char *plugin, demo_cfg_t *c)
     return PK_EXIT_OK;
 }
 
-/* One map of normalize over every array on c's pool, timed from the call to
- * its return, then checked.  out is poisoned (all NaN) first, untimed, so a
- * result left over from an earlier run cannot pass for this one's. */
-static int demo_run(demo_cfg_t *c, float **in, float **out, const size_t *lens,
-                    size_t n, double *seconds)
+/* One map of normalize over every array (items: ndarrays borrowing in[i])
+ * on c's pool, timed from the call to its return, then checked.  Each
+ * run's results are fresh views, freed after the check. */
+static int demo_run(demo_cfg_t *c, float **in, const pk_value_t *const *items,
+                    const size_t *lens, size_t n, double *seconds)
 {
     pk_error_t err;
-    size_t nf = 0;
+    pool_results_t *r = NULL;
 
-    for (size_t i = 0; i < n; i++)
-        memset(out[i], 0xff, lens[i] * sizeof(float));
     pk_error_clear(&err);
     double t0 = pk__cli_now_s();
-    pk_err_t rc = pool_map_f32_arrays(c->pool, "examples", "normalize",
-                                      (const float *const *)in, out, lens, n,
-                                      NULL, NULL, &nf, &err);
+    pk_err_t rc =
+        pool_map(c->pool, "examples", "normalize", items, n, NULL, &r, &err);
     *seconds = pk__cli_now_s() - t0;
+    size_t nf = rc == PK_OK ? pool_results_failed(r) : 0;
     if (rc != PK_OK || nf != 0) {
-        if (nf)
-            fprintf(stderr, "picklepool: demo: %s: %zu arrays failed\n",
-                    c->label, nf);
-        pk__cli_report("demo: normalize", &err);
+        if (nf) {
+            for (size_t i = 0; i < n; i++)
+                if (pool_results_item(r, i)->status != PK_OK) {
+                    fprintf(stderr,
+                            "picklepool: demo: %s: %zu arrays failed, the "
+                            "first (%zu): %s\n",
+                            c->label, nf, i, pool_results_item(r, i)->error);
+                    break;
+                }
+        } else {
+            pk__cli_report("demo: normalize", &err);
+        }
+        pool_results_free(&r);
         return PK_EXIT_FAIL;
     }
-    return demo_verify(in, out, lens, n, c->label) == 0 ? PK_EXIT_OK
-                                                        : PK_EXIT_FAIL;
+    int ok = demo_verify(in, r, lens, n, c->label) == 0;
+    pool_results_free(&r);
+    return ok ? PK_EXIT_OK : PK_EXIT_FAIL;
 }
 
 static int cmp_double(const void *a, const void *b)
@@ -224,6 +248,17 @@ static void demo_report(const demo_cfg_t *c, size_t runs, size_t n, double mb)
     printf("\nspeed-up over one worker: %.2fx on %s (median of %zu timed "
            "run%s each)\n",
            m1 / ma, all->label, runs, runs == 1 ? "" : "s");
+    uint64_t cin = 0, cout = 0;
+    for (int k = 0; k < 2; k++) {
+        uint64_t i1, o1;
+        pool_shared_copies(c[k].pool, &i1, &o1);
+        cin += i1;
+        cout += o1;
+    }
+    printf("copies: %llu bytes of input and %llu bytes of results copied over "
+           "all %zu maps (arrays read in place from the shared heap, results "
+           "built in the arena and read as views)\n",
+           (unsigned long long)cin, (unsigned long long)cout, 2 * (runs + 1));
     printf("check: %zu results with mean 0 and std 1, equal to an "
            "independent normalisation, in input order, after every run: OK\n",
            n);
@@ -306,19 +341,29 @@ int pk__cmd_demo(int argc, char **argv)
     size_t n = (size_t)a.arrays, nr = (size_t)a.runs;
     size_t len = (size_t)a.mib * (1u << 20) / sizeof(float);
     demo_cfg_t cfg[2] = {{.workers = 1}, {.workers = (int)a.workers}};
-    float **in = calloc(n, sizeof *in), **out = calloc(n, sizeof *out);
+    float **in = calloc(n, sizeof *in);
+    pk_value_t **items = calloc(n, sizeof *items);
     size_t *lens = calloc(n, sizeof *lens);
+    pk_doc_t *doc = NULL;
+    pk_dtype_t f4;
     cfg[0].run_s = calloc(nr, sizeof(double));
     cfg[1].run_s = calloc(nr, sizeof(double));
-    if (!in || !out || !lens || !cfg[0].run_s || !cfg[1].run_s)
+    if (!in || !items || !lens || !cfg[0].run_s || !cfg[1].run_s ||
+        pk_doc_new(&doc) != PK_OK || pk_dtype_parse("<f4", &f4) != PK_OK)
         goto oom;
     for (size_t i = 0; i < n; i++) {
-        in[i] = malloc(len * sizeof(float));
-        out[i] = malloc(len * sizeof(float));
-        if (!in[i] || !out[i])
-            goto oom;
+        int64_t shape = (int64_t)len;
+        if (pool_shared_alloc(len * sizeof(float), (void **)&in[i], &err) !=
+            PK_OK) {
+            pk__cli_report("demo: cannot allocate the arrays", &err);
+            goto done;
+        }
         lens[i] = len;
         demo_fill(in[i], len, i);
+        items[i] = pk_ndarray(doc, &f4, 1, &shape, in[i],
+                              PK_VF_BORROWED | PK_VF_READONLY);
+        if (items[i] == NULL)
+            goto oom;
     }
     double mb = (double)n * (double)len * sizeof(float) / 1e6;
 
@@ -327,15 +372,16 @@ int pk__cmd_demo(int argc, char **argv)
            "each pool runs the map once untimed, then %zu timed runs, the "
            "two pools in turn;\nevery run's results are checked\n",
            n, a.mib, mb, nr);
+    const pk_value_t *const *vals = (const pk_value_t *const *)items;
     for (int k = 0; k < 2; k++)
         if (demo_start(plugin, &cfg[k]) != PK_EXIT_OK ||
-            demo_run(&cfg[k], in, out, lens, n, &cfg[k].warm_s) != PK_EXIT_OK)
+            demo_run(&cfg[k], in, vals, lens, n, &cfg[k].warm_s) != PK_EXIT_OK)
             goto done;
     /* In turn, so that a neighbour's load on a shared machine falls on both
      * columns alike. */
     for (size_t r = 0; r < nr; r++)
         for (int k = 0; k < 2; k++)
-            if (demo_run(&cfg[k], in, out, lens, n, &cfg[k].run_s[r]) !=
+            if (demo_run(&cfg[k], in, vals, lens, n, &cfg[k].run_s[r]) !=
                 PK_EXIT_OK)
                 goto done;
     demo_report(cfg, nr, n, mb);
@@ -348,12 +394,12 @@ done:
         pool_destroy(&cfg[k].pool);
         free(cfg[k].run_s);
     }
-    for (size_t i = 0; in && out && i < n; i++) {
-        free(in[i]);
-        free(out[i]);
-    }
+    for (size_t i = 0; in && i < n; i++)
+        if (in[i] != NULL)
+            pool_shared_release(in[i]);
     free(in);
-    free(out);
+    free(items);
+    pk_doc_free(&doc);
     free(lens);
     return status;
 }
