@@ -33,24 +33,6 @@
 
 /* ---- arrays and floats -------------------------------------------------- */
 
-/* out[0..len) is in[0..len) normalised to mean 0, std 1. */
-static void expect_normalized(const float *in, const float *out, size_t len,
-                              size_t i)
-{
-    double m = 0, v = 0;
-    for (size_t j = 0; j < len; j++)
-        m += in[j];
-    m /= (double)len;
-    for (size_t j = 0; j < len; j++)
-        v += (in[j] - m) * (in[j] - m);
-    double sd = sqrt(v / (double)len);
-    for (size_t j = 0; j < len; j++) {
-        double want = sd > 0 ? (in[j] - m) / sd : 0;
-        if (fabs(out[j] - want) > 1e-3)
-            fail_msg("array %zu [%zu]: %g, want %g", i, j, out[j], want);
-    }
-}
-
 static void test_map_arrays(void **state)
 {
     static const size_t lens[] = {1, 7, 1000, 65536, 100003, 8, 4096, 250000};
@@ -73,7 +55,7 @@ static void test_map_arrays(void **state)
                                  NULL, &nf, E_));
     assert_int_equal(nf, 0);
     for (size_t i = 0; i < n; i++)
-        expect_normalized(in[i], out[i], lens[i], i);
+        tp_expect_normalized(in[i], out[i], lens[i], i);
 
     /* the same arrays as ndarray values through pool_map */
     pk_doc_t *doc = NULL;
@@ -121,20 +103,13 @@ static void test_map_arrays(void **state)
 
 /* ---- the shared-memory arena ------------------------------------------- */
 
-/* Internal (runtime/pool/master.h): arena bytes in use. */
+/* Internal (runtime/pool/job.c): arena bytes in use. */
 int pool__shm_stats(pool_t *p, size_t *task_used, size_t *res_held,
                     size_t *res_alloc);
 
-/* Every arena block is free again once a map has returned (the pool is
- * idle): task blocks, result blocks held, result blocks workers allocated. */
 static void expect_arena_idle(pool_t *p, int has_arena)
 {
-    size_t tu = 1, rh = 1, ra = 1;
-    assert_int_equal(pool__shm_stats(p, &tu, &rh, &ra), has_arena);
-    if (tu != 0 || rh != 0 || ra != 0)
-        fail_msg("arena leak: %zu task bytes, %zu result bytes held, %zu "
-                 "allocated by workers",
-                 tu, rh, ra);
+    assert_int_equal(tp_expect_arena_idle(p), has_arena);
 }
 
 /* n arrays, big ones (about len floats) mixed with small ones that stay on
@@ -183,7 +158,7 @@ static void test_map_arrays_shm(void **state)
     expect_arena_idle(p, 0);
     pool_destroy(&p);
     for (size_t i = 0; i < N; i++) {
-        expect_normalized(in[i], out[i], lens[i], i);
+        tp_expect_normalized(in[i], out[i], lens[i], i);
         ref[i] = out[i];
         out[i] = calloc(lens[i], sizeof(float));
     }
@@ -271,7 +246,7 @@ static void test_kill_workers_holding_arena(void **state)
                                      NULL, NULL, &nf, E_));
         assert_int_equal(nf, 0);
         for (size_t i = 0; i < N; i++)
-            expect_normalized(in[i], out[i], lens[i], i);
+            tp_expect_normalized(in[i], out[i], lens[i], i);
     }
     atomic_store(&k.stop, 1);
     pthread_join(th, NULL);

@@ -35,16 +35,6 @@
 int pool__shm_stats(pool_t *p, size_t *task_used, size_t *res_held,
                     size_t *res_alloc);
 
-static void expect_arena_idle(pool_t *p)
-{
-    size_t tu = 1, rh = 1, ra = 1;
-    pool__shm_stats(p, &tu, &rh, &ra);
-    if (tu != 0 || rh != 0 || ra != 0)
-        fail_msg("arena leak: %zu task bytes, %zu result bytes held, %zu "
-                 "allocated by workers",
-                 tu, rh, ra);
-}
-
 /* n float32 arrays of len floats in the shared heap, distinct values. */
 static void heap_arrays(size_t n, size_t len, float **a)
 {
@@ -58,20 +48,6 @@ static void heap_arrays(size_t n, size_t len, float **a)
             a[i][j] = (float)i + (float)(s >> 40) / (float)(1 << 20);
         }
     }
-}
-
-static void expect_normalized(const float *in, const float *out, size_t len)
-{
-    double m = 0, v = 0;
-    for (size_t j = 0; j < len; j++)
-        m += in[j];
-    m /= (double)len;
-    for (size_t j = 0; j < len; j++)
-        v += (in[j] - m) * (in[j] - m);
-    double sd = sqrt(v / (double)len);
-    for (size_t j = 0; j < len; j++)
-        if (fabs(out[j] - (in[j] - m) / sd) > 1e-3)
-            fail_msg("[%zu]: %g, want %g", j, out[j], (in[j] - m) / sd);
 }
 
 /* Borrowed read-only float32 ndarray values over a[i]. */
@@ -161,7 +137,7 @@ static void test_heap_arrays_zero_copy(void **state)
                 fail_msg("array %zu: %s", i, it->error);
             const pk_ndarray_t *nd = it->value->u.nd;
             assert_int_equal(nd->nbytes, LEN * 4);
-            expect_normalized(a[i], nd->data, LEN);
+            tp_expect_normalized(a[i], nd->data, LEN, i);
         }
         if (rep == 2) { /* one view outlives its results and its pool */
             kept = pool_results_item(r, 5)->value->u.nd->data;
@@ -181,7 +157,8 @@ static void test_heap_arrays_zero_copy(void **state)
     pool__shm_stats(p, &tu, &rh, &ra);
     assert_int_equal(rh, LEN * 4); /* the kept view, nothing else */
     pool_destroy(&p);
-    expect_normalized(a[5], kept, LEN); /* the mapping outlives the pool */
+    /* the mapping outlives the pool */
+    tp_expect_normalized(a[5], kept, LEN, 5);
     assert_int_equal(pool_shared_release((void *)kept), PK_OK);
     assert_int_equal(pool_shared_release((void *)kept), PK_EINVAL);
     for (size_t i = 0; i < N; i++)
@@ -204,14 +181,14 @@ static void test_plain_arrays_copied_once(void **state)
     pk_value_t **items = borrowed(doc, N, a, LEN);
     pool_results_t *r = tp_map_values(p, "normalize", items, N, NULL);
     for (size_t i = 0; i < N; i++)
-        expect_normalized(a[i], pool_results_item(r, i)->value->u.nd->data,
-                          LEN);
+        tp_expect_normalized(a[i], pool_results_item(r, i)->value->u.nd->data,
+                             LEN, i);
     pool_results_free(&r);
     uint64_t in = 0, out = 9;
     pool_shared_copies(p, &in, &out);
     assert_int_equal(in, (uint64_t)N * LEN * 4); /* each once */
     assert_int_equal(out, 0);
-    expect_arena_idle(p);
+    tp_expect_arena_idle(p);
     pool_destroy(&p);
     pk_doc_free(&doc);
     for (size_t i = 0; i < N; i++)
@@ -282,7 +259,7 @@ static void test_dtypes_shapes_flags(void **state)
     pool_shared_copies(p, &in, &out);
     assert_int_equal(in, 0);
     assert_int_equal(out, 0);
-    expect_arena_idle(p);
+    tp_expect_arena_idle(p);
     pool_destroy(&p);
 }
 
@@ -336,7 +313,7 @@ static void test_worker_killed_writing_view(void **state)
                     fail_msg("array %zu [%zu]: %g", i, j, o[j]);
         }
         pool_results_free(&r);
-        expect_arena_idle(p); /* the dead worker's half-written view too */
+        tp_expect_arena_idle(p); /* the dead worker's half-written view too */
     }
     pool_destroy(&p);
     pk_doc_free(&doc);
@@ -386,7 +363,7 @@ static void test_rss_flat(void **state)
     size_t blocks, bytes;
     pool_shared_usage(&blocks, &bytes);
     assert_int_equal(blocks, 0);
-    expect_arena_idle(p);
+    tp_expect_arena_idle(p);
     pool_destroy(&p);
 }
 
@@ -457,7 +434,7 @@ static void test_views_under_alloc_failures(void **state)
         fail_at = -1;
         pk_set_allocator(NULL);
         if (kept) {
-            expect_normalized(a, view, LEN);
+            tp_expect_normalized(a, view, LEN, 0);
             assert_int_equal(pool_shared_release((void *)view), PK_OK);
         }
         assert_int_equal(pool_shared_release(a), PK_OK);
@@ -468,7 +445,7 @@ static void test_views_under_alloc_failures(void **state)
     size_t blocks, bytes;
     pool_shared_usage(&blocks, &bytes);
     assert_int_equal(blocks, 0);
-    expect_arena_idle(p);
+    tp_expect_arena_idle(p);
     pool_destroy(&p);
 }
 

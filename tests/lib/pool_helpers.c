@@ -4,6 +4,7 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <inttypes.h>
+#include <math.h>
 #include <limits.h>
 #include <signal.h>
 #include <stdio.h>
@@ -260,4 +261,36 @@ void *tp_sigint_later(void *arg)
     tp_sleep_s(0.3);
     kill(getpid(), SIGINT);
     return NULL;
+}
+
+void tp_expect_normalized(const float *in, const float *out, size_t len,
+                          size_t i)
+{
+    double m = 0, v = 0;
+    for (size_t j = 0; j < len; j++)
+        m += in[j];
+    m /= (double)len;
+    for (size_t j = 0; j < len; j++)
+        v += (in[j] - m) * (in[j] - m);
+    double sd = sqrt(v / (double)len);
+    for (size_t j = 0; j < len; j++) {
+        double want = sd > 0 ? (in[j] - m) / sd : 0;
+        if (fabs(out[j] - want) > 1e-3)
+            fail_msg("array %zu [%zu]: %g, want %g", i, j, out[j], want);
+    }
+}
+
+/* Internal (runtime/pool/job.c): arena bytes in use. */
+int pool__shm_stats(pool_t *p, size_t *task_used, size_t *res_held,
+                    size_t *res_alloc);
+
+int tp_expect_arena_idle(pool_t *p)
+{
+    size_t tu = 1, rh = 1, ra = 1;
+    int has = pool__shm_stats(p, &tu, &rh, &ra);
+    if (tu != 0 || rh != 0 || ra != 0)
+        fail_msg("arena leak: %zu task bytes, %zu result bytes held, %zu "
+                 "allocated by workers",
+                 tu, rh, ra);
+    return has;
 }

@@ -125,4 +125,13 @@ void *tp_killer_main(void *arg);
 /* A thread that sends this process SIGINT after 0.3 s. */
 void *tp_sigint_later(void *arg);
 
+/* Fails unless out[0..len) is in[0..len) normalised to mean 0, std 1
+ * (examples.normalize); i names the array in the message. */
+void tp_expect_normalized(const float *in, const float *out, size_t len,
+                          size_t i);
+
+/* Fails unless p's arena is idle: no task block, no result block held by
+ * the master or allocated by a worker.  Returns whether p has an arena. */
+int tp_expect_arena_idle(pool_t *p);
+
 #endif /* PK_TEST_POOL_HELPERS_H */
