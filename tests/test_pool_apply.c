@@ -193,7 +193,11 @@ static void test_lane_worker_deaths(void **state)
     assert_int_equal(item.status, PK_ECRASHED);
     assert_non_null(strstr(item.error, "SIGKILL"));
     pool_future_free(&f);
-    square_calls(p, doc, 3, 200);
+    /* The lane survives: calls take it again.  Only while a worker polls
+     * (within spin_us of its last work): on a loaded machine a round may
+     * find none, so rounds repeat (the test's time limit bounds them). */
+    for (int r = 0; r < 100 && tp_lane_items(p) <= before; r++)
+        square_calls(p, doc, 3, 200);
     assert_true(tp_lane_items(p) > before);
     /* Every death is followed by a respawn (the time limit bounds this). */
     while (tp_restarts(p) < kills + 3)
