@@ -38,7 +38,7 @@ static void default_name(char *buf, size_t size)
         host[i] = ok ? c : '-';
     }
     host[n] = '\0';
-    snprintf(buf, size, "%s", pool__curve_name_ok(host) ? host : "host");
+    snprintf(buf, size, "%.64s", pool__curve_name_ok(host) ? host : "host");
 }
 
 int pk__cmd_keygen(int argc, char **argv)

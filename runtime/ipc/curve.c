@@ -886,7 +886,7 @@ static int zap_decide(pool__zap_t *z, zmq_msg_t *f, size_t kept, size_t n,
     if (dl != strlen(z->domain) || memcmp(zmq_msg_data(&f[2]), z->domain, dl)) {
         char d[64];
         printable(zmq_msg_data(&f[2]), dl, d, sizeof d);
-        snprintf(why, wsize, "domain \"%s\" is not \"%s\"", d, z->domain);
+        snprintf(why, wsize, "domain \"%s\" is not \"%.60s\"", d, z->domain);
         return 400;
     }
     if (!frame_is(&f[5], "CURVE")) {
