@@ -299,7 +299,9 @@ const char *pool__curve_describe(const pool__curve_event_t *ev,
 /* Starts watching the handshakes of `sock` (a socket of context `zctx`):
  * its monitor, read through a PAIR socket the watch owns.  `peer` (copied;
  * NULL: "the server") names the other side in messages.  Start it before
- * the socket connects or binds, so no event is missed.  Returns PK_OK with
+ * the socket connects or binds, so no event is missed.  libzmq keeps one
+ * monitor per socket: a second watch (or any zmq_socket_monitor) on the
+ * same socket replaces the first, which then sees nothing.  Returns PK_OK with
  * *out owned by the caller (pool__curve_watch_close, before sock closes),
  * PK_ESYS (errno kept) or PK_ENOMEM. */
 pk_err_t pool__curve_watch_open(void *zctx, void *sock, const char *peer,
@@ -317,7 +319,9 @@ pk_err_t pool__curve_watch_next(pool__curve_watch_t *w, int timeout_ms,
  * allow-listed ..."); PK_ETIMEDOUT when none finished in time, saying what
  * was seen (nothing, connection attempts refused, connected but no answer);
  * PK_ESYS as pool__curve_watch_next.  The event that ended the wait goes to
- * *last (may be NULL; kind NONE on a time-out). */
+ * *last (may be NULL; kind NONE on a time-out).  After a failure ZeroMQ
+ * goes on reconnecting (and being refused) until the socket is closed or
+ * disconnected: a caller that gives up closes it. */
 pk_err_t pool__curve_watch_handshake(pool__curve_watch_t *w, int timeout_ms,
                                      pool__curve_event_t *last,
                                      pk_error_t *err);
