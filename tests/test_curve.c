@@ -617,7 +617,8 @@ typedef struct client {
 } client_t;
 
 /* A DEALER with the pair `name` of dir trusting server key `server_pub`
- * (plain when dir is NULL), watched, connected to ep, "hello" queued. */
+ * (NULL: dir's master.pub; plain when dir is NULL), watched, connected to
+ * ep, "hello" queued. */
 static void client_start(client_t *c, const char *dir, const char *name,
                          const char *server_pub, const char *ep)
 {
@@ -630,6 +631,8 @@ static void client_start(client_t *c, const char *dir, const char *name,
     zmq_setsockopt(c->sock, ZMQ_LINGER, &zero, sizeof zero);
     if (dir != NULL) {
         c->keys = load(dir, name);
+        if (server_pub == NULL)
+            server_pub = pool__curve_keys_find(c->keys, "master")->z85;
         assert_int_equal(
             pool__curve_client_setup(c->sock, c->keys, server_pub, &err),
             PK_OK);
@@ -752,84 +755,111 @@ static void expect_curve_said(void)
         fail_msg("\"%s\" does not say that CURVE is missing", last_refusal);
 }
 
-static void test_unlisted_key_refused(void **state)
+/* A client the server must refuse, and what the client must be told. */
+typedef struct refusal {
+    int plain_server;      /* the server has no CURVE (an insecure one) */
+    int stop_zap;          /* the server's ZAP handler is gone */
+    const char *pair;      /* the client's pair in cli/, NULL: no CURVE */
+    int wrong_server_key;  /* the client trusts another server key */
+    pool__curve_ev_t kind; /* the failure (NONE: any, it is a race) */
+    const char *what;      /* in the client's message */
+    int says_curve;        /* the message says CURVE is the difference */
+} refusal_t;
+
+/* Runs r against fresh directories; *s and *c stay up for more checks
+ * (end_refusal ends them).  Nothing the client sent reaches the server. */
+static void run_refusal(const refusal_t *r, server_t *s, client_t *c)
 {
-    (void)state;
     const char *srv, *cli;
-    server_t s;
-    client_t c;
+    char other[41], sec[41];
 
     make_tmpdir();
     two_dirs(&srv, &cli);
     keygen(cli, "stranger", NULL); /* not in srv */
+    server_start(s, r->plain_server ? NULL : srv);
+    if (r->stop_zap)
+        pool__zap_stop(&s->zap);
+    assert_int_equal(zmq_curve_keypair(other, sec), 0);
+    client_start(c, r->pair != NULL ? cli : NULL, r->pair,
+                 r->wrong_server_key ? other : NULL, s->ep);
+    expect_refused(s, c, r->kind, r->what);
+    if (r->says_curve)
+        expect_curve_said();
+    if (s->zap != NULL) {
+        pool__zap_stats_t st;
+        pool__zap_stats(s->zap, &st);
+        assert_int_equal(st.allowed, 0);
+    }
+}
+
+static void end_refusal(server_t *s, client_t *c)
+{
+    client_stop(c);
+    server_stop(s);
+}
+
+static void test_unlisted_key_refused(void **state)
+{
+    (void)state;
+    server_t s;
+    client_t c;
     char stranger[POOL_CURVE_Z85_LEN + 1];
     pk_error_t err;
+    const refusal_t r = {0,
+                         0,
+                         "stranger",
+                         0,
+                         POOL_CURVE_EV_REFUSED,
+                         "the master refused our key: not allow-listed (ZAP "
+                         "status 400 from tcp://127.0.0.1:",
+                         0};
+
+    run_refusal(&r, &s, &c);
     assert_int_equal(
         pool__curve_read_key(path_in("cli/stranger.pub"), stranger, NULL, &err),
         PK_OK);
-    server_start(&s, srv);
-    pool__curve_keys_t *ck = load(cli, "client");
-    client_start(&c, cli, "stranger", pool__curve_keys_find(ck, "master")->z85,
-                 s.ep);
-    pool__curve_keys_free(&ck);
-
-    expect_refused(&s, &c, POOL_CURVE_EV_REFUSED,
-                   "the master refused our key: not allow-listed (ZAP status "
-                   "400 from tcp://127.0.0.1:");
     pool__zap_stats_t st;
     pool__zap_stats(s.zap, &st);
     assert_true(st.refused >= 1);
-    assert_int_equal(st.allowed, 0);
     assert_int_equal(s.log.last_status, 400);
     assert_string_equal(s.log.who, stranger);
     assert_non_null(strstr(s.log.reason, "is not allow-listed"));
-    client_stop(&c);
-    server_stop(&s);
+    end_refusal(&s, &c);
 }
 
+/* The server sees the mismatch and hangs up: whether the client reads the
+ * server's greeting first (PROTOCOL) or not (DROPPED) is a race. */
 static void test_client_without_key_refused(void **state)
 {
     (void)state;
-    const char *srv, *cli;
     server_t s;
     client_t c;
-
-    make_tmpdir();
-    two_dirs(&srv, &cli);
-    server_start(&s, srv);
-    client_start(&c, NULL, NULL, NULL, s.ep); /* no CURVE at all */
-    /* the server sees the mismatch and hangs up: whether the client reads
-     * the server's greeting first (PROTOCOL) or not (DROPPED) is a race */
-    expect_refused(&s, &c, POOL_CURVE_EV_NONE,
-                   "cannot authenticate with the master at tcp://");
-    expect_curve_said();
-    pool__zap_stats_t st;
-    pool__zap_stats(s.zap, &st);
-    assert_int_equal(st.allowed, 0);
-    client_stop(&c);
-    server_stop(&s);
+    const refusal_t r = {0,
+                         0,
+                         NULL,
+                         0,
+                         POOL_CURVE_EV_NONE,
+                         "cannot authenticate with the master at tcp://",
+                         1};
+    run_refusal(&r, &s, &c);
+    end_refusal(&s, &c);
 }
 
 static void test_wrong_server_key_refused(void **state)
 {
     (void)state;
-    const char *srv, *cli;
     server_t s;
     client_t c;
-    char other[41], sec[41];
-
-    make_tmpdir();
-    two_dirs(&srv, &cli);
-    server_start(&s, srv);
-    assert_int_equal(zmq_curve_keypair(other, sec), 0);
-    client_start(&c, cli, "client", other, s.ep); /* allowed, wrong server */
-    expect_refused(&s, &c, POOL_CURVE_EV_NONE,
-                   "cannot authenticate with the master at tcp://127.0.0.1:");
-    pool__zap_stats_t st;
-    pool__zap_stats(s.zap, &st);
-    assert_int_equal(st.allowed, 0); /* never got as far as ZAP */
-    client_stop(&c);
-    server_stop(&s);
+    const refusal_t r = {
+        0,
+        0,
+        "client",
+        1,
+        POOL_CURVE_EV_NONE,
+        "cannot authenticate with the master at tcp://127.0.0.1:",
+        0};
+    run_refusal(&r, &s, &c); /* allowed key: it never got as far as ZAP */
+    end_refusal(&s, &c);
 }
 
 /* A CURVE client to a plain tcp server (the "--insecure on one side only"
@@ -837,16 +867,21 @@ static void test_wrong_server_key_refused(void **state)
 static void test_insecure_is_separate(void **state)
 {
     (void)state;
-    const char *srv, *cli;
     server_t s;
     client_t c;
     pool__net_mode_t mode;
     pk_error_t err;
     char buf[16];
+    const refusal_t r = {1,
+                         0,
+                         "client",
+                         0,
+                         POOL_CURVE_EV_NONE,
+                         "cannot authenticate with the master at tcp://",
+                         1};
 
-    make_tmpdir();
-    two_dirs(&srv, &cli);
-    server_start(&s, NULL);
+    run_refusal(&r, &s, &c);
+    client_stop(&c);
     assert_int_equal(pool__net_mode(s.ep, 1, 0, 1, &mode, &err), PK_OK);
     assert_int_equal(mode, POOL_NET_INSECURE);
     client_start(&c, NULL, NULL, NULL, s.ep);
@@ -854,17 +889,7 @@ static void test_insecure_is_separate(void **state)
         pool__curve_watch_handshake(c.watch, HANDSHAKE_MS, NULL, &err), PK_OK);
     assert_int_equal(server_recv(&s, HANDSHAKE_MS, buf, sizeof buf, NULL, NULL),
                      5);
-    client_stop(&c);
-
-    pool__curve_keys_t *ck = load(cli, "client");
-    client_start(&c, cli, "client", pool__curve_keys_find(ck, "master")->z85,
-                 s.ep);
-    pool__curve_keys_free(&ck);
-    expect_refused(&s, &c, POOL_CURVE_EV_NONE,
-                   "cannot authenticate with the master at tcp://");
-    expect_curve_said();
-    client_stop(&c);
-    server_stop(&s);
+    end_refusal(&s, &c);
 }
 
 /* With the ZAP handler gone, the server refuses everyone (libzmq alone
@@ -872,21 +897,12 @@ static void test_insecure_is_separate(void **state)
 static void test_no_handler_refuses_all(void **state)
 {
     (void)state;
-    const char *srv, *cli;
     server_t s;
     client_t c;
-
-    make_tmpdir();
-    two_dirs(&srv, &cli);
-    server_start(&s, srv);
-    pool__zap_stop(&s.zap);
-    pool__curve_keys_t *ck = load(cli, "client");
-    client_start(&c, cli, "client", pool__curve_keys_find(ck, "master")->z85,
-                 s.ep);
-    pool__curve_keys_free(&ck);
-    expect_refused(&s, &c, POOL_CURVE_EV_NONE, "cannot authenticate");
-    client_stop(&c);
-    server_stop(&s);
+    const refusal_t r = {
+        0, 1, "client", 0, POOL_CURVE_EV_NONE, "cannot authenticate", 0};
+    run_refusal(&r, &s, &c);
+    end_refusal(&s, &c);
 }
 
 static void test_setup_refusals(void **state)

@@ -705,6 +705,23 @@ static pk_err_t write_tmp(const char *dir, const char *text, mode_t mode,
     return PK_OK;
 }
 
+/* Writes the key file of pair `name` holding `z85` (the secret key when
+ * `secret`, mode 0600; else the public one, 0644) as a temporary in dir. */
+static pk_err_t write_key_tmp(const char *dir, const char *name,
+                              const char *z85, int secret, char **tmp,
+                              pk_error_t *err)
+{
+    char text[512];
+    snprintf(text, sizeof text, "# picklepool CURVE %s key \"%s\": %s\n%s\n",
+             secret ? "secret" : "public", name,
+             secret ? "keep it on this machine, readable by its owner only"
+                    : "copy it to the peers that must trust it",
+             z85);
+    pk_err_t rc = write_tmp(dir, text, secret ? 0600 : 0644, tmp, err);
+    explicit_bzero(text, sizeof text);
+    return rc;
+}
+
 /* Puts tmp at final: without force only where nothing is (link fails on
  * an existing name, so two keygens cannot both win). */
 static pk_err_t place(const char *tmp, const char *final, int force,
@@ -729,7 +746,6 @@ pk_err_t pool__curve_keygen(const char *dir, const char *name, int force,
                             char *public_z85, pk_error_t *err)
 {
     char pub[POOL_CURVE_Z85_LEN + 1], sec[POOL_CURVE_Z85_LEN + 1];
-    char text[512];
     char *kp = NULL, *pp = NULL, *ktmp = NULL, *ptmp = NULL;
     int placed_key = 0;
     pk_err_t rc;
@@ -770,19 +786,10 @@ pk_err_t pool__curve_keygen(const char *dir, const char *name, int force,
         rc = pk__err_sys(err, PK_ESYS, errno, "zmq_curve_keypair");
         goto out;
     }
-    snprintf(text, sizeof text,
-             "# picklepool CURVE secret key \"%s\": keep it on this machine, "
-             "readable by its owner only\n%s\n",
-             name, sec);
-    rc = write_tmp(dir, text, 0600, &ktmp, err);
-    explicit_bzero(text, sizeof text);
+    rc = write_key_tmp(dir, name, sec, 1, &ktmp, err);
     if (rc != PK_OK)
         goto out;
-    snprintf(text, sizeof text,
-             "# picklepool CURVE public key \"%s\": copy it to the peers "
-             "that must trust it\n%s\n",
-             name, pub);
-    rc = write_tmp(dir, text, 0644, &ptmp, err);
+    rc = write_key_tmp(dir, name, pub, 0, &ptmp, err);
     if (rc != PK_OK)
         goto out;
     rc = place(ktmp, kp, force, err);
