@@ -30,6 +30,7 @@
 #include <zmq.h>
 
 #include "ipc/curve.h"
+#include "lib/faultsim.h"
 #include "lib/runner.h"
 
 /* Handshake results must come well within this (ZeroMQ alone never
@@ -1205,6 +1206,94 @@ static void test_watch_timeouts(void **state)
     assert_false(pool__curve_ev_failed(POOL_CURVE_EV_CLOSED));
 }
 
+/* Every allocation of load, keygen, the ZAP start and the watch fails in
+ * turn: PK_ENOMEM, nothing out, nothing leaked; then each succeeds. */
+static void test_allocation_failures(void **state)
+{
+    (void)state;
+    char name[16];
+    pk_error_t err;
+
+    make_tmpdir();
+    const char *d = path_in("d");
+    for (int i = 0; i < 10; i++) { /* past the allow-list's first growth */
+        snprintf(name, sizeof name, "h%d", i);
+        keygen(d, name, NULL);
+    }
+    void *ctx = zmq_ctx_new();
+    void *sock = zmq_socket(ctx, ZMQ_DEALER);
+    int zero = 0;
+    zmq_setsockopt(sock, ZMQ_LINGER, &zero, sizeof zero);
+
+    faultsim_install();
+    int steps[4] = {0};
+    for (int what = 0; what < 4; what++) {
+        for (long n = 1;; n++) {
+            pool__curve_keys_t *k = (void *)1;
+            pool__zap_t *zap = (void *)1;
+            pool__curve_watch_t *w = (void *)1;
+            pk_err_t rc;
+            faultsim_reset(n);
+            switch (what) {
+            case 0:
+                rc = pool__curve_keys_load(d, "h3", &k, &err);
+                break;
+            case 1:
+                snprintf(name, sizeof name, "new%d", (int)n);
+                rc = pool__curve_keygen(d, name, 0, NULL, &err);
+                break;
+            case 2:
+                k = NULL;
+                faultsim_fail_at(0);
+                assert_int_equal(pool__curve_keys_load(d, NULL, &k, &err),
+                                 PK_OK);
+                faultsim_fail_at(n);
+                rc = pool__zap_start(ctx, k, NULL, NULL, NULL, &zap, &err);
+                break;
+            default:
+                rc = pool__curve_watch_open(ctx, sock, NULL, &w, &err);
+                break;
+            }
+            int fired = faultsim_fired();
+            faultsim_fail_at(0);
+            if (rc == PK_OK) {
+                assert_false(fired);
+                steps[what] = (int)n;
+                if (what == 0 || what == 2)
+                    pool__curve_keys_free(&k);
+                if (what == 2)
+                    pool__zap_stop(&zap);
+                if (what == 3)
+                    pool__curve_watch_close(&w);
+                assert_int_equal(faultsim_live(), 0);
+                break;
+            }
+            assert_true(fired);
+            assert_int_equal(rc, PK_ENOMEM);
+            assert_int_equal(err.code, PK_ENOMEM);
+            if (what == 0)
+                assert_null(k);
+            if (what == 2) {
+                assert_null(zap);
+                pool__curve_keys_free(&k);
+            }
+            if (what == 3)
+                assert_null(w);
+            assert_int_equal(faultsim_live(), 0);
+            assert_true(n < 1000);
+        }
+    }
+    faultsim_remove();
+    /* each had allocations to fail (the keygen failures left no file) */
+    for (int what = 0; what < 4; what++)
+        assert_true(steps[what] > 1);
+    pool__curve_keys_t *k = load(d, NULL);
+    assert_int_equal(k->nallow, 11); /* h0..h9 and the one keygen made */
+    pool__curve_keys_free(&k);
+    zmq_close(sock);
+    assert_int_equal(zmq_ctx_term(ctx), 0);
+}
+
 static const runner_test_t tests[] = {
     RUNNER_TEST(test_endpoint_refusals, 10),
     RUNNER_TEST(test_endpoint_accepted, 10),
@@ -1221,6 +1310,7 @@ static const runner_test_t tests[] = {
     RUNNER_TEST(test_setup_refusals, 30),
     RUNNER_TEST(test_zap_malformed_requests, 30),
     RUNNER_TEST(test_watch_timeouts, 30),
+    RUNNER_TEST(test_allocation_failures, 60),
 };
 
 int main(int argc, char **argv)
