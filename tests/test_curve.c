@@ -38,7 +38,7 @@
  * reports them at all). */
 #define HANDSHAKE_MS 5000
 /* How long a refused peer is watched for frames that must never come. */
-#define QUIET_MS 1000
+#define QUIET_MS 500
 
 static char tmpdir[64];
 
