@@ -92,11 +92,16 @@ SHARED_TESTS := $(BUILD)/tests/test_version
 BENCHES    := $(BENCH_SRC:bench/%.c=$(BUILD)/bench/%)
 REPLAYS    := $(FUZZ_SRC:tests/fuzz/%.c=$(BUILD)/tests/%_replay)
 
-.PHONY: all deps test test-c test-py check-exports check-format demo fuzz install uninstall ldconfig-note clean format
+.PHONY: all deps deps-test test test-c test-py check-exports check-format demo fuzz install uninstall ldconfig-note clean format
 all: $(LIB_A) $(LIB_SO) $(CLI) $(WORKER) $(PLUGINS) $(TESTS) $(BENCHES) $(REPLAYS)
 
 deps:
 	@sh scripts/deps.sh
+
+# make test also installs what only the tests use (Slurm, munge, Open MPI,
+# iproute2 for tests/python/clusterlib.py's multi-host harnesses).
+deps-test:
+	@sh scripts/deps.sh --test
 
 # The library exports only the functions its public headers mark PK_API
 # (include/picklepool/export.h); every other symbol of it is hidden, in the
@@ -157,7 +162,7 @@ $(BUILD)/bench/%: bench/%.c $(LIB_A)
 
 # Tests: every C test under a hard timeout (each also guards itself), the fuzz
 # corpora replayed, then the Python suite against this build.
-test: deps
+test: deps-test
 	@$(MAKE) --no-print-directory all
 	@rm -f $(BUILD)/test-c.summary $(BUILD)/test-py.log
 	@$(MAKE) --no-print-directory test-c; c=$$?; \

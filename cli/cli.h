@@ -42,6 +42,7 @@ int pk__cmd_inspect(int argc, char **argv); /* cmd_codec.c */
 int pk__cmd_topo(int argc, char **argv);    /* cmd_topo.c */
 int pk__cmd_map(int argc, char **argv);     /* cmd_map.c */
 int pk__cmd_demo(int argc, char **argv);    /* cmd_demo.c */
+int pk__cmd_keygen(int argc, char **argv);  /* cmd_keygen.c */
 
 /* ---- reporting -------------------------------------------------------- */
 

@@ -58,6 +58,12 @@ static const struct command {
      "runs each\n      after an untimed warm-up); prints placement, every "
      "run, the medians,\n      the speed-up and a correctness check (exit 0 "
      "only when correct)"},
+    {"keygen", pk__cmd_keygen, "[--name NAME] [--force] DIR",
+     "make a CURVE key pair for tcp endpoints: DIR/NAME.key (secret, mode "
+     "0600)\n      and DIR/NAME.pub (public), DIR made with mode 0700 when "
+     "missing.  NAME\n      defaults to the short host name; --force "
+     "replaces an existing pair.\n      Every NAME.pub in a directory is "
+     "on its allow-list"},
     {"version", cmd_version, "", "print the version"},
 };
 

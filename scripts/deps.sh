@@ -4,12 +4,23 @@
 # Called by `make`, `make test` and `make demo`.  Checks with dpkg-query (fast, no
 # network) and only runs apt-get when something is missing.  Needs root for the
 # install; otherwise it names the missing packages and the command to run.
+#
+#   --test    also what only the tests use: the multi-host harnesses of
+#             tests/python/clusterlib.py (a one-node Slurm with munge, Open
+#             MPI's mpirun, ip netns); `make test` (so CI) passes it
+#   --extra   also clang, for `make fuzz`
 set -eu
 PKGS="build-essential pkg-config libzmq3-dev libhwloc-dev libcmocka-dev \
 zlib1g-dev libbz2-dev liblzma-dev python3 python3-numpy python3-pytest \
 python3-cloudpickle python3-dill python3-multiprocess python3-joblib \
 python3-tqdm python3-venv python3-sklearn clang-format"
-[ "${1:-}" = "--extra" ] && PKGS="$PKGS clang"
+for a in "$@"; do
+    case "$a" in
+    --extra) PKGS="$PKGS clang" ;;
+    --test) PKGS="$PKGS slurm-wlm munge openmpi-bin iproute2" ;;
+    *) echo "deps.sh: unknown option $a" >&2; exit 2 ;;
+    esac
+done
 missing=""
 for p in $PKGS; do
     st=$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null || true)
