@@ -131,6 +131,25 @@ class _Handle:
             _lib.pool_destroy(ctypes.byref(self.ptr))
 
 
+def _copies_of(handles):
+    """(in, out): pool_shared_copies summed over the C pools of handles
+    (those destroyed meanwhile are skipped)."""
+    i, o = ctypes.c_uint64(0), ctypes.c_uint64(0)
+    tin = tout = 0
+    for h in handles:
+        try:
+            h.ref()  # not destroyed while we read it
+        except ValueError:
+            continue
+        try:
+            _lib.pool_shared_copies(h.ptr, ctypes.byref(i), ctypes.byref(o))
+            tin += i.value
+            tout += o.value
+        finally:
+            h.unref()
+    return tin, tout
+
+
 class _RawMap:
     """One raw map over chunks of arguments: an iterator of
     (index, ok, value-or-error-tuple) per argument."""
@@ -795,17 +814,12 @@ class Pool:
         copied into an arena (not in the shared heap), "out": bytes of
         results copied into an arena (not built there)}.  Buffers under
         64 KiB, which travel in the socket's frames, are not counted."""
-        total = dict(self._copied)
         with self._lock:
             handles = list(self._natives.values())
         if self._handle is not None:
             handles.append(self._handle)
-        i, o = ctypes.c_uint64(0), ctypes.c_uint64(0)
-        for h in handles:
-            _lib.pool_shared_copies(h.ptr, ctypes.byref(i), ctypes.byref(o))
-            total["in"] += i.value
-            total["out"] += o.value
-        return total
+        i, o = _copies_of(handles)
+        return {"in": self._copied["in"] + i, "out": self._copied["out"] + o}
 
     def close(self):
         """No new work; submitted work finishes."""
@@ -842,11 +856,9 @@ class Pool:
     def _release(self):
         h, self._handle = self._handle, None
         natives, self._natives = list(self._natives.values()), {}
-        i, o = ctypes.c_uint64(0), ctypes.c_uint64(0)
-        for x in natives + ([h] if h is not None else []):
-            _lib.pool_shared_copies(x.ptr, ctypes.byref(i), ctypes.byref(o))
-            self._copied["in"] += i.value
-            self._copied["out"] += o.value
+        i, o = _copies_of(natives + ([h] if h is not None else []))
+        self._copied["in"] += i
+        self._copied["out"] += o
         for n in natives:
             _lib.pool_terminate(n.ptr)
             n.unref()
