@@ -14,7 +14,10 @@ names; "start" is the start-up row):
   W2     400 items of 5 ms pure-Python CPU: serial time / (workers x wall)
   W3     32 x 8 MiB float64 arrays through `a * 2`, MB/s; and 32 x 8 MiB
          float32 arrays through examples.normalize as a native kernel
-         (picklepool.native) against the Python normalize on the peers
+         (picklepool.native) against the Python normalize on the peers;
+         each again with picklepool mapping the same arrays from its
+         shared heap (picklepool.asarray, before timing: no copy in), next
+         to the peers' plain-array figures, with the bytes copied per item
   W4     sequential apply round trips, p50 and p99 in microseconds
   W5     a worker SIGKILLed mid-map: what each pool does (a child process
          per peer, killed with its process group past a time limit)
@@ -304,6 +307,15 @@ class Row:
         return s
 
 
+def pool_copies(h):
+    """picklepool's copied bytes so far ({"in", "out"}), or None when this
+    picklepool cannot say."""
+    try:
+        return h.copies()
+    except Exception:
+        return None
+
+
 def ratio_text(r):
     return "%.0fx" % r if r >= 100 else "%.3gx" % r
 
@@ -478,11 +490,15 @@ class Bench:
         n = 8 if self.quick else 32
         rng = np.random.default_rng(1)
         arrays = [rng.standard_normal(MIB) for _ in range(n)]  # 8 MiB f64
-        total = sum(a.nbytes for a in arrays) / 1e6
-        row = self.row("W3", "W3 %d x 8 MiB f64 through `a * 2` (MB/s)" % n,
-                       "mbs")
-        self.timed_rows(row, double, lambda p: arrays,
-                        lambda p, t: total / t, warm_items=arrays[:2 * self.w])
+        want = double(arrays[0])
+        self.w3_rows("W3", "W3 %d x 8 MiB f64 through `a * 2`%%s (MB/s)" % n,
+                     {p.name: double for p in self.peers}, arrays,
+                     lambda out: np.array_equal(out[0], want))
+        self.notes.append(
+            "W3 `a * 2`: a Python function in every pool; picklepool's "
+            "workers copy each argument out of shared memory before the "
+            "call and its result into it after (a Python function may keep "
+            "its argument, and allocated its result itself)")
 
     def w3_native(self):
         import numpy as np
@@ -490,48 +506,100 @@ class Bench:
         n = 8 if self.quick else 32
         rng = np.random.default_rng(2)
         native = getattr(picklepool, "native", None)
-        label = ("W3 %d x 8 MiB f32 normalize, native in picklepool "
-                 "(MB/s)" % n)
+        label = "W3 %d x 8 MiB f32 normalize, native%%s (MB/s)" % n
         if native is None:
             self.notes.append(
                 "W3 normalize row skipped: this picklepool has no "
                 "picklepool.native to map examples.normalize with")
             self.native_skipped = True
             return
-        row = self.row("W3native", label, "mbs")
         arrays = [rng.standard_normal(2 * MIB, dtype=np.float32)
                   for _ in range(n)]
-        total = sum(a.nbytes for a in arrays) / 1e6
-        try:
-            kernel = native("examples.normalize")
-        except Exception as e:
-            row.text[PP] = "FAILED: " + describe(e)
-            kernel = None
-        want = normalize(arrays[0])
         fn = {p.name: normalize for p in self.peers}
-        fn[PP] = kernel
-        for rep in range(-1, self.reps):  # rep -1: the warm-up
-            for peer in self.order(max(rep, 0)):
-                if peer.name in row.text or fn[peer.name] is None:
-                    continue
-                items = arrays if rep >= 0 else arrays[:2 * self.w]
-
-                def once():
-                    h = self.pools.get(peer.name)
-                    t0 = time.perf_counter()
-                    out = peer.map(h, fn[peer.name], items)
-                    t = time.perf_counter() - t0
-                    if not np.allclose(out[0], want, atol=1e-4):
-                        raise ValueError("normalize gave other values")
-                    return t
-
-                t = self.guarded(row, peer, once)
-                if t is not None and rep >= 0:
-                    row.values.setdefault(peer.name, []).append(total / t)
+        try:
+            fn[PP] = native("examples.normalize")
+        except Exception as e:
+            fn[PP] = e
+        want = normalize(arrays[0])
+        self.w3_rows("W3native", label, fn, arrays,
+                     lambda out: np.allclose(out[0], want, atol=1e-4))
         self.notes.append("W3 normalize: float32 arrays (examples.normalize "
                           "takes float32); picklepool maps the C kernel, "
                           "picklepool.native('examples.normalize'), the "
                           "others the numpy function benchlib.normalize")
+
+    def w3_rows(self, key, label, fns, arrays, check):
+        """Two rows of MB/s: every peer maps fns[peer] over the plain
+        arrays (row key); picklepool maps it again over the same arrays
+        placed in its shared heap before timing (picklepool.asarray), a
+        row of its own (key + "arena") beside the peers' plain figures,
+        which are the only ones they have.  Round robin as timed_rows, one
+        untimed warm-up round first; copies per item from pool.copies()
+        go into the labels."""
+        total = sum(a.nbytes for a in arrays) / 1e6
+        plain = self.row(key, label % "", "mbs")
+        arena = self.row(key + "arena", label % ", heap arrays", "mbs")
+        heap = None
+        try:
+            import picklepool
+            heap = [picklepool.asarray(a) for a in arrays]
+        except Exception as e:
+            arena.text[PP] = "FAILED: " + describe(e)
+        for rows in (plain, arena):
+            if isinstance(fns.get(PP), Exception):
+                rows.text[PP] = "FAILED: " + describe(fns[PP])
+        copied = {}  # row key -> [in, out] bytes over the timed runs
+        for rep in range(-1, self.reps):  # rep -1: the warm-up
+            for peer in self.order(max(rep, 0)):
+                runs = [(plain, arrays)]
+                if peer.name == PP and heap is not None:
+                    runs.append((arena, heap))
+                for row, items in runs:
+                    if peer.name in row.text:
+                        continue
+                    items = items if rep >= 0 else items[:2 * self.w]
+                    f = fns[peer.name]
+                    h = self.pools.get(peer.name)
+
+                    def once():
+                        t0 = time.perf_counter()
+                        out = peer.map(h, f, items)
+                        t = time.perf_counter() - t0
+                        if len(out) != len(items) or not check(out):
+                            raise ValueError("wrong results")
+                        return t
+
+                    c0 = pool_copies(h) if peer.name == PP else None
+                    t = self.guarded(row, peer, once)
+                    if t is None or rep < 0:
+                        continue
+                    row.values.setdefault(peer.name, []).append(total / t)
+                    c1 = pool_copies(h) if c0 is not None else None
+                    if c1 is not None:
+                        acc = copied.setdefault(id(row), [0, 0])
+                        acc[0] += c1["in"] - c0["in"]
+                        acc[1] += c1["out"] - c0["out"]
+        for name in plain.values:
+            if name != PP:
+                arena.values[name] = list(plain.values[name])
+        for name, text in plain.text.items():
+            if name != PP:
+                arena.text.setdefault(name, text)
+        nbytes = sum(a.nbytes for a in arrays) * self.reps
+        for row in (plain, arena):
+            c = copied.get(id(row))
+            if c is not None:
+                row.label += " [copies %.2g+%.2g]" % (c[0] / nbytes,
+                                                      c[1] / nbytes)
+        if key == "W3":
+            self.notes.append(
+                "W3 heap arrays: picklepool maps the same arrays placed in "
+                "its shared heap before timing (picklepool.asarray), read "
+                "in place by its workers; the peers have no such thing, so "
+                "their cells repeat the plain-array figures.  [copies "
+                "in+out]: bytes picklepool copied per item, arguments into "
+                "its arena + results into it, over the item's size "
+                "(pool.copies())")
 
     def w4(self):
         n = 500 if self.quick else 2000
@@ -755,10 +823,14 @@ def targets(bench):
                     rows["W2"].cell(PP)))
     ratio_target("W3", 3.0, "W3: picklepool >= 3x mp.Pool's MB/s, Python "
                  "function")
+    ratio_target("W3arena", 3.0, "W3: picklepool >= 3x mp.Pool's MB/s, "
+                 "Python function, shared-heap arrays (issue 12)")
     what = "W3: picklepool >= 10x mp.Pool's MB/s, native kernel"
     if bench.native_skipped:
         out.append((what, "skipped", "this picklepool has no native()"))
     ratio_target("W3native", 10.0, what)
+    ratio_target("W3nativearena", 10.0, what + ", shared-heap arrays "
+                 "(issue 12)")
     ratio_target("W4p50", 2.0, "W4: picklepool p50 <= half mp.Pool's")
     if "W5" in rows:
         c = rows["W5"].cell(PP)

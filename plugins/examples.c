@@ -237,8 +237,10 @@ static pk_err_t ex_normalize(pool_call_t *c, pk_value_t **result)
                          "ndarray, got a non-contiguous %s",
                          dts);
 
+    /* Uninitialised: every element is written below (zeroing 8 MiB first
+     * was a fifth of the kernel's time). */
     pk_value_t *out = pk_ndarray(c->doc, &nd->dtype, nd->ndim, nd->shape, NULL,
-                                 v->flags & PK_VF_NPSCALAR);
+                                 (v->flags & PK_VF_NPSCALAR) | PK_VF_UNINIT);
     if (!out)
         return done(c, NULL, result);
     size_t n = nd->nbytes / sizeof(float);
@@ -249,7 +251,8 @@ static pk_err_t ex_normalize(pool_call_t *c, pk_value_t **result)
             scale(nd->data, out->u.nd->data, n, NAN, 0); /* NaN in, NaN out */
         else if (var > 0)
             scale(nd->data, out->u.nd->data, n, mean, 1.0 / sqrt(var));
-        /* else constant input: all zeros, as allocated */
+        else /* constant input: all zeros */
+            memset(out->u.nd->data, 0, n * sizeof(float));
     }
     return done(c, out, result);
 }

@@ -166,6 +166,49 @@ static void test_heap_arrays_zero_copy(void **state)
     pk_doc_free(&doc);
 }
 
+/* A kept view released before the results that delivered it are freed
+ * (a Python array dropped while its iterator still holds the batch): it is
+ * freed once, with the results, not twice. */
+static void test_view_released_before_results(void **state)
+{
+    enum { N = 6, LEN = 262144 };
+    float *a[N];
+    heap_arrays(N, LEN, a);
+    pool_t *p = tp_start_n(1);
+    pk_doc_t *doc = NULL;
+    assert_int_equal(pk_doc_new(&doc), PK_OK);
+    pk_value_t **items = borrowed(doc, N, a, LEN);
+    for (int rep = 0; rep < 4; rep++) {
+        pool_results_t *r = tp_map_values(p, "normalize", items, N, NULL);
+        pk_error_t e;
+        const float *v[N];
+        for (size_t i = 0; i < N; i++) {
+            v[i] = pool_results_item(r, i)->value->u.nd->data;
+            assert_int_equal(pool_shared_keep(v[i], LEN * 4, &e), PK_OK);
+        }
+        for (size_t i = 0; i < N; i += 2) { /* early, and only once */
+            assert_int_equal(pool_shared_release((void *)v[i]), PK_OK);
+            assert_int_equal(pool_shared_release((void *)v[i]), PK_EINVAL);
+        }
+        expect_normalized(a[0], v[0], LEN); /* the results still hold it */
+        size_t tu, rh, ra;
+        pool__shm_stats(p, &tu, &rh, &ra);
+        assert_int_equal(rh, (size_t)N * LEN * 4);
+        pool_results_free(&r);
+        pool__shm_stats(p, &tu, &rh, &ra);
+        assert_int_equal(rh, (size_t)N / 2 * LEN * 4); /* the odd ones */
+        for (size_t i = 1; i < N; i += 2) {
+            expect_normalized(a[i], v[i], LEN);
+            assert_int_equal(pool_shared_release((void *)v[i]), PK_OK);
+        }
+        expect_arena_idle(p);
+    }
+    pool_destroy(&p);
+    pk_doc_free(&doc);
+    for (size_t i = 0; i < N; i++)
+        assert_int_equal(pool_shared_release(a[i]), PK_OK);
+}
+
 static void test_plain_arrays_copied_once(void **state)
 {
     enum { N = 8, LEN = 262144 };
@@ -455,6 +498,7 @@ static const runner_test_t tests[] = {
     RUNNER_TEST(test_alloc_and_release, 30),
     RUNNER_TEST(test_heap_size_from_env, 30),
     RUNNER_TEST(test_heap_arrays_zero_copy, 60),
+    RUNNER_TEST(test_view_released_before_results, 60),
     RUNNER_TEST(test_plain_arrays_copied_once, 60),
     RUNNER_TEST(test_dtypes_shapes_flags, 60),
     RUNNER_TEST(test_worker_killed_writing_view, 120),

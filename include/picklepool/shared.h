@@ -53,7 +53,9 @@ PK_API pk_err_t pool_shared_alloc(size_t len, void **ptr, pk_error_t *err);
 /* Takes over the result view [ptr, ptr+len) - the data of a result's
  * ndarray, or a raw result's buffer - so that it stays valid after the
  * results, iterator or future that delivered it are freed, and after its
- * pool is destroyed, until pool_shared_release(ptr).  Returns PK_OK, or
+ * pool is destroyed, until pool_shared_release(ptr).  Releasing it while
+ * those results are still alive is fine too: it is then freed with them.
+ * Returns PK_OK, or
  * PK_EINVAL when ptr is not the start of a result held in a pool's arena
  * (small buffers travel through the socket instead: copy those), or is
  * kept already. */

@@ -6,7 +6,10 @@ survive crashes, enforced timeouts, lazy imap, lambdas and closures.
         print(pool.map(lambda x: x * x, range(10)))
 
 Code written for multiprocessing.Pool runs unchanged with
-``from picklepool import Pool``.  See the README of the source tree.
+``from picklepool import Pool``.  Arrays made with ``picklepool.empty``,
+``zeros`` or ``asarray`` lie in shared memory that every worker reads in
+place: maps pass them without copying (picklepool.shared).  See the README
+of the source tree.
 """
 
 from ._lib import pk_version as _pk_version
@@ -14,7 +17,7 @@ from .native import native  # eager: the submodule of that name shadows it
 
 __all__ = ["Pool", "native", "AsyncResult", "WorkerCrashed", "RemoteTraceback",
            "RemoteError", "TimeoutError", "Executor", "ProcessPool",
-           "__version__"]
+           "empty", "zeros", "asarray", "is_shared", "__version__"]
 
 TimeoutError = TimeoutError  # what a timed-out item raises (the builtin)
 __version__ = _pk_version().decode()
@@ -23,7 +26,9 @@ __version__ = _pk_version().decode()
 # too, and starts faster without them.
 _LAZY = {"Pool": "pool", "AsyncResult": "pool", "WorkerCrashed": "pool",
          "RemoteTraceback": "pool", "RemoteError": "pool",
-         "Executor": "executor", "ProcessPool": "pathos"}
+         "Executor": "executor", "ProcessPool": "pathos",
+         "empty": "shared", "zeros": "shared", "asarray": "shared",
+         "is_shared": "shared"}
 
 
 def __getattr__(name):

@@ -109,15 +109,44 @@ def copy_out(ptr, n):
     return ba
 
 
+class _PyBuffer(ctypes.Structure):  # CPython's Py_buffer
+    _fields_ = [("buf", c_void_p), ("obj", c_void_p),
+                ("len", ctypes.c_ssize_t), ("itemsize", ctypes.c_ssize_t),
+                ("readonly", c_int), ("ndim", c_int), ("format", c_char_p),
+                ("shape", c_void_p), ("strides", c_void_p),
+                ("suboffsets", c_void_p), ("internal", c_void_p)]
+
+
+_get_buffer = ctypes.pythonapi.PyObject_GetBuffer
+_get_buffer.restype = c_int
+_get_buffer.argtypes = [ctypes.py_object, ctypes.POINTER(_PyBuffer), c_int]
+_release_buffer = ctypes.pythonapi.PyBuffer_Release
+_release_buffer.restype = None
+_release_buffer.argtypes = [ctypes.POINTER(_PyBuffer)]
+
+
+_EMPTY = ctypes.c_char()
+
+
 def address_of(view, keep):
-    """The address of a buffer's bytes (a memoryview of a PickleBuffer):
-    read-only memory is lent as a copy, appended to keep."""
+    """The address of a buffer's bytes (a contiguous memoryview of a
+    PickleBuffer), read-only memory included, without copying: valid while
+    view lives, so view is appended to keep.  (ctypes' from_buffer takes
+    writable memory only; a read-only array in the shared heap must go by
+    reference too.)"""
+    keep.append(view)
+    if not view.nbytes:  # an empty array's: any valid address will do
+        return ctypes.addressof(_EMPTY)
     try:
         return ctypes.addressof(ctypes.c_char.from_buffer(view))
-    except TypeError:
-        cp = ctypes.create_string_buffer(bytes(view), view.nbytes)
-        keep.append(cp)
-        return ctypes.addressof(cp)
+    except TypeError:  # read-only: ask the buffer protocol itself
+        pb = _PyBuffer()
+        if _get_buffer(view, ctypes.byref(pb), 0) != 0:  # PyBUF_SIMPLE
+            raise BufferError("cannot get the address of %r" % (view,))
+        try:
+            return pb.buf or 0
+        finally:
+            _release_buffer(ctypes.byref(pb))
 
 
 def _candidates():
@@ -197,6 +226,15 @@ pool_apply_raw = _fn("pool_apply_raw", c_int, c_void_p, c_char_p, c_size_t,
 pool_future_wait_raw = _fn("pool_future_wait_raw", c_int, c_void_p,
                            P(RawResult), c_double)
 pool_future_free = _fn("pool_future_free", None, P(c_void_p))
+pool_shared_alloc = _fn("pool_shared_alloc", c_int, c_size_t, P(c_void_p),
+                        P(PkError))
+pool_shared_keep = _fn("pool_shared_keep", c_int, c_void_p, c_size_t,
+                       P(PkError))
+pool_shared_release = _fn("pool_shared_release", c_int, c_void_p)
+pool_shared_contains = _fn("pool_shared_contains", c_int, c_void_p, c_size_t)
+pool_shared_usage = _fn("pool_shared_usage", None, P(c_size_t), P(c_size_t))
+pool_shared_copies = _fn("pool_shared_copies", None, c_void_p,
+                         P(ctypes.c_uint64), P(ctypes.c_uint64))
 pool_worker_serve = _fn("pool_worker_serve", c_int, RAW_FN, c_void_p, P(c_int),
                         P(PkError))
 

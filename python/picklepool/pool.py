@@ -19,6 +19,7 @@ import sys
 import threading
 
 from . import _lib, _protocol
+from . import shared as _shared
 from .native import dumps_item, exception_of, native
 
 __all__ = ["Pool", "AsyncResult", "WorkerCrashed", "RemoteTraceback"]
@@ -63,13 +64,33 @@ def _raise(code, err, what="picklepool"):
 
 def _result(res, native=False):
     """The object a successful raw result carries: a chunk's (values,
-    errors) from a Python worker, or a native kernel's value."""
-    rbufs = [_lib.copy_out(res.bufs[k].data, res.bufs[k].len)
+    errors) from a Python worker, or a native kernel's value.  Its large
+    buffers are views of the pool's arena, not copies (shared.py)."""
+    rbufs = [_shared.result_buffer(res.bufs[k].data, res.bufs[k].len)
              for k in range(res.nbufs)]
     raw = ctypes.string_at(res.data, res.len)
     if native:  # the C codec's plain pickle
         return pickle.loads(raw, buffers=rbufs)
     return _protocol.unpack(raw, rbufs)
+
+
+def _buffer_table(bufs, alive):
+    """The PkBuffer table of pickle buffers, for a raw item: their memory
+    is lent, not copied (a map passes an array of the shared heap by
+    reference); what must outlive the call is appended to alive."""
+    table = (_lib.PkBuffer * max(1, len(bufs)))()
+    alive.append(table)
+    for k, b in enumerate(bufs):
+        raw = b.raw()
+        table[k].data = _lib.address_of(raw, alive)
+        table[k].len = raw.nbytes
+        table[k].readonly = 1
+    return table
+
+
+# An apply whose buffers add up to less than this is pickled in band, so
+# that it may take an idle worker's fast lane (which carries no buffers).
+_APPLY_INBAND_MAX = 64 << 10
 
 
 def _failure(status, msg, index=None):
@@ -108,6 +129,25 @@ class _Handle:
             last = self.refs == 0
         if last:
             _lib.pool_destroy(ctypes.byref(self.ptr))
+
+
+def _copies_of(handles):
+    """(in, out): pool_shared_copies summed over the C pools of handles
+    (those destroyed meanwhile are skipped)."""
+    i, o = ctypes.c_uint64(0), ctypes.c_uint64(0)
+    tin = tout = 0
+    for h in handles:
+        try:
+            h.ref()  # not destroyed while we read it
+        except ValueError:
+            continue
+        try:
+            _lib.pool_shared_copies(h.ptr, ctypes.byref(i), ctypes.byref(o))
+            tin += i.value
+            tout += o.value
+        finally:
+            h.unref()
+    return tin, tout
 
 
 class _RawMap:
@@ -185,14 +225,8 @@ class _RawMap:
             else:
                 data, bufs = _protocol.pack(
                     chunk, fallback=lambda: self._badchunk(chunk))
-            table = (_lib.PkBuffer * max(1, len(bufs)))()
-            alive = [table]  # what C may read until the chunk's outcome
-            for k, b in enumerate(bufs):
-                raw = b.raw()
-                table[k].data = _lib.address_of(raw, alive)
-                table[k].len = raw.nbytes
-                table[k].readonly = 1
-                alive.append(raw)
+            alive = []  # what C may read until the chunk's outcome
+            table = _buffer_table(bufs, alive)
             it = item_p.contents
             it.data = ctypes.cast(ctypes.c_char_p(data), ctypes.c_void_p)
             it.len = len(data)
@@ -469,6 +503,7 @@ class Pool:
         self._lock = threading.Lock()
         self._natives = {}  # plugins -> _Handle of a pool of native workers
         self._frames = {}   # (mode, func) -> its call frame
+        self._copied = {"in": 0, "out": 0}  # of pools already destroyed
         o = _lib.PoolOpts()
         _lib.pool_opts_init(ctypes.byref(o))
         o.workers = processes or 0
@@ -638,16 +673,24 @@ class Pool:
 
     def _apply_fast(self, func, args, kwds):
         """One call through pool_apply_raw: an idle worker's fast lane when
-        one polls, the scheduler otherwise.  Without buffers the call is
-        pickled in band (CPython's own pickle), so nothing is borrowed."""
+        one polls, the scheduler otherwise.  A call with small buffers (or
+        none) is pickled in band (CPython's own pickle), so nothing is
+        borrowed; big ones are lent, as a map's (shared-heap arrays by
+        reference), until the result is back."""
         frame = self._frame(_protocol.APPLY, func)
         try:
-            data, _ = _protocol.pack([(args, kwds)], inband=True)
+            data, bufs = _protocol.pack([(args, kwds)])
+            if sum(b.raw().nbytes for b in bufs) < _APPLY_INBAND_MAX:
+                data, bufs = _protocol.pack([(args, kwds)], inband=True)
         except Exception:
             return self._collect(_protocol.APPLY, func, [(args, kwds)], 1)[0]
         item = _lib.RawItem()
         item.data = ctypes.cast(ctypes.c_char_p(data), ctypes.c_void_p)
         item.len = len(data)
+        alive = [data, bufs]  # lent to C until the future is freed
+        if bufs:
+            item.bufs = _buffer_table(bufs, alive)
+            item.nbufs = len(bufs)
         h = self._handle
         if h is None:
             raise ValueError("Pool not running")
@@ -747,6 +790,37 @@ class Pool:
                      busy_s=s.busy_s, restarts=s.restarts,
                      lane_items=s.lane_items) for s in arr]
 
+    # -- arrays the workers read where they are (shared.py)
+
+    def empty(self, shape, dtype=float, order="C"):
+        """A numpy array in the shared heap (picklepool.empty): every
+        worker of every pool reads it in place, so maps pass it, its
+        slices and its views without copying.  Freed when the last
+        reference to it goes."""
+        return _shared.empty(shape, dtype, order)
+
+    def zeros(self, shape, dtype=float, order="C"):
+        """empty(), filled with zeros (picklepool.zeros)."""
+        return _shared.zeros(shape, dtype, order)
+
+    def asarray(self, a, dtype=None, order=None):
+        """a in the shared heap, copied there once unless it is there
+        already or is a map's result view (picklepool.asarray)."""
+        return _shared.asarray(a, dtype, order)
+
+    def copies(self):
+        """Bytes of out-of-band buffers copied so far by this pool's
+        Python and native workers together: {"in": bytes of arguments
+        copied into an arena (not in the shared heap), "out": bytes of
+        results copied into an arena (not built there)}.  Buffers under
+        64 KiB, which travel in the socket's frames, are not counted."""
+        with self._lock:
+            handles = list(self._natives.values())
+        if self._handle is not None:
+            handles.append(self._handle)
+        i, o = _copies_of(handles)
+        return {"in": self._copied["in"] + i, "out": self._copied["out"] + o}
+
     def close(self):
         """No new work; submitted work finishes."""
         if self._state == "RUN":
@@ -760,7 +834,8 @@ class Pool:
         """Stops everything now; unfinished items fail."""
         if self._state in ("RUN", "CLOSE"):
             self._state = "TERMINATE"
-            _lib.pool_terminate(self._handle.ptr)
+            if self._handle is not None:  # None: joined already
+                _lib.pool_terminate(self._handle.ptr)
             self._release()
 
     def join(self):
@@ -781,6 +856,9 @@ class Pool:
     def _release(self):
         h, self._handle = self._handle, None
         natives, self._natives = list(self._natives.values()), {}
+        i, o = _copies_of(natives + ([h] if h is not None else []))
+        self._copied["in"] += i
+        self._copied["out"] += o
         for n in natives:
             _lib.pool_terminate(n.ptr)
             n.unref()

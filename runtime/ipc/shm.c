@@ -369,15 +369,25 @@ void pool__shm_res_release(pool__shm_t *s, int slot, uint64_t off, size_t len,
         (off - lo) % POOL_SHM_PAGE != 0 || len == 0)
         return;
     size_t at = res_page(s, slot, off), n = pages_of(len);
+    ssize_t i = -1;
+    int last = 0;
     pthread_mutex_lock(&s->mu);
-    if (held && s->nkept > 0 && kept_index(s, off) >= 0) {
-        /* taken over by a caller: pool__shm_kept_release frees it */
+    if (held && s->nkept > 0 && (i = kept_index(s, off)) >= 0) {
+        /* taken over by a caller: freed here only if it let go already */
+        s->kept[i].owners &= ~POOL_SHM_KEPT_OUTCOME;
+        last = s->kept[i].owners == 0;
+        if (last) {
+            res_free_held(s, s->kept[i].slot, off, (size_t)s->kept[i].len);
+            s->kept[i] = s->kept[--s->nkept];
+        }
     } else if (held) {
         res_free_held(s, slot, off, len);
     } else {
         clr_bits(shared_bm(s->base, &s->lay, slot), at, n, held_bm(s, slot));
     }
     pthread_mutex_unlock(&s->mu);
+    if (last)
+        pool__shm_unref(s); /* the keep's; the outcome holds its own */
 }
 
 int pool__shm_keep(pool__shm_t *s, const void *p, size_t *len)
@@ -400,6 +410,7 @@ int pool__shm_keep(pool__shm_t *s, const void *p, size_t *len)
         s->kept[s->nkept].off = off;
         s->kept[s->nkept].len = *len;
         s->kept[s->nkept].slot = slot;
+        s->kept[s->nkept].owners = POOL_SHM_KEPT_OUTCOME | POOL_SHM_KEPT_CALLER;
         s->nkept++;
         pool__shm_ref(s);
         rc = 0;
@@ -415,15 +426,26 @@ int pool__shm_kept_release(pool__shm_t *s, const void *p)
         return -1;
     pthread_mutex_lock(&s->mu);
     ssize_t i = kept_index(s, (uint64_t)(b - s->base));
-    if (i >= 0) {
-        res_free_held(s, s->kept[i].slot, s->kept[i].off,
-                      (size_t)s->kept[i].len);
-        s->kept[i] = s->kept[--s->nkept];
+    int last = 0;
+    if (i >= 0 && !(s->kept[i].owners & POOL_SHM_KEPT_CALLER)) {
+        i = -1; /* released twice */
+    } else if (i >= 0) {
+        /* Still named by the outcome that delivered it: freeing it now
+         * would let a worker reuse the pages before that outcome's release
+         * (which would then free them a second time). */
+        s->kept[i].owners &= ~POOL_SHM_KEPT_CALLER;
+        last = s->kept[i].owners == 0;
+        if (last) {
+            res_free_held(s, s->kept[i].slot, s->kept[i].off,
+                          (size_t)s->kept[i].len);
+            s->kept[i] = s->kept[--s->nkept];
+        }
     }
     pthread_mutex_unlock(&s->mu);
     if (i < 0)
         return -1;
-    pool__shm_unref(s);
+    if (last)
+        pool__shm_unref(s);
     return 0;
 }
 

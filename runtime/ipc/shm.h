@@ -65,15 +65,20 @@ typedef struct pool__shm {
     size_t res_held;            /* bytes, under mu */
     pthread_cond_t freed;       /* a task block was freed (under mu) */
     _Atomic uint64_t copied_in; /* bytes callers copied into task blocks */
-    /* Result blocks a caller took over (pool__shm_keep): the outcome that
-     * delivered them no longer frees them.  Under mu. */
+    /* Result blocks a caller took over (pool__shm_keep): freed once both
+     * the outcome that delivered them and the caller let go, in either
+     * order (owners: POOL_SHM_KEPT_* bits still holding it).  Under mu. */
     struct pool__shm_kept {
         uint64_t off, len;
         int slot;
+        int owners;
     } * kept;
     size_t nkept, capkept;
     struct pool__shm *next_live; /* the list pool__shm_find searches */
 } pool__shm_t;
+
+#define POOL_SHM_KEPT_OUTCOME 1 /* the delivering outcome is not freed yet */
+#define POOL_SHM_KEPT_CALLER 2  /* no pool__shm_kept_release yet */
 
 /* Maps lay->size bytes of fd at offset off.  Returns PK_OK with *out owning
  * one reference (pool__shm_unref), PK_ESYS or PK_ENOMEM. */
@@ -108,8 +113,10 @@ void pool__shm_res_release(pool__shm_t *s, int slot, uint64_t off, size_t len,
                            int held);
 /* The caller takes over the accepted result block at p (a view it was
  * handed): the outcome that delivered it will not free it, and it stays
- * mapped (one reference on s) until pool__shm_kept_release.  Returns 0,
- * or -1 when p is not the start of a result block held now. */
+ * mapped (one reference on s) until pool__shm_kept_release.  The caller may
+ * release it before that outcome is freed: the block is then freed with
+ * the outcome.  Returns 0, or -1 when p is not the start of a result block
+ * held now. */
 int pool__shm_keep(pool__shm_t *s, const void *p, size_t *len);
 /* Frees a block taken with pool__shm_keep and drops its reference.
  * Returns 0, or -1 when p is not one (nothing happens). */
