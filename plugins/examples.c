@@ -303,25 +303,10 @@ const char *const picklepool_plugin_doc[] = {
 
 pk_err_t picklepool_plugin_init(pk_error_t *err)
 {
-    static const struct {
-        const char *name;
-        pool_fn_t fn;
-    } fns[] = {
-        {"square", ex_square},       {"spin", ex_spin},   {"sleep", ex_sleep},
-        {"normalize", ex_normalize}, {"crash", ex_crash}, {"fail", ex_fail},
+    static const pool_fn_def_t fns[] = {
+        {"square", ex_square, NULL}, {"spin", ex_spin, NULL},
+        {"sleep", ex_sleep, NULL},   {"normalize", ex_normalize, NULL},
+        {"crash", ex_crash, NULL},   {"fail", ex_fail, NULL},
     };
-
-    for (size_t i = 0; i < sizeof fns / sizeof fns[0]; i++) {
-        pk_err_t rc = pool_register("examples", fns[i].name, fns[i].fn, NULL);
-        if (rc != PK_OK && err) {
-            pk_error_clear(err);
-            err->code = rc;
-            snprintf(err->msg, sizeof err->msg,
-                     "cannot register examples.%s: %s", fns[i].name,
-                     pk_strerror(rc));
-        }
-        if (rc != PK_OK)
-            return rc;
-    }
-    return PK_OK;
+    return pool_register_all("examples", fns, sizeof fns / sizeof fns[0], err);
 }

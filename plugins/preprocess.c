@@ -300,26 +300,11 @@ const char *const picklepool_plugin_doc[] = {
 
 pk_err_t picklepool_plugin_init(pk_error_t *err)
 {
-    static const struct {
-        const char *name;
-        pool_fn_t fn;
-    } fns[] = {
-        {"standardize", pp_standardize},
-        {"hflip", pp_hflip},
-        {"augment", pp_augment},
+    static const pool_fn_def_t fns[] = {
+        {"standardize", pp_standardize, NULL},
+        {"hflip", pp_hflip, NULL},
+        {"augment", pp_augment, NULL},
     };
-
-    for (size_t i = 0; i < sizeof fns / sizeof fns[0]; i++) {
-        pk_err_t rc = pool_register("preprocess", fns[i].name, fns[i].fn, NULL);
-        if (rc != PK_OK && err) {
-            pk_error_clear(err);
-            err->code = rc;
-            snprintf(err->msg, sizeof err->msg,
-                     "cannot register preprocess.%s: %s", fns[i].name,
-                     pk_strerror(rc));
-        }
-        if (rc != PK_OK)
-            return rc;
-    }
-    return PK_OK;
+    return pool_register_all("preprocess", fns, sizeof fns / sizeof fns[0],
+                             err);
 }

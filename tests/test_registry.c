@@ -159,6 +159,29 @@ static void test_unknown_function(void **state)
     pk_doc_free(&doc);
 }
 
+/* pool_register_all: a table in one call, in order; the first failure
+ * stops it and is named, the functions before it stay. */
+static void test_register_all(void **state)
+{
+    (void)state;
+    pk_error_t e;
+    void *ud = NULL;
+    static int tag;
+    const pool_fn_def_t ok[] = {{"one", fn_one, NULL}, {"two", fn_two, &tag}};
+    assert_int_equal(pool_register_all("tab", ok, 2, &e), PK_OK);
+    assert_true(pool_lookup("tab", "one", NULL) == fn_one);
+    assert_true(pool_lookup("tab", "two", &ud) == fn_two);
+    assert_ptr_equal(ud, &tag);
+    const pool_fn_def_t bad[] = {
+        {"three", fn_one, NULL}, {"", fn_two, NULL}, {"four", fn_one, NULL}};
+    assert_int_equal(pool_register_all("tab", bad, 3, &e), PK_EINVAL);
+    assert_int_equal(e.code, PK_EINVAL);
+    assert_non_null(strstr(e.msg, "cannot register tab.: invalid argument"));
+    assert_true(pool_lookup("tab", "three", NULL) == fn_one);
+    assert_null(pool_lookup("tab", "four", NULL));
+    assert_int_equal(pool_register_all("tab", bad, 1, NULL), PK_OK);
+}
+
 static void test_register_lookup_replace(void **state)
 {
     void *ud = NULL;
@@ -769,6 +792,7 @@ int main(void)
         cmocka_unit_test(test_refusals),
         cmocka_unit_test(test_unknown_function),
         cmocka_unit_test(test_register_lookup_replace),
+        cmocka_unit_test(test_register_all),
         cmocka_unit_test(test_call_local),
         cmocka_unit_test(test_listener_and_plugin_load),
         cmocka_unit_test(test_plugin_refusals),

@@ -68,6 +68,20 @@ PK_API pk_err_t pool_want_args(pool_call_t *call, const char *fname, size_t n);
 PK_API pk_err_t pool_register(const char *module, const char *name,
                               pool_fn_t fn, void *udata);
 
+/* One function of a table for pool_register_all. */
+typedef struct pool_fn_def {
+    const char *name;
+    pool_fn_t fn;
+    void *udata;
+} pool_fn_def_t;
+
+/* Registers defs[0..n) as module.<name>, in order, as pool_register does
+ * (a plugin's init in one call).  Returns PK_OK, or the first failure with
+ * err (may be NULL) naming the function ("cannot register
+ * examples.square: ..."); functions registered before it stay. */
+PK_API pk_err_t pool_register_all(const char *module, const pool_fn_def_t *defs,
+                                  size_t n, pk_error_t *err);
+
 /* Looks module.name up.  Returns the function and sets *udata, or NULL. */
 PK_API pool_fn_t pool_lookup(const char *module, const char *name,
                              void **udata);

@@ -202,6 +202,21 @@ pk_err_t pool_register(const char *module, const char *name, pool_fn_t fn,
     return PK_OK;
 }
 
+pk_err_t pool_register_all(const char *module, const pool_fn_def_t *defs,
+                           size_t n, pk_error_t *err)
+{
+    for (size_t i = 0; i < n; i++) {
+        pk_err_t rc =
+            pool_register(module, defs[i].name, defs[i].fn, defs[i].udata);
+        if (rc != PK_OK)
+            return pk__err(err, rc, "cannot register %s.%s: %s",
+                           module ? module : "(null)",
+                           defs[i].name ? defs[i].name : "(null)",
+                           pk_strerror(rc));
+    }
+    return PK_OK;
+}
+
 pool_fn_t pool_lookup(const char *module, const char *name, void **udata)
 {
     return pool__registry_lookup(module, name, udata, NULL);
