@@ -46,6 +46,33 @@ int pk__cmd_map(int argc, char **argv);     /* cmd_map.c */
 int pk__cmd_demo(int argc, char **argv);    /* cmd_demo.c */
 int pk__cmd_keygen(int argc, char **argv);  /* cmd_keygen.c */
 int pk__cmd_serve(int argc, char **argv);   /* cmd_serve.c */
+int pk__cmd_worker(int argc, char **argv);  /* cmd_worker.c */
+
+/* ---- the host agent (host.c) -------------------------------------------- */
+
+/* What `picklepool worker` runs with (cmd_worker.c fills it). */
+typedef struct pk__host_cfg {
+    const char *connect;  /* serve's endpoint */
+    const char *keys;     /* key directory, or NULL */
+    const char *key_name; /* own pair's name, NULL: the one in keys */
+    int insecure;
+    const char *name; /* how it calls itself (HELLO) */
+    int workers;      /* local workers (resolved: >= 1) */
+    pool_placement_t placement;
+    const char *placement_name;
+    const char *const *plugins;
+    size_t nplugins;
+    const char *python;         /* interpreter for Python functions */
+    const char *const *py_argv; /* its worker command (NULL-ended) */
+    const char *const *py_env;  /* and environment (NULL-ended) */
+    int capacity;               /* batches at once (>= 1) */
+} pk__host_cfg_t;
+
+/* Runs the host agent until SIGINT or SIGTERM: makes the local pools, joins
+ * serve, runs its batches (host.c's top comment).  Returns PK_EXIT_OK after a
+ * signal, PK_EXIT_FAIL when it cannot start or its key is refused (one line
+ * says why). */
+int pk__host_run(const pk__host_cfg_t *cfg);
 
 /* ---- serve (serve.c) ---------------------------------------------------- */
 

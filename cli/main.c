@@ -74,6 +74,16 @@ static const struct command {
      "sends again\n      what a host that went silent (--liveness heartbeats "
      "of --heartbeat\n      seconds, default 3 x 1) had.  DIR holds "
      "master.key and the .pub of\n      every peer it lets in"},
+    {"worker", pk__cmd_worker,
+     "--connect tcp://HOST:PORT (--keys DIR | --insecure) [--key NAME] "
+     "[--workers N] [--placement P] [--plugin NAME|PATH]... [--python PATH] "
+     "[--capacity N] [--name NAME]",
+     "a host agent: runs a serve master's batches on this machine's pinned\n"
+     "      workers (native kernels of the plugins; Python functions with\n"
+     "      --python), joining again with backoff when the master goes "
+     "away.\n      Under srun or mpirun it names itself after its rank and "
+     "takes its\n      share of the node's cores.  DIR holds its key pair and "
+     "master.pub"},
     {"version", cmd_version, "", "print the version"},
 };
 

@@ -202,7 +202,8 @@ static pool__batch_t *enc_batch(pool__job_t *j, enc_t *e, pk_doc_t **doc,
 
 /* The whole call fails, once, when the pool's workers cannot have the
  * function: not registered in this process (which loaded every plugin of
- * the pool), or registered after the pool forked its workers. */
+ * the pool), or registered after the pool forked its workers.  A remote
+ * pool's functions are the hosts' business. */
 static pk_err_t check_function(const pool_t *p, const char *module,
                                const char *func, pk_error_t *err)
 {
@@ -211,6 +212,8 @@ static pk_err_t check_function(const pool_t *p, const char *module,
     char loaded[200];
     size_t n, len = 0;
 
+    if (p->cfg.remote)
+        return PK_OK; /* the hosts have the functions, and say when not */
     if (pool__registry_lookup(module, func, NULL, &gen) != NULL) {
         if (gen <= p->cfg.reg_gen)
             return PK_OK;
