@@ -17,8 +17,15 @@
  * then it loads the plugins, whose init may start threads or touch memory
  * that should already live on those CPUs; and only then does the loop create
  * the ZeroMQ context, whose I/O threads inherit the binding.  Only ipc://
- * endpoints are accepted: tcp:// waits for CURVE authentication (DESIGN.md,
- * "Security").
+ * endpoints are accepted: machines join over tcp through `picklepool
+ * worker` and `picklepool serve` (DESIGN.md, "Scale-out").
+ *
+ *   picklepool-worker --forward tcp://HOST:PORT (--keys DIR | --insecure)
+ *                     [--key NAME] [--give-up S]
+ *
+ * is the other use: the one worker of a remote pool (pool_opts_t.address),
+ * which pool_create starts as an exec'd worker; it carries the pool's
+ * batches to serve and the results back (forward.h).
  *
  * The executable links only the layers below pool (the Makefile's
  * WORKER_LIB) and exports them (-rdynamic), so plugins resolve pk_* and

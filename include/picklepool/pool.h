@@ -135,8 +135,9 @@ typedef struct pool_opts {
      * says so); it has no shared memory (arrays travel by copy) and no
      * fast lane; prefetch counts for 32 (default: 64 batches in flight at
      * the master); stall_timeout (default 60 s) is how long batches wait
-     * for an unreachable master before they fail with PK_EIO.  address
-     * and keys are copied. */
+     * for an unreachable master before they fail with PK_EIO; pool_stats
+     * shows the forwarder as the one worker.  address and keys are
+     * copied. */
     const char *address;
     const char *keys;
     int insecure;
