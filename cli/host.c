@@ -59,6 +59,7 @@
 #define BACKOFF_MIN_NS 100000000ull    /* reconnect after 0.1 s ... */
 #define BACKOFF_MAX_NS 5000000000ull   /* ... doubling up to 5 s */
 #define WELCOME_WAIT_NS 10000000000ull /* a HELLO unanswered this long */
+#define HELLO_AGAIN_NS 50000000ull     /* a new connection gets the HELLO */
 #define POLL_MS 100
 #define RUN_POLL_S 0.2 /* how often a runner looks at its session */
 
@@ -827,9 +828,9 @@ static void on_message(agent_t *a, conn_t *c, pool__msg_t *m, uint64_t now)
         c->backoff_ns = BACKOFF_MIN_NS;
         c->told_wait = 0;
         atomic_store(&a->session, w.session);
-        say("%s the master at %s as '%s' (session %llu, capacity %d, "
+        say("joined the master at %s%s as '%s' (session %llu, capacity %d, "
             "heartbeat %g s x %u)",
-            c->joined ? "joined again" : "joined", a->cfg->connect, a->name,
+            a->cfg->connect, c->joined ? " again" : "", a->name,
             (unsigned long long)w.session, a->capacity,
             (double)w.heartbeat_ns / 1e9, w.liveness);
         c->joined = 1;
@@ -897,8 +898,10 @@ static void send_done(agent_t *a, conn_t *c)
     }
 }
 
-/* Follows the handshake watch: a refusal ends the agent (returns -1). */
-static int watch(agent_t *a, conn_t *c)
+/* Follows the handshake watch: a refusal ends the agent (returns -1); a
+ * new connection while a HELLO waits gets the HELLO again (the first one
+ * went down with the connection it was sent on). */
+static int watch(agent_t *a, conn_t *c, uint64_t now)
 {
     pool__curve_event_t ev;
     pk_error_t e;
@@ -910,8 +913,10 @@ static int watch(agent_t *a, conn_t *c)
             say("%s", pool__curve_describe(&ev, "the master", msg, sizeof msg));
             return -1;
         }
+        if (ev.kind == POOL_CURVE_EV_OK && c->state == C_HELLO &&
+            now - c->hello_ns > HELLO_AGAIN_NS)
+            send_hello(a, c, now);
     }
-    (void)a;
     return 0;
 }
 
@@ -1022,7 +1027,7 @@ int pk__host_run(const pk__host_cfg_t *cfg)
         if (zmq_poll(pit, nit, POLL_MS) < 0 && errno != EINTR)
             break;
         now = pool__now_ns();
-        if (watch(&a, &c) != 0) {
+        if (watch(&a, &c, now) != 0) {
             status = PK_EXIT_FAIL;
             break;
         }

@@ -25,6 +25,7 @@
 #define BACKOFF_MIN_NS 100000000ull
 #define BACKOFF_MAX_NS 2000000000ull
 #define WELCOME_WAIT_NS 10000000000ull
+#define HELLO_AGAIN_NS 50000000ull
 #define POLL_MS 100
 
 /* A call frame, shared by the batches that use it. */
@@ -390,18 +391,25 @@ static void give_up(fwd_t *f, uint64_t now)
 
 /* ---- set-up and the loop ------------------------------------------------------- */
 
-static int check_watch(fwd_t *f)
+/* A refusal ends the forwarder (returns -1); a new connection while a
+ * HELLO waits gets the HELLO again (the first went down with the
+ * connection it was sent on). */
+static int check_watch(fwd_t *f, uint64_t now)
 {
     pool__curve_event_t ev;
     pk_error_t e;
     while (f->watch != NULL &&
            pool__curve_watch_next(f->watch, 0, &ev, &e) == PK_OK &&
-           ev.kind != POOL_CURVE_EV_NONE)
+           ev.kind != POOL_CURVE_EV_NONE) {
         if (pool__curve_ev_failed(ev.kind)) {
             char msg[400];
             say("%s", pool__curve_describe(&ev, "the master", msg, sizeof msg));
             return -1;
         }
+        if (ev.kind == POOL_CURVE_EV_OK && f->state == S_HELLO &&
+            now - f->hello_ns > HELLO_AGAIN_NS)
+            hello(f, now);
+    }
     return 0;
 }
 
@@ -489,7 +497,7 @@ int pk__forward_main(const pk__forward_cfg_t *cfg)
             errno != EINTR)
             break;
         now = pool__now_ns();
-        if (check_watch(&f) != 0) {
+        if (check_watch(&f, now) != 0) {
             status = 1;
             break;
         }

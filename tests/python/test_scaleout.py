@@ -255,6 +255,34 @@ def test_stranger_host_never_runs_a_task(procs, keys, tmp_path):
     assert {g[2] for g in got} == {"good"}
 
 
+def test_master_restarts_mid_map(procs, keys, tmp_path):
+    """serve stops mid-map and starts again on the same port: the host and
+    the client join again by themselves, and the client sends its batches
+    again; the map completes in order."""
+    tmp = str(tmp_path)
+    serve, ep = start_serve(procs, tmp, "127.0.0.1", keys["master"])
+    host = start_host(procs, tmp, None, ep, keys["h0"], "h0")
+    host.wait_err("joined the master")
+    restarted = []
+
+    def on_line(k, line):
+        if k == 5 and not restarted:
+            serve.stop()
+            again = Proc([CLI, "serve", "--bind", ep, "--keys",
+                          keys["master"]] + HEARTBEAT,
+                         os.path.join(tmp, "serve2.log"))
+            procs.append(again)
+            assert "listening" in again.p.stdout.readline()
+            restarted.append(again)
+
+    got = run_client(ep, keys["client"], 30, 0.05, on_line=on_line)
+    assert restarted
+    check_results(got, 30)
+    log = restarted[0].err()
+    assert "host 'h0'" in log and "client" in log, log
+    assert "again as 'h0'" in host.err()
+
+
 # ---- hosts in network namespaces --------------------------------------------
 
 
@@ -299,7 +327,7 @@ def test_cut_link_mid_map(procs, keys, tmp_path, cluster):
     assert time.monotonic() - t0 < 30
     cluster.restore(0)
     # the cut host joins again once its link is back
-    hs[0].wait_err("joined again", timeout=20)
+    hs[0].wait_err("again as 'h0'", timeout=20)
 
 
 # ---- launchers -----------------------------------------------------------------
