@@ -130,32 +130,10 @@ static void on_signal(int sig)
     stop_sig = sig;
 }
 
-static void say(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static void say(const char *fmt, ...)
-{
-    char line[768];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(line, sizeof line, fmt, ap);
-    va_end(ap);
-    fprintf(stderr, "picklepool worker: %s\n", line);
-}
-
-static void log_once(agent_t *a, int kind, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static void log_once(agent_t *a, int kind, const char *fmt, ...)
-{
-    unsigned bit = 1u << (kind & 31);
-    if (a->logged & bit)
-        return;
-    a->logged |= bit;
-    char line[512];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(line, sizeof line, fmt, ap);
-    va_end(ap);
-    say("%s (logged once)", line);
-}
+#define WHO "picklepool worker"
+#define say(...) pool__remote_say(WHO, __VA_ARGS__)
+#define log_once(a, kind, ...)                                                 \
+    pool__remote_log_once(&(a)->logged, (kind), WHO, __VA_ARGS__)
 
 /* ---- calls and jobs ------------------------------------------------------------ */
 

@@ -100,16 +100,7 @@ static void on_signal(int sig)
     stop_sig = sig;
 }
 
-static void say(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static void say(const char *fmt, ...)
-{
-    char line[768];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(line, sizeof line, fmt, ap);
-    va_end(ap);
-    fprintf(stderr, "picklepool serve: %s\n", line);
-}
+#define say(...) pool__remote_say("picklepool serve", __VA_ARGS__)
 
 /* "host 'n1 rank 0' (key n1, tcp://10.0.0.2)" into buf. */
 static const char *who(const peer_t *p, char *buf, size_t size)

@@ -67,32 +67,10 @@ static void on_signal(int sig)
     stop_sig = sig;
 }
 
-static void say(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static void say(const char *fmt, ...)
-{
-    char line[768];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(line, sizeof line, fmt, ap);
-    va_end(ap);
-    fprintf(stderr, "picklepool: remote pool: %s\n", line);
-}
-
-static void log_once(fwd_t *f, int kind, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static void log_once(fwd_t *f, int kind, const char *fmt, ...)
-{
-    unsigned bit = 1u << (kind & 31);
-    if (f->logged & bit)
-        return;
-    f->logged |= bit;
-    char line[512];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(line, sizeof line, fmt, ap);
-    va_end(ap);
-    say("%s (logged once)", line);
-}
+#define WHO "picklepool: remote pool"
+#define say(...) pool__remote_say(WHO, __VA_ARGS__)
+#define log_once(f, kind, ...)                                                 \
+    pool__remote_log_once(&(f)->logged, (kind), WHO, __VA_ARGS__)
 
 static void call_unref(call_t *c)
 {

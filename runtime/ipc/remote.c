@@ -8,6 +8,7 @@
 
 #include <dirent.h>
 #include <errno.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -239,6 +240,37 @@ int pool__remote_send_msg(void *sock, zmq_msg_t *m, int more)
         return -1;
     }
     return 0;
+}
+
+/* ---- logs ------------------------------------------------------------------------ */
+
+static void vsay(const char *who, const char *suffix, const char *fmt,
+                 va_list ap)
+{
+    char line[768];
+    vsnprintf(line, sizeof line - 32, fmt, ap);
+    fprintf(stderr, "%s: %s%s\n", who, line, suffix);
+}
+
+void pool__remote_say(const char *who, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsay(who, "", fmt, ap);
+    va_end(ap);
+}
+
+void pool__remote_log_once(unsigned *logged, int kind, const char *who,
+                           const char *fmt, ...)
+{
+    unsigned bit = 1u << (kind & 31);
+    if (*logged & bit)
+        return;
+    *logged |= bit;
+    va_list ap;
+    va_start(ap, fmt);
+    vsay(who, " (logged once)", fmt, ap);
+    va_end(ap);
 }
 
 /* ---- sessions ------------------------------------------------------------------ */

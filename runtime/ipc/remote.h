@@ -126,6 +126,19 @@ int pool__remote_send_hdr(void *sock, const pool__wire_hdr_t *h, int more);
  * ZMQ_SNDMORE when `more`.  0 or -1. */
 int pool__remote_send_msg(void *sock, zmq_msg_t *m, int more);
 
+/* ---- logs ------------------------------------------------------------------------ */
+
+/* Prints "WHO: message" on stderr as one line (message cut at 700 bytes).
+ * Thread-safe (one write per line). */
+void pool__remote_say(const char *who, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+/* The same with " (logged once)" appended, the first time a kind (0..31)
+ * is seen in *logged only: malformed input is said once, not flooded. */
+void pool__remote_log_once(unsigned *logged, int kind, const char *who,
+                           const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
 /* ---- sessions ------------------------------------------------------------------ */
 
 /* Sends a peer's HELLO: role POOL_WIRE_F_HOST (capacity 1..1024) or
