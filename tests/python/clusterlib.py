@@ -167,6 +167,7 @@ class Host:
         self.ns = ns
         self.addr = addr
         self.link = link  # its veth end in the root namespace
+        self.procs = []   # what popen started, for close()
 
     def argv(self, argv):
         """argv run inside this host's namespace."""
@@ -178,7 +179,9 @@ class Host:
         return _run(self.argv(argv), timeout=timeout, check=check)
 
     def popen(self, argv, **kw):
-        return subprocess.Popen(self.argv(argv), **kw)
+        p = subprocess.Popen(self.argv(argv), **kw)
+        self.procs.append(p)
+        return p
 
     def __repr__(self):
         return "Host(%d, %s, %s)" % (self.index, self.ns or "-", self.addr)
@@ -303,6 +306,13 @@ class NetnsCluster:
         """Deletes every namespace and link this cluster made (processes
         still running in a namespace keep it alive only until they end).
         Idempotent; never raises."""
+        # what popen started: `ip netns pids` misses a process that has
+        # not entered its namespace yet (ip netns exec, just started)
+        for h in self.hosts:
+            for p in h.procs:
+                with contextlib.suppress(ProcessLookupError, OSError):
+                    if p.poll() is None:
+                        p.kill()
         for ns in reversed(self._made_ns):
             p = _run(["ip", "netns", "pids", ns], check=False)
             for pid in p.stdout.split():
