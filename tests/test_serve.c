@@ -16,7 +16,9 @@
  *     per-item errors, a per-item timeout enforced on the host, apply; and
  *     pool_create's refusals (a stranger's key within seconds, no keys,
  *     options a remote pool cannot take);
- *   - a host killed mid-map: the map completes in order on the other.
+ *   - a host killed mid-map: the map completes in order on the other;
+ *   - a master gone for good: a remote pool's batches fail with PK_EIO
+ *     after its stall_timeout, saying so.
  *
  *   build/tests/test_serve [test-name-substring]
  */
@@ -614,12 +616,59 @@ static void test_host_killed_mid_map(void **state)
     rm_keys(&k);
 }
 
+/* ---- the master goes away for good ----------------------------------------------- */
+
+static void test_master_gone_gives_up(void **state)
+{
+    (void)state;
+    keys_t k;
+    char ep[300];
+    if (access(tp_plugin_path(), R_OK) != 0)
+        skip();
+    make_keys(&k);
+    pid_t serve = start_serve(&k, ep, sizeof ep);
+    pid_t host = start_host(ep, k.h0, "h0");
+    assert_int_equal(pool_global_init(NULL), PK_OK);
+    pool_opts_t o;
+    pool_t *p = NULL;
+    pk_error_t e;
+    pool_opts_init(&o);
+    o.address = ep;
+    o.keys = k.client;
+    o.stall_timeout = 1.0; /* give up on the master after 1 s */
+    if (pool_create(&p, &o, &e) != PK_OK)
+        fail_msg("pool_create: %s", e.msg);
+    int64_t in[3] = {1, 2, 3}, out[3] = {0, 0, 0};
+    size_t nf = 0;
+    CHECK_OK(
+        pool_map_i64(p, "examples", "square", in, out, 3, NULL, NULL, &nf, E_));
+    assert_int_equal(nf, 0);
+    assert_true(out[2] == 9);
+    int st;
+    kill(serve, SIGKILL); /* no goodbye */
+    assert_int_equal(waitpid(serve, &st, 0), serve);
+    /* the batches wait for a master, then fail saying why */
+    pk_err_t status[3];
+    double t0 = tp_now_s();
+    assert_int_equal(pool_map_i64(p, "examples", "square", in, out, 3, NULL,
+                                  status, &nf, &e),
+                     PK_OK);
+    assert_true(tp_now_s() - t0 < 20.0);
+    assert_int_equal(nf, 3);
+    assert_int_equal(status[0], PK_EIO);
+    assert_non_null(strstr(e.msg, "no answer from the master"));
+    pool_destroy(&p);
+    stop_child(host, "host");
+    rm_keys(&k);
+}
+
 int main(int argc, char **argv)
 {
     static const runner_test_t tests[] = {
         RUNNER_TEST(test_serve_refusals_and_garbage, 60),
         RUNNER_TEST(test_remote_pool_c_api, 90),
         RUNNER_TEST(test_host_killed_mid_map, 90),
+        RUNNER_TEST(test_master_gone_gives_up, 60),
     };
     return runner_main(argc, argv, tests, RUNNER_COUNT(tests), NULL);
 }

@@ -202,6 +202,35 @@ def check_results(got, n):
 # ---- refusals first ---------------------------------------------------------
 
 
+@pytest.mark.parametrize("args, what", [
+    (["serve"], "where to listen"),
+    (["serve", "--bind", "tcp://127.0.0.1:1"], "needs CURVE keys"),
+    (["serve", "--bind", "tcp://127.0.0.1:1", "--keys", "k", "--insecure"],
+     "choose one"),
+    (["serve", "--bind", "tcp://127.0.0.1:1", "--heartbeat", "0"],
+     "--heartbeat wants seconds"),
+    (["serve", "--bind", "tcp://127.0.0.1:1", "--liveness", "x"],
+     "--liveness wants"),
+    (["serve", "--bind", "tcp://127.0.0.1:1", "--max-message", "big"],
+     "--max-message wants"),
+    (["serve", "--bind", "nope://x", "--insecure"], "nope://x"),
+    (["serve", "--frob"], "unknown option '--frob'"),
+    (["worker"], "which master"),
+    (["worker", "--connect", "tcp://h:1", "--workers", "0"],
+     "--workers wants"),
+    (["worker", "--connect", "tcp://h:1", "--python", "python3"],
+     "--python wants the path"),
+    (["worker", "--connect", "tcp://h:1", "--name", "a\tb"], "--name wants"),
+    (["worker", "--connect", "tcp:/h", "--insecure"], "tcp:/h"),
+    (["worker", "--connect", "tcp://h:1", "--key", ".x"], "--key wants"),
+])
+def test_usage_errors(args, what):
+    p = subprocess.run([CLI] + args, capture_output=True, text=True,
+                       timeout=20)
+    assert p.returncode in (1, 2), (args, p.returncode, p.stderr)
+    assert what in p.stderr, (args, p.stderr)
+
+
 def test_clients_refused_clearly(procs, keys, tmp_path):
     _, ep = start_serve(procs, str(tmp_path), "127.0.0.1", keys["master"])
     nopub = str(tmp_path / "nopub")
