@@ -25,10 +25,12 @@
 #define PK_CLI_H
 
 #include <stddef.h>
+#include <stdint.h>
 #include <stdio.h>
 
 #include "picklepool/error.h"
 #include "picklepool/pickle.h"
+#include "picklepool/placement.h"
 
 /* Exit statuses of the tool and of every pk__cmd_* function. */
 #define PK_EXIT_OK 0
@@ -43,6 +45,56 @@ int pk__cmd_topo(int argc, char **argv);    /* cmd_topo.c */
 int pk__cmd_map(int argc, char **argv);     /* cmd_map.c */
 int pk__cmd_demo(int argc, char **argv);    /* cmd_demo.c */
 int pk__cmd_keygen(int argc, char **argv);  /* cmd_keygen.c */
+int pk__cmd_serve(int argc, char **argv);   /* cmd_serve.c */
+int pk__cmd_worker(int argc, char **argv);  /* cmd_worker.c */
+
+/* ---- the host agent (host.c) -------------------------------------------- */
+
+/* What `picklepool worker` runs with (cmd_worker.c fills it). */
+typedef struct pk__host_cfg {
+    const char *connect;  /* serve's endpoint */
+    const char *keys;     /* key directory, or NULL */
+    const char *key_name; /* own pair's name, NULL: the one in keys */
+    int insecure;
+    const char *name; /* how it calls itself (HELLO) */
+    int workers;      /* local workers (resolved: >= 1) */
+    pool_placement_t placement;
+    const char *placement_name;
+    const char *const *plugins;
+    size_t nplugins;
+    const char *python;         /* interpreter for Python functions */
+    const char *const *py_argv; /* its worker command (NULL-ended) */
+    const char *const *py_env;  /* and environment (NULL-ended) */
+    int capacity;               /* batches at once (>= 1) */
+} pk__host_cfg_t;
+
+/* Runs the host agent until SIGINT or SIGTERM: makes the local pools, joins
+ * serve, runs its batches (host.c's top comment).  Returns PK_EXIT_OK after a
+ * signal, PK_EXIT_FAIL when it cannot start or its key is refused (one line
+ * says why). */
+int pk__host_run(const pk__host_cfg_t *cfg);
+
+/* ---- serve (serve.c) ---------------------------------------------------- */
+
+/* What `picklepool serve` runs with (cmd_serve.c fills it). */
+typedef struct pk__serve_cfg {
+    const char *bind;      /* endpoint to bind: tcp://HOST:PORT (or ipc://) */
+    const char *keys;      /* key directory, or NULL */
+    int insecure;          /* plain tcp, asked for */
+    uint64_t heartbeat_ns; /* interval of heartbeats both ways */
+    int liveness;          /* silent intervals before a peer is gone */
+    size_t max_message;    /* bytes of one frame; libzmq drops a peer
+                              sending more */
+    int max_queue;         /* batches one client may have at the master */
+    int max_peers;         /* sessions at once; 0: no bound */
+} pk__serve_cfg_t;
+
+/* Runs serve until SIGINT or SIGTERM: binds, then carries batches from
+ * clients to hosts (serve.c's top comment).  Prints one line on stdout once
+ * it listens ("picklepool serve: listening on ENDPOINT ...") and one line
+ * per join, departure and refusal on stderr.  Returns PK_EXIT_OK after a
+ * signal, PK_EXIT_FAIL when it could not start (one line says why). */
+int pk__serve_run(const pk__serve_cfg_t *cfg);
 
 /* ---- reporting -------------------------------------------------------- */
 
@@ -71,6 +123,13 @@ int pk__cli_parse_encoding(const char *s, pk_str_encoding_t *out);
 /* Parses a whole decimal number in [lo, hi] into *out.  Returns 0, or -1
  * (out untouched) for anything else. */
 int pk__cli_parse_long(const char *s, long lo, long hi, long *out);
+
+/* Parses a whole decimal or floating number >= lo (not infinite, not NaN)
+ * into *out.  Returns 0, or -1 (out untouched). */
+int pk__cli_parse_double(const char *s, double lo, double *out);
+
+/* Parses a placement name: compact, spread or none.  Returns 0, or -1. */
+int pk__cli_parse_placement(const char *s, pool_placement_t *out);
 
 /* Parses a byte count: a whole number with an optional suffix k, M, G or T
  * (powers of 1024; "KiB", "MB"... read the same), at least 1.  Returns 0,

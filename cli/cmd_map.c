@@ -130,7 +130,7 @@ int pk__cli_parse_size(const char *s, size_t *out)
     return 0;
 }
 
-static int parse_double(const char *s, double lo, double *out)
+int pk__cli_parse_double(const char *s, double lo, double *out)
 {
     char *end;
     double v;
@@ -143,7 +143,7 @@ static int parse_double(const char *s, double lo, double *out)
     return 0;
 }
 
-static int parse_placement(const char *s, pool_placement_t *out)
+int pk__cli_parse_placement(const char *s, pool_placement_t *out)
 {
     if (strcmp(s, "compact") == 0)
         *out = POOL_PLACE_COMPACT;
@@ -223,7 +223,7 @@ static int parse_map_args(int argc, char **argv, map_args_t *a)
             a->opts.workers = (int)l;
         } else if ((v = pk__cli_take_opt(argc, argv, &i, "--placement",
                                          &missing))) {
-            if (parse_placement(v, &a->opts.placement) < 0)
+            if (pk__cli_parse_placement(v, &a->opts.placement) < 0)
                 return pk__cli_usage_error(
                     "map: --placement wants compact, spread or none, not '%s'",
                     v);
@@ -235,7 +235,8 @@ static int parse_map_args(int argc, char **argv, map_args_t *a)
             a->copts.chunksize = (size_t)l;
         } else if ((v = pk__cli_take_opt(argc, argv, &i, "--timeout",
                                          &missing))) {
-            if (parse_double(v, 0, &d) < 0 || d == 0 || d > MAP_MAX_TIMEOUT)
+            if (pk__cli_parse_double(v, 0, &d) < 0 || d == 0 ||
+                d > MAP_MAX_TIMEOUT)
                 return pk__cli_usage_error(
                     "map: --timeout wants a number of seconds above 0 and up "
                     "to %g, not '%s'",

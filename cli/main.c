@@ -64,6 +64,26 @@ static const struct command {
      "missing.  NAME\n      defaults to the short host name; --force "
      "replaces an existing pair.\n      Every NAME.pub in a directory is "
      "on its allow-list"},
+    {"serve", pk__cmd_serve,
+     "--bind tcp://HOST:PORT (--keys DIR | --insecure) [--heartbeat S] "
+     "[--liveness N] [--max-message SIZE] [--max-queue N] [--max-peers N]",
+     "the standalone master of a pool that spans machines: host agents\n"
+     "      (picklepool worker) and remote pools (pool_opts_t.address, Python\n"
+     "      Pool(address=...)) join it over tcp with CURVE keys; it sends "
+     "every\n      client's batches to the hosts, fairly between clients, and "
+     "sends again\n      what a host that went silent (--liveness heartbeats "
+     "of --heartbeat\n      seconds, default 3 x 1) had.  DIR holds "
+     "master.key and the .pub of\n      every peer it lets in"},
+    {"worker", pk__cmd_worker,
+     "--connect tcp://HOST:PORT (--keys DIR | --insecure) [--key NAME] "
+     "[--workers N] [--placement P] [--plugin NAME|PATH]... [--python PATH] "
+     "[--capacity N] [--name NAME]",
+     "a host agent: runs a serve master's batches on this machine's pinned\n"
+     "      workers (native kernels of the plugins; Python functions with\n"
+     "      --python), joining again with backoff when the master goes "
+     "away.\n      Under srun or mpirun it names itself after its rank and "
+     "takes its\n      share of the node's cores.  DIR holds its key pair and "
+     "master.pub"},
     {"version", cmd_version, "", "print the version"},
 };
 

@@ -120,6 +120,58 @@ static void test_header_refusals(void **state)
     refused(b, 32, "HEARTBEAT with a payload");
 }
 
+static void test_hello_refusals(void **state)
+{
+    (void)state;
+    uint8_t b[64];
+    pk_error_t e;
+
+    enc(b, POOL_WIRE_HELLO, 0, 0, 1, 0, 0);
+    refused(b, 32, "HELLO with roles 0x0000, not exactly one");
+    enc(b, POOL_WIRE_HELLO, POOL_WIRE_F_HOST | POOL_WIRE_F_CLIENT, 0, 1, 0, 0);
+    refused(b, 32, "not exactly one");
+    enc(b, POOL_WIRE_HELLO, POOL_WIRE_F_HOST, 0, 0, 0, 0);
+    refused(b, 32, "HELLO of a host with capacity 0");
+    enc(b, POOL_WIRE_HELLO, POOL_WIRE_F_HOST, 0, 1025, 0, 0);
+    refused(b, 32, "HELLO of a host with capacity 1025");
+    enc(b, POOL_WIRE_HELLO, POOL_WIRE_F_CLIENT, 0, 3, 0, 0);
+    refused(b, 32, "HELLO of a client with a count");
+    enc(b, POOL_WIRE_HELLO, POOL_WIRE_F_HOST, 7, 2, 0, 0);
+    refused(b, 32, "HELLO of a peer with a session");
+    enc(b, POOL_WIRE_HELLO, POOL_WIRE_F_CLIENT, 0, 0, 1, 0);
+    refused(b, 32, "HELLO with buffers");
+    enc(b, POOL_WIRE_HELLO, POOL_WIRE_F_WELCOME, 0, 3, 0, 1000);
+    refused(b, 32, "WELCOME without a session");
+    enc(b, POOL_WIRE_HELLO, POOL_WIRE_F_WELCOME, 5, 3, 0, 0);
+    refused(b, 32, "WELCOME without a session, heartbeat");
+    enc(b, POOL_WIRE_HELLO, POOL_WIRE_F_WELCOME, 5, 1001, 0, 1);
+    refused(b, 32, "liveness");
+    enc(b, POOL_WIRE_HELLO, POOL_WIRE_F_WELCOME | POOL_WIRE_F_STARARGS, 5, 3, 0,
+        1);
+    refused(b, 32, "HELLO with unknown flags 0x0001");
+    enc(b, POOL_WIRE_TASK, POOL_WIRE_F_HOST, 1, 1, 0, 0);
+    refused(b, 32, "TASK with unknown flags 0x0100");
+
+    /* names: printable ASCII, 1..255 bytes */
+    char name[POOL_WIRE_NAME_MAX + 2];
+    memset(name, 'a', sizeof name);
+    assert_int_equal(pool__wire_name_check(name, 0, &e), PK_EPROTO);
+    assert_non_null(strstr(e.msg, "name of 0 bytes"));
+    assert_int_equal(pool__wire_name_check(name, POOL_WIRE_NAME_MAX + 1, &e),
+                     PK_EPROTO);
+    assert_non_null(strstr(e.msg, "name of 256 bytes"));
+    assert_int_equal(pool__wire_name_check(name, POOL_WIRE_NAME_MAX, &e),
+                     PK_OK);
+    assert_int_equal(pool__wire_name_check("node-1 rank 0", 13, &e), PK_OK);
+    assert_int_equal(pool__wire_name_check("ab\ncd", 5, &e), PK_EPROTO);
+    assert_non_null(strstr(e.msg, "byte 0x0a at 2"));
+    assert_int_equal(pool__wire_name_check("ab\xff"
+                                           "cd",
+                                           5, &e),
+                     PK_EPROTO);
+    assert_int_equal(pool__wire_name_check("\0", 1, &e), PK_EPROTO);
+}
+
 static void rec_refused(const uint8_t *p, size_t len, uint32_t count,
                         uint32_t nbufs, int outcomes, const char *what)
 {
@@ -214,9 +266,12 @@ static void test_header_round_trip(void **state)
         {POOL_WIRE_FUNC, 0, 77, 0, 2, 0},
         {POOL_WIRE_HEARTBEAT, 0, 0, 0, 0, UINT64_MAX},
         {POOL_WIRE_STOP, 0, 0, 0, 0, 0},
+        {POOL_WIRE_HELLO, POOL_WIRE_F_HOST, 0, 1024, 0, 4242},
+        {POOL_WIRE_HELLO, POOL_WIRE_F_CLIENT, 0, 0, 0, 1},
+        {POOL_WIRE_HELLO, POOL_WIRE_F_WELCOME, UINT64_MAX, 1000, 0, 1},
     };
-    static const size_t frames[] = {1, 3 + POOL_WIRE_MAX_BUFS, 3, 3, 6, 2, 4, 1,
-                                    1};
+    static const size_t frames[] = {
+        1, 3 + POOL_WIRE_MAX_BUFS, 3, 3, 6, 2, 4, 1, 1, 2, 2, 1};
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         uint8_t b[POOL_WIRE_HDR_SIZE];
         pool__wire_hdr_t h;
@@ -241,6 +296,7 @@ static void test_header_round_trip(void **state)
         0,    0,    0x99, 0,    0,    0,    0,    0,    0,    0};
     assert_memory_equal(b, want, sizeof want);
     assert_string_equal(pool__wire_kind_name(POOL_WIRE_RESULT), "RESULT");
+    assert_string_equal(pool__wire_kind_name(POOL_WIRE_HELLO), "HELLO");
     assert_string_equal(pool__wire_kind_name(0), "?");
     assert_string_equal(pool__wire_kind_name(200), "?");
 }
@@ -472,6 +528,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_header_refusals),
         cmocka_unit_test(test_record_refusals),
         cmocka_unit_test(test_id_refusals),
+        cmocka_unit_test(test_hello_refusals),
         cmocka_unit_test(test_header_round_trip),
         cmocka_unit_test(test_records_round_trip),
         cmocka_unit_test(test_corpus_seeds),

@@ -17,8 +17,15 @@
  * then it loads the plugins, whose init may start threads or touch memory
  * that should already live on those CPUs; and only then does the loop create
  * the ZeroMQ context, whose I/O threads inherit the binding.  Only ipc://
- * endpoints are accepted: tcp:// waits for CURVE authentication (DESIGN.md,
- * "Security").
+ * endpoints are accepted: machines join over tcp through `picklepool
+ * worker` and `picklepool serve` (DESIGN.md, "Scale-out").
+ *
+ *   picklepool-worker --forward tcp://HOST:PORT (--keys DIR | --insecure)
+ *                     [--key NAME] [--give-up S]
+ *
+ * is the other use: the one worker of a remote pool (pool_opts_t.address),
+ * which pool_create starts as an exec'd worker; it carries the pool's
+ * batches to serve and the results back (forward.h).
  *
  * The executable links only the layers below pool (the Makefile's
  * WORKER_LIB) and exports them (-rdynamic), so plugins resolve pk_* and
@@ -35,6 +42,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "forward.h"
+#include "ipc/curve.h"
 #include "picklepool/error.h"
 #include "picklepool/registry.h"
 #include "picklepool/version.h"
@@ -48,6 +57,7 @@ enum { EXIT_OK = 0, EXIT_FAIL = 1, EXIT_USAGE = 2 };
 
 typedef struct args {
     pool__worker_cfg_t cfg;
+    pk__forward_cfg_t fwd; /* --forward: a remote pool's forwarder */
     const char *plugins[MAX_PLUGINS];
     int nplugins;
     const char *cpus_arg; /* NULL: not bound */
@@ -76,6 +86,17 @@ static const char usage_text[] =
     "  --cpus LIST         bind to these CPUs, e.g. 0-3,8, before any thread\n"
     "                      starts (default: not bound)\n"
     "  --help              print this and exit\n"
+    "\n"
+    "or, as the one worker of a remote pool (pool_opts_t.address), which\n"
+    "pool_create starts:\n"
+    "\n"
+    "  --forward ENDPOINT  carry the pool's batches to the picklepool serve\n"
+    "                      master at ENDPOINT (tcp://HOST:PORT)\n"
+    "  --keys DIR          the key directory (its own pair and master.pub)\n"
+    "  --key NAME          the pair to use when DIR holds several\n"
+    "  --insecure          plain tcp, without keys\n"
+    "  --give-up S         fail batches no master answered for S seconds\n"
+    "                      (default 60; 0: never)\n"
     "  --version           print the version and exit\n"
     "\n"
     "Exit status: 0 after STOP or retirement, 1 failed, 2 bad usage or a\n"
@@ -227,7 +248,18 @@ static const struct numopt {
  * printed), or -1 after printing --help or --version (exit 0). */
 static int parse_args(int argc, char **argv, args_t *a)
 {
-    enum { O_CONNECT = 256, O_PLUGIN, O_CPUS, O_HELP, O_VERSION };
+    enum {
+        O_CONNECT = 256,
+        O_PLUGIN,
+        O_CPUS,
+        O_HELP,
+        O_VERSION,
+        O_FORWARD,
+        O_KEYS,
+        O_KEY,
+        O_INSECURE,
+        O_GIVE_UP
+    };
     static const struct option longopts[] = {
         {"connect", required_argument, NULL, O_CONNECT},
         {"slot", required_argument, NULL, N_SLOT},
@@ -238,6 +270,11 @@ static int parse_args(int argc, char **argv, args_t *a)
         {"plugin", required_argument, NULL, O_PLUGIN},
         {"cpus", required_argument, NULL, O_CPUS},
         {"help", no_argument, NULL, O_HELP},
+        {"forward", required_argument, NULL, O_FORWARD},
+        {"keys", required_argument, NULL, O_KEYS},
+        {"key", required_argument, NULL, O_KEY},
+        {"insecure", no_argument, NULL, O_INSECURE},
+        {"give-up", required_argument, NULL, O_GIVE_UP},
         {"version", no_argument, NULL, O_VERSION},
         {NULL, 0, NULL, 0},
     };
@@ -245,6 +282,7 @@ static int parse_args(int argc, char **argv, args_t *a)
     int have_slot = 0, o, idx;
 
     memset(a, 0, sizeof *a);
+    a->fwd.give_up_s = 60;
     opterr = 0; /* our own one-line messages */
     while ((o = getopt_long(argc, argv, ":h", longopts, &idx)) != -1) {
         if (o >= 0 && o < N_COUNT) {
@@ -282,6 +320,38 @@ static int parse_args(int argc, char **argv, args_t *a)
                                    POOL_MAX_CPUS, optarg);
             a->cpus_arg = optarg;
             break;
+        case O_FORWARD: {
+            pk_error_t e;
+            if (pool__endpoint_parse(optarg, 0, NULL, &e) != PK_OK)
+                return usage_error("--forward: %s", e.msg);
+            a->fwd.endpoint = optarg;
+            break;
+        }
+        case O_KEYS:
+            if (optarg[0] == '\0')
+                return usage_error("--keys wants a directory, not ''");
+            a->fwd.keys = optarg;
+            break;
+        case O_KEY:
+            if (!pool__curve_name_ok(optarg))
+                return usage_error("--key wants the name of a key pair, not "
+                                   "'%s'",
+                                   optarg);
+            a->fwd.key_name = optarg;
+            break;
+        case O_INSECURE:
+            a->fwd.insecure = 1;
+            break;
+        case O_GIVE_UP: {
+            char *end;
+            double d = strtod(optarg, &end);
+            if (end == optarg || *end != '\0' || !(d >= 0) || d > 1e9)
+                return usage_error("--give-up wants seconds from 0 to 1e9, "
+                                   "not '%s'",
+                                   optarg);
+            a->fwd.give_up_s = d;
+            break;
+        }
         case 'h':
         case O_HELP:
             fputs(usage_text, stdout);
@@ -299,6 +369,17 @@ static int parse_args(int argc, char **argv, args_t *a)
     }
     if (optind < argc)
         return usage_error("unexpected argument '%s'", argv[optind]);
+    if (a->fwd.endpoint != NULL) {
+        if (a->cfg.endpoint != NULL || have_slot || a->nplugins > 0 ||
+            a->cpus_arg != NULL)
+            return usage_error("--forward takes none of --connect, --slot, "
+                               "--plugin, --cpus");
+        if (a->fwd.keys != NULL && a->fwd.insecure)
+            return usage_error("--keys and --insecure together: choose one");
+        return EXIT_OK;
+    }
+    if (a->fwd.keys != NULL || a->fwd.key_name != NULL || a->fwd.insecure)
+        return usage_error("--keys, --key and --insecure go with --forward");
     if (a->cfg.endpoint == NULL)
         return usage_error("--connect ENDPOINT is required");
     if (!have_slot)
@@ -357,6 +438,8 @@ int main(int argc, char **argv)
 
     if (status < 0)
         return fflush(stdout) == 0 ? EXIT_OK : EXIT_FAIL;
+    if (status == EXIT_OK && a.fwd.endpoint != NULL)
+        return pk__forward_main(&a.fwd);
     if (status == EXIT_OK && a.cpus_arg != NULL)
         status = check_cpus_allowed(&a);
     if (status == EXIT_OK && a.cpus_arg != NULL)

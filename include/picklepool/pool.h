@@ -114,6 +114,33 @@ typedef struct pool_opts {
      * stalled (only a timeout bounds an item).  0: 60 s (default); < 0:
      * never; at most 1e9. */
     double stall_timeout;
+    /* Remote pools (scale-out): address, when not NULL, is the endpoint of
+     * a `picklepool serve` master, "tcp://HOST:PORT", whose host agents
+     * (`picklepool worker`) run the work on their machines; the pool has
+     * then no local worker but one forwarder process (picklepool-worker
+     * --forward, found beside the library or the program, or at
+     * $PICKLEPOOL_WORKER_PROGRAM) that carries its batches to the master
+     * and the results back.  Every map, iterator and apply works the same
+     * (ordering, per-item status, timeouts enforced on the hosts, a host
+     * that dies has its batches run elsewhere); functions are found on the
+     * hosts (their plugins, or Python there).  keys is the key directory
+     * (its own key pair and the master's master.pub; see README, "Keys
+     * for tcp endpoints"); insecure non-zero asks for plain tcp instead,
+     * and exactly one of the two is required for tcp.  pool_create first
+     * connects to the master itself and fails within seconds when it
+     * cannot authenticate (PK_EPROTO: "the master refused our key: not
+     * allow-listed ...") or reach it (PK_ETIMEDOUT).  A remote pool takes
+     * none of workers (but 0 or 1), worker_argv, plugins, initializer,
+     * maxtasksperchild, max_rss: those belong to the hosts (PK_EINVAL
+     * says so); it has no shared memory (arrays travel by copy) and no
+     * fast lane; prefetch counts for 32 (default: 64 batches in flight at
+     * the master); stall_timeout (default 60 s) is how long batches wait
+     * for an unreachable master before they fail with PK_EIO; pool_stats
+     * shows the forwarder as the one worker.  address and keys are
+     * copied. */
+    const char *address;
+    const char *keys;
+    int insecure;
     /* New fields go here, at the end: pool_opts_t.size tells the library
      * which fields a caller built against an older header knows. */
 } pool_opts_t;

@@ -58,7 +58,8 @@ class PoolOpts(ctypes.Structure):
                 ("shm_threshold", c_size_t), ("spin_us", c_int),
                 ("worker_argv", ctypes.POINTER(c_char_p)),
                 ("worker_env", ctypes.POINTER(c_char_p)),
-                ("stall_timeout", c_double)]
+                ("stall_timeout", c_double), ("address", c_char_p),
+                ("keys", c_char_p), ("insecure", c_int)]
 
 
 class CallOpts(ctypes.Structure):

@@ -481,11 +481,19 @@ class Pool:
     fails with WorkerCrashed), ``max_rss`` (bytes; a worker above it is
     recycled).  Functions may be lambdas, closures or defined in __main__:
     they are pickled by value with cloudpickle (or dill).
+
+    ``address="tcp://HOST:PORT"`` makes a remote pool: the work runs on the
+    hosts (``picklepool worker --python PATH``) of the ``picklepool serve``
+    master there, with ``keys`` the key directory (this machine's key pair
+    and the master's ``master.pub``) or ``insecure=True`` for plain tcp;
+    ``processes`` then only sizes chunks (default 16 remote workers).  A
+    client whose key the master refuses gets RuntimeError within seconds.
     """
 
     def __init__(self, processes=None, initializer=None, initargs=(),
                  maxtasksperchild=None, *, placement="compact", timeout=None,
-                 retries=2, max_rss=None, plugins=()):
+                 retries=2, max_rss=None, plugins=(), address=None,
+                 keys=None, insecure=False):
         if processes is not None and processes < 1:
             raise ValueError("Number of processes must be at least 1")
         if placement not in _PLACEMENTS:
@@ -500,6 +508,17 @@ class Pool:
         self._timeout = timeout
         self._maxtasks = maxtasksperchild or 0
         self._plugins = [str(p) for p in plugins]
+        # a remote pool: the work runs on the hosts of a `picklepool serve`
+        self._remote = None
+        if address is not None:
+            if initializer is not None or maxtasksperchild or max_rss:
+                raise ValueError("a remote pool (address=) takes no "
+                                 "initializer, maxtasksperchild or max_rss: "
+                                 "those belong to the hosts")
+            self._remote = (os.fsencode(address),
+                            None if keys is None else
+                            os.fsencode(os.path.abspath(keys)),
+                            1 if insecure else 0)
         self._lock = threading.Lock()
         self._natives = {}  # plugins -> _Handle of a pool of native workers
         self._frames = {}   # (mode, func) -> its call frame
@@ -525,16 +544,25 @@ class Pool:
             *[os.fsencode(e) for e in env], None)
         o.worker_argv = c_argv
         o.worker_env = c_env
+        if self._remote is not None:
+            o.workers = 0
+            o.worker_argv = o.worker_env = None
+            self._set_remote(o)
         self._native_opts = (o.workers, o.placement, o.retries,
                              o.maxtasksperchild, o.max_rss)
         self._handle = self._create(o, "cannot start the pool")
         n = ctypes.c_size_t(0)
         _lib.pool_stats(self._handle.ptr, None, 0, ctypes.byref(n))
-        self._processes = n.value
+        # a remote pool's one local worker forwards to many: chunks are
+        # sized for `processes` remote workers (default 16)
+        self._processes = (processes or 16) if self._remote else n.value
         self._state = "RUN"
         self._threads = []
 
     # -- helpers
+
+    def _set_remote(self, o):
+        o.address, o.keys, o.insecure = self._remote
 
     @staticmethod
     def _create(o, what, plugins=()):
@@ -562,6 +590,9 @@ class Pool:
                 _lib.pool_opts_init(ctypes.byref(o))
                 (o.workers, o.placement, o.retries, o.maxtasksperchild,
                  o.max_rss) = self._native_opts
+                if self._remote is not None:  # the hosts have the plugins
+                    self._set_remote(o)
+                    plugins = ()
                 h = self._create(o, "cannot start native workers for %s"
                                  % fn.name, plugins)
                 self._natives[plugins] = h

@@ -22,12 +22,15 @@ static const uint16_t allowed_flags[POOL_WIRE__KIND_MAX] = {
     [POOL_WIRE_FUNC] = 0,
     [POOL_WIRE_HEARTBEAT] = 0,
     [POOL_WIRE_STOP] = 0,
+    [POOL_WIRE_HELLO] =
+        POOL_WIRE_F_HOST | POOL_WIRE_F_CLIENT | POOL_WIRE_F_WELCOME,
 };
 
 static const char *const kind_names[POOL_WIRE__KIND_MAX] = {
     [POOL_WIRE_READY] = "READY",         [POOL_WIRE_TASK] = "TASK",
     [POOL_WIRE_RESULT] = "RESULT",       [POOL_WIRE_FUNC] = "FUNC",
     [POOL_WIRE_HEARTBEAT] = "HEARTBEAT", [POOL_WIRE_STOP] = "STOP",
+    [POOL_WIRE_HELLO] = "HELLO",
 };
 
 const char *pool__wire_kind_name(int kind)
@@ -110,6 +113,25 @@ pk_err_t pool__wire_hdr_parse(const void *data, size_t len, pool__wire_hdr_t *h,
         if (v.count != 0)
             return pk__err(err, PK_EPROTO, "FUNC with an item count");
         break;
+    case POOL_WIRE_HELLO:
+        if (v.flags != POOL_WIRE_F_HOST && v.flags != POOL_WIRE_F_CLIENT &&
+            v.flags != POOL_WIRE_F_WELCOME)
+            return pk__err(err, PK_EPROTO,
+                           "HELLO with roles 0x%04x, not exactly one", v.flags);
+        if (v.nbufs != 0)
+            return pk__err(err, PK_EPROTO, "HELLO with buffers");
+        if (v.flags == POOL_WIRE_F_HOST && (v.count == 0 || v.count > 1024))
+            return pk__err(err, PK_EPROTO, "HELLO of a host with capacity %u",
+                           v.count);
+        if (v.flags == POOL_WIRE_F_CLIENT && v.count != 0)
+            return pk__err(err, PK_EPROTO, "HELLO of a client with a count");
+        if (v.flags != POOL_WIRE_F_WELCOME && v.batch != 0)
+            return pk__err(err, PK_EPROTO, "HELLO of a peer with a session");
+        if (v.flags == POOL_WIRE_F_WELCOME &&
+            (v.batch == 0 || v.aux == 0 || v.count == 0 || v.count > 1000))
+            return pk__err(err, PK_EPROTO,
+                           "WELCOME without a session, heartbeat or liveness");
+        break;
     default: /* HEARTBEAT, STOP */
         if (v.count != 0 || v.nbufs != 0 || v.batch != 0)
             return pk__err(err, PK_EPROTO, "%s with a payload", kn);
@@ -129,9 +151,25 @@ size_t pool__wire_nframes(const pool__wire_hdr_t *h)
         return 2 + table + (size_t)h->nbufs;
     case POOL_WIRE_FUNC:
         return 2 + (size_t)h->nbufs;
+    case POOL_WIRE_HELLO:
+        return h->flags == POOL_WIRE_F_WELCOME ? 1 : 2;
     default:
         return 1;
     }
+}
+
+pk_err_t pool__wire_name_check(const void *data, size_t len, pk_error_t *err)
+{
+    const uint8_t *p = data;
+    if (len == 0 || len > POOL_WIRE_NAME_MAX)
+        return pk__err(err, PK_EPROTO, "HELLO with a name of %zu bytes", len);
+    for (size_t i = 0; i < len; i++)
+        if (p[i] < 0x20 || p[i] > 0x7e)
+            return pk__err(err, PK_EPROTO,
+                           "HELLO name with byte 0x%02x at %zu (printable "
+                           "ASCII only)",
+                           p[i], i);
+    return PK_OK;
 }
 
 void pool__wire_rec_encode(uint8_t *p, uint32_t len, uint32_t nbufs,

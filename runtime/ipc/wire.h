@@ -12,6 +12,16 @@
  *   HEARTBEAT either way         [hdr]
  *   STOP      master -> worker   [hdr]
  *
+ * Between `picklepool serve` and its peers (hosts and clients, over tcp)
+ * the same kinds travel, plus:
+ *
+ *   HELLO     peer -> serve      [hdr][name]       (HOST: count = capacity;
+ *                                                   CLIENT; aux = pid)
+ *   HELLO     serve -> peer      [hdr]             (WELCOME: batch = session,
+ *                                                   count = liveness,
+ *                                                   aux = heartbeat ns)
+ *   STOP      either way         [hdr]             (the session is over)
+ *
  * `call` is a pickle of the global module.func, optionally followed by a
  * second pickle: the dict of keyword arguments.
  * `items` is a sequence of `count` records {u32 len, u32 nbufs, u32 status}
@@ -54,6 +64,7 @@ typedef enum pool__wire_kind {
     POOL_WIRE_FUNC = 4,
     POOL_WIRE_HEARTBEAT = 5,
     POOL_WIRE_STOP = 6,
+    POOL_WIRE_HELLO = 7, /* scale-out only: a peer of `picklepool serve` */
     POOL_WIRE__KIND_MAX
 } pool__wire_kind_t;
 
@@ -73,6 +84,18 @@ typedef enum pool__wire_kind {
 #define POOL_WIRE_F_SHM                                                        \
     0x0080 /* TASK/RESULT: a buffer table frame follows \
                                   the payload (shared-memory arena) */
+
+/* HELLO roles (exactly one is set).  HOST: a host agent offering `count`
+ * batches of capacity (1..1024); CLIENT: a pool that submits work (count
+ * 0); WELCOME: serve's answer, opening session `batch` (non-zero), with the
+ * heartbeat interval in aux (ns, > 0) and the intervals of silence after
+ * which a peer is declared gone in count (1..1000).  HOST and CLIENT carry
+ * one more frame: the peer's name (1..POOL_WIRE_NAME_MAX bytes of printable
+ * ASCII, checked by pool__wire_name_check). */
+#define POOL_WIRE_F_HOST 0x0100
+#define POOL_WIRE_F_CLIENT 0x0200
+#define POOL_WIRE_F_WELCOME 0x0400
+#define POOL_WIRE_NAME_MAX 255
 
 /* The buffer table of a POOL_WIRE_F_SHM message: hdr.nbufs entries of 16
  * bytes {u64 off, u64 len}.  off == POOL_WIRE_SHM_INLINE (len 0): buffer k
@@ -122,6 +145,10 @@ pk_err_t pool__wire_hdr_parse(const void *data, size_t len, pool__wire_hdr_t *h,
 /* The number of frames a message with header h must have in all (with
  * POOL_WIRE_F_SHM, one more: the buffer table after the payload). */
 size_t pool__wire_nframes(const pool__wire_hdr_t *h);
+
+/* Checks a HELLO's name frame: 1..POOL_WIRE_NAME_MAX bytes, each printable
+ * ASCII (0x20..0x7e).  Returns PK_OK or PK_EPROTO. */
+pk_err_t pool__wire_name_check(const void *data, size_t len, pk_error_t *err);
 
 /* Appends a record header {len, nbufs, status} to *out-of-buffer bytes at p. */
 void pool__wire_rec_encode(uint8_t *p, uint32_t len, uint32_t nbufs,

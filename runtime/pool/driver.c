@@ -19,6 +19,9 @@
 
 #define TARGET_BATCH_NS 3000000ull /* aim: ~3 ms of work per batch */
 #define FIRST_CHUNK 4
+/* A remote pool's batch crosses four hops and is split again on its host,
+ * so its first batches, made before any item time is known, are bigger. */
+#define REMOTE_FIRST_CHUNK 256
 #define BATCH_BYTES ((size_t)8 << 20) /* big items: about this much a batch */
 #define MAX_CHUNK (1u << 20)
 #define OOB_MIN 1024 /* smaller buffers are pickled in band */
@@ -202,7 +205,8 @@ static pool__batch_t *enc_batch(pool__job_t *j, enc_t *e, pk_doc_t **doc,
 
 /* The whole call fails, once, when the pool's workers cannot have the
  * function: not registered in this process (which loaded every plugin of
- * the pool), or registered after the pool forked its workers. */
+ * the pool), or registered after the pool forked its workers.  A remote
+ * pool's functions are the hosts' business. */
 static pk_err_t check_function(const pool_t *p, const char *module,
                                const char *func, pk_error_t *err)
 {
@@ -211,6 +215,8 @@ static pk_err_t check_function(const pool_t *p, const char *module,
     char loaded[200];
     size_t n, len = 0;
 
+    if (p->cfg.remote)
+        return PK_OK; /* the hosts have the functions, and say when not */
     if (pool__registry_lookup(module, func, NULL, &gen) != NULL) {
         if (gen <= p->cfg.reg_gen)
             return PK_OK;
@@ -362,7 +368,8 @@ static size_t pick_chunk(pool__drive_t *d)
     size_t c = j->chunksize;
     if (c == 0) {
         uint64_t ns = atomic_load(&j->item_ns);
-        c = ns == 0 ? FIRST_CHUNK : (size_t)(TARGET_BATCH_NS / ns);
+        c = ns == 0 ? (d->p->cfg.remote ? REMOTE_FIRST_CHUNK : FIRST_CHUNK)
+                    : (size_t)(TARGET_BATCH_NS / ns);
         if (c > MAX_CHUNK)
             c = MAX_CHUNK;
         if (j->total != SIZE_MAX) {

@@ -12,6 +12,7 @@
 #include "core/common.h"
 #include "pool/driver.h"
 #include "pool/outcome.h"
+#include "pool/scaleout.h"
 #include "pool/wait.h"
 
 /* The source: the caller's pull function, whose items are built in the
@@ -52,16 +53,17 @@ struct pool_iter {
 };
 
 static pk_err_t iter_start(pool_t *p, pool_iter_t **itp, int ordered,
-                           const pool__src_ops_t *src, const char *module,
-                           const char *func, const pool_raw_item_t *raw_call,
+                           uint16_t flags, const pool__src_ops_t *src,
+                           const char *module, const char *func,
+                           const pool_raw_item_t *raw_call,
                            const pool_call_opts_t *copts, pk_error_t *err)
 {
     pool_iter_t *it = pk__calloc(1, sizeof *it);
     if (it == NULL)
         return pk__err(err, PK_ENOMEM, "out of memory");
     pk_err_t rc = pool__drive_start(
-        &it->d, p, ordered ? POOL_JOB_IMAP : POOL_JOB_IMAP_UNORDERED, 0, src,
-        module, func, NULL, raw_call, copts, SIZE_MAX, err);
+        &it->d, p, ordered ? POOL_JOB_IMAP : POOL_JOB_IMAP_UNORDERED, flags,
+        src, module, func, NULL, raw_call, copts, SIZE_MAX, err);
     if (rc != PK_OK) {
         pk__free(it);
         return rc;
@@ -80,8 +82,8 @@ static pk_err_t imap_start(pool_t *p, const char *module, const char *func,
     if (p == NULL || next == NULL || itp == NULL)
         return pk__err(err, PK_EINVAL, "pool_imap: NULL argument");
     pool_iter_t *it = NULL;
-    pk_err_t rc =
-        iter_start(p, &it, ordered, &src_pull, module, func, NULL, copts, err);
+    pk_err_t rc = iter_start(p, &it, ordered, 0, &src_pull, module, func, NULL,
+                             copts, err);
     if (rc != PK_OK)
         return rc;
     it->d.in.pull.fn = next;
@@ -104,18 +106,21 @@ static pk_err_t raw_next(pool__drive_t *d, pool_raw_item_t *item,
 static const pool__src_ops_t src_raw = {.flags = POOL_SRC_STREAM,
                                         .next_raw = raw_next};
 
-pk_err_t pool_imap_raw(pool_t *p, const void *call, size_t call_len,
-                       pool_raw_next_fn next, void *ctx, int ordered,
-                       const pool_call_opts_t *copts, pool_iter_t **itp,
-                       pk_error_t *err)
+pk_err_t pool__imap_raw_flags(pool_t *p, const void *call, size_t call_len,
+                              uint16_t flags, pool_raw_next_fn next, void *ctx,
+                              int ordered, const pool_call_opts_t *copts,
+                              pool_iter_t **itp, pk_error_t *err)
 {
     if (p == NULL || next == NULL || itp == NULL ||
         (call == NULL && call_len > 0))
         return pk__err(err, PK_EINVAL, "pool_imap_raw: NULL argument");
+    if (flags & (uint16_t)~POOL_WIRE_F_STARARGS)
+        return pk__err(err, PK_EINVAL, "pool_imap_raw: flags 0x%04x",
+                       (unsigned)flags);
     pool_raw_item_t frame = {.data = call, .len = call_len};
     pool_iter_t *it = NULL;
-    pk_err_t rc = iter_start(p, &it, ordered != 0, &src_raw, NULL, NULL, &frame,
-                             copts, err);
+    pk_err_t rc = iter_start(p, &it, ordered != 0, flags, &src_raw, NULL, NULL,
+                             &frame, copts, err);
     if (rc != PK_OK)
         return rc;
     it->d.in.raw.fn = next;
@@ -124,6 +129,15 @@ pk_err_t pool_imap_raw(pool_t *p, const void *call, size_t call_len,
     pool__drive_feed(&it->d);
     *itp = it;
     return PK_OK;
+}
+
+pk_err_t pool_imap_raw(pool_t *p, const void *call, size_t call_len,
+                       pool_raw_next_fn next, void *ctx, int ordered,
+                       const pool_call_opts_t *copts, pool_iter_t **itp,
+                       pk_error_t *err)
+{
+    return pool__imap_raw_flags(p, call, call_len, 0, next, ctx, ordered, copts,
+                                itp, err);
 }
 
 pk_err_t pool_imap(pool_t *p, const char *module, const char *func,

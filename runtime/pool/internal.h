@@ -204,6 +204,8 @@ typedef struct pool__cfg {
     pool__lane_t *lanes;    /* one per slot, in the sb mapping; or NULL */
     pool__shm_t *shm;       /* the arena, or NULL */
     int heap;               /* the workers map the shared heap (ipc/shm.h) */
+    int remote;             /* a remote pool: functions live on the hosts
+                               (pool/scaleout.h) */
     uint64_t shm_off;
     void *zctx;       /* the master's ZeroMQ context */
     pthread_t thread; /* the master thread */

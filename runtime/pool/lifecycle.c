@@ -19,6 +19,7 @@
 #include "core/common.h"
 #include "picklepool/registry.h"
 #include "pool/internal.h"
+#include "pool/scaleout.h"
 #include "pool/wait.h"
 #include "proc/forkserver.h"
 #include "proc/registry_int.h"
@@ -199,6 +200,9 @@ static pk_err_t check_opts(const pool_opts_t *o, pk_error_t *err)
     return PK_OK;
 }
 
+static pk_err_t pool_create_opts(pool_t **pp, const pool_opts_t *opts,
+                                 pk_error_t *err);
+
 pk_err_t pool_create(pool_t **pp, const pool_opts_t *user, pk_error_t *err)
 {
     if (pp == NULL)
@@ -225,6 +229,30 @@ pk_err_t pool_create(pool_t **pp, const pool_opts_t *user, pk_error_t *err)
     rc = pool_global_init(err);
     if (rc != PK_OK)
         return rc;
+    /* A remote pool is a local pool of one forwarder (scaleout.h). */
+    pool__remote_argv_t *ra = NULL;
+    if (o.address != NULL) {
+        ra = pk__malloc(sizeof *ra);
+        if (ra == NULL)
+            return pk__err(err, PK_ENOMEM, "out of memory");
+        rc = pool__remote_prepare(&o, ra, err);
+        if (rc == PK_OK)
+            rc = check_opts(opts, err);
+        if (rc != PK_OK) {
+            pk__free(ra);
+            return rc;
+        }
+    }
+    rc = pool_create_opts(pp, opts, err);
+    pk__free(ra);
+    return rc;
+}
+
+/* pool_create with checked options (o->address handled). */
+static pk_err_t pool_create_opts(pool_t **pp, const pool_opts_t *opts,
+                                 pk_error_t *err)
+{
+    pk_err_t rc;
     for (size_t i = 0; i < opts->nplugins; i++) {
         rc = pool_plugin_load(opts->plugins[i], err);
         if (rc == PK_OK)
@@ -360,10 +388,12 @@ pk_err_t pool_create(pool_t **pp, const pool_opts_t *user, pk_error_t *err)
     /* Callers' shared arrays (picklepool/shared.h): without the heap the
      * pool works, and pool_shared_alloc says why there is none. */
     pool__heap_t *heap = NULL;
-    (void)pool__heap_get(&heap, NULL);
+    if (opts->address == NULL) /* a forwarder reads no memory of ours */
+        (void)pool__heap_get(&heap, NULL);
     cfg.heap_fd = -1;
     cfg.heap_size = heap != NULL ? heap->size : 0;
     p->cfg.heap = heap != NULL;
+    p->cfg.remote = opts->address != NULL;
     rc = pool__fs_open_pool(&cfg, p->cfg.memfd, heap != NULL ? heap->fd : -1,
                             &p->m.chan, err);
     if (rc != PK_OK)

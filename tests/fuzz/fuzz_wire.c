@@ -9,7 +9,8 @@
  *   2  a whole message: a 32-byte header then the payload, interpreted as
  *      the master and the worker do: records (task or outcome form) or a
  *      raw vector, then every successful record's pickle decoded with its
- *      out-of-band buffers (fake ones of the right count);
+ *      out-of-band buffers (fake ones of the right count); for a HELLO,
+ *      the payload is its name frame (pool__wire_name_check);
  *   3  a record payload with count and nbufs taken from its first bytes;
  *      with the mode byte's top bit set instead a POOL_WIRE_F_SHM buffer
  *      table (pool__wire_shm_parse): nbufs from the next byte, then frame
@@ -101,6 +102,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             break;
         const uint8_t *pl = data + POOL_WIRE_HDR_SIZE;
         size_t plen = size - POOL_WIRE_HDR_SIZE;
+        if (h.kind == POOL_WIRE_HELLO) {
+            /* the rest is the peer's name frame, as serve reads it */
+            if (pool__wire_name_check(pl, plen, &err) == PK_OK)
+                for (size_t i = 0; i < plen; i++)
+                    if (pl[i] < 0x20 || pl[i] > 0x7e)
+                        abort();
+            break;
+        }
         if (h.kind != POOL_WIRE_TASK && h.kind != POOL_WIRE_RESULT)
             break;
         if (h.flags & (POOL_WIRE_F_VEC_I64 | POOL_WIRE_F_VEC_F64)) {

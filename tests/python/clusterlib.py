@@ -167,6 +167,7 @@ class Host:
         self.ns = ns
         self.addr = addr
         self.link = link  # its veth end in the root namespace
+        self.procs = []   # what popen started, for close()
 
     def argv(self, argv):
         """argv run inside this host's namespace."""
@@ -178,7 +179,9 @@ class Host:
         return _run(self.argv(argv), timeout=timeout, check=check)
 
     def popen(self, argv, **kw):
-        return subprocess.Popen(self.argv(argv), **kw)
+        p = subprocess.Popen(self.argv(argv), **kw)
+        self.procs.append(p)
+        return p
 
     def __repr__(self):
         return "Host(%d, %s, %s)" % (self.index, self.ns or "-", self.addr)
@@ -303,6 +306,13 @@ class NetnsCluster:
         """Deletes every namespace and link this cluster made (processes
         still running in a namespace keep it alive only until they end).
         Idempotent; never raises."""
+        # what popen started: `ip netns pids` misses a process that has
+        # not entered its namespace yet (ip netns exec, just started)
+        for h in self.hosts:
+            for p in h.procs:
+                with contextlib.suppress(ProcessLookupError, OSError):
+                    if p.poll() is None:
+                        p.kill()
         for ns in reversed(self._made_ns):
             p = _run(["ip", "netns", "pids", ns], check=False)
             for pid in p.stdout.split():
@@ -573,6 +583,14 @@ class SlurmCluster:
                        state or p.stderr.strip(), self._logs()))
             time.sleep(0.1)
 
+    def srun_command(self, args, env=None):
+        """(argv, environment) of `srun ARGS...` in the cluster, for a
+        caller that starts it in the background (its Popen is the caller's
+        to stop).  env: variables added to the cluster's environment."""
+        e = dict(self.env)
+        e.update(env or {})
+        return [_which("srun")] + list(args), e
+
     def srun(self, args, timeout=60):
         """Runs `srun ARGS...` in the cluster; returns the CompletedProcess
         (text).  Raises RuntimeError when it does not end within timeout."""
@@ -644,10 +662,11 @@ def mpirun_unavailable():
     return None
 
 
-def mpirun(n, argv, timeout=60):
-    """Runs `mpirun -n N ARGV...` (as root too, oversubscribing the cores,
-    unbound) and returns the CompletedProcess (text).  Raises Unavailable
-    when mpirun is missing, RuntimeError when it outlives `timeout`."""
+def mpirun_command(n, argv, env=None):
+    """(argv, environment) of `mpirun -n N ARGV...` as mpirun() runs it, for
+    a caller that starts it in the background (its Popen is the caller's to
+    stop).  env: variables added to the clean environment.  Raises
+    Unavailable when mpirun is missing."""
     why = mpirun_unavailable()
     if why is not None:
         raise Unavailable(why)
@@ -656,7 +675,14 @@ def mpirun(n, argv, timeout=60):
         cmd.append("--allow-run-as-root")
     cmd += ["--oversubscribe", "--bind-to", "none", "-n", str(n)] + list(argv)
     # no enclosing job's variables, and no ssh: everything runs here
-    env = _clean_env()
-    env = {k: v for k, v in env.items() if not k.startswith(("OMPI_",
-                                                              "PMIX_"))}
+    e = _clean_env(env)
+    e = {k: v for k, v in e.items() if not k.startswith(("OMPI_", "PMIX_"))}
+    return cmd, e
+
+
+def mpirun(n, argv, timeout=60):
+    """Runs `mpirun -n N ARGV...` (as root too, oversubscribing the cores,
+    unbound) and returns the CompletedProcess (text).  Raises Unavailable
+    when mpirun is missing, RuntimeError when it outlives `timeout`."""
+    cmd, env = mpirun_command(n, argv)
     return _run(cmd, timeout=timeout, check=False, env=env)
