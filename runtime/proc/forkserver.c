@@ -15,6 +15,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <netdb.h>
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
@@ -679,6 +680,19 @@ static int fs_hung_up(void)
     return 0;
 }
 
+/* Every worker's first ZeroMQ context looks up a protocol (OpenPGM's
+ * initialisation, inside zmq_ctx_new), and a process's first lookup reads
+ * nsswitch.conf and searches the library path for each service module
+ * (about 150 failing stats where libnss_db is not installed).  Done once
+ * here, before the fork server is forked, every worker inherits the
+ * loaded configuration and starts that much faster. */
+static void warm_resolver(void)
+{
+    struct protoent pe, *res = NULL;
+    char buf[1024];
+    (void)getprotobyname_r("tcp", &pe, buf, sizeof buf, &res);
+}
+
 pk_err_t pool__fs_init(pool_worker_main_fn main, void (*at_fork)(void),
                        pk_error_t *err)
 {
@@ -697,6 +711,7 @@ pk_err_t pool__fs_init(pool_worker_main_fn main, void (*at_fork)(void),
         rc = pool__topo_load(&fs_topology, NULL, err);
         if (rc != PK_OK)
             goto out;
+        warm_resolver();
     }
     int sv[2];
     if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) != 0) {
