@@ -18,7 +18,7 @@ import pickle
 import sys
 import threading
 
-from . import _lib, _protocol
+from . import _lib, _protocol, worker
 from .native import dumps_item, exception_of, native
 
 __all__ = ["Pool", "AsyncResult", "WorkerCrashed", "RemoteTraceback"]
@@ -469,6 +469,9 @@ class Pool:
         self._lock = threading.Lock()
         self._natives = {}  # plugins -> _Handle of a pool of native workers
         self._frames = {}   # (mode, func) -> its call frame
+        # Workers are forks of this process's copy, taken now if this is
+        # the first pool (worker.py); the exec'd command is the fallback.
+        forked = worker.start_fork_server()
         o = _lib.PoolOpts()
         _lib.pool_opts_init(ctypes.byref(o))
         o.workers = processes or 0
@@ -490,6 +493,9 @@ class Pool:
             *[os.fsencode(e) for e in env], None)
         o.worker_argv = c_argv
         o.worker_env = c_env
+        if forked:
+            o.worker_main = ctypes.cast(worker.FORK_MAIN,
+                                        ctypes.c_void_p).value
         self._native_opts = (o.workers, o.placement, o.retries,
                              o.maxtasksperchild, o.max_rss)
         self._handle = self._create(o, "cannot start the pool")
