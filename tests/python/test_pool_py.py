@@ -1,5 +1,6 @@
 """The Python front-end (python/picklepool): multiprocessing.Pool's API on
-the C runtime, with Python workers the runtime execs, pins and supervises.
+the C runtime, with Python workers the runtime starts (forked, or exec'd:
+every test runs both ways), pins and supervises.
 
 Every pool runs in a child interpreter with a time limit (run_py), so a
 hang fails its test instead of blocking CI, and each child checks that it
@@ -16,6 +17,11 @@ import pytest
 
 from pyhelpers import PRELUDE, PYTHON, ROOT, library, run_py  # noqa: F401
 from pyhelpers import env as _env
+from pyhelpers import worker_mode  # noqa: F401
+
+# Every behaviour holds for workers forked from the fork server and for
+# exec'd ones alike.
+pytestmark = pytest.mark.usefixtures("worker_mode")
 
 
 def test_map_family_in_order():
