@@ -664,6 +664,19 @@ static void test_forked_fallback(void **state)
     char stc;
     assert_int_equal(sscanf(strrchr(buf, ')') + 1, " %c %d", &stc, &fs), 2);
     assert_int_equal(kill(fs, SIGKILL), 0);
+    /* dead (a zombie until the library reaps it): its channel is closed,
+     * so the next pool_create sees that it is gone */
+    for (int tries = 0; tries < 1000; tries++) {
+        snprintf(path, sizeof path, "/proc/%d/stat", fs);
+        f = fopen(path, "r");
+        n = f != NULL ? fread(buf, 1, sizeof buf - 1, f) : 0;
+        if (f != NULL)
+            fclose(f);
+        buf[n] = '\0';
+        if (n == 0 || strstr(buf, ") Z ") != NULL)
+            break;
+        tp_sleep_s(0.01);
+    }
     pool_destroy(&p);
     forked_opts(&o, 1);
     p = tp_start(&o);
