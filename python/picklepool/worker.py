@@ -135,8 +135,11 @@ def main():
 _getenv = ctypes.CDLL(None).getenv
 _getenv.restype = ctypes.c_char_p
 _getenv.argtypes = [ctypes.c_char_p]
-_AFTER_FORK_CHILD = ctypes.cast(ctypes.pythonapi.PyOS_AfterFork_Child,
-                                ctypes.c_void_p).value
+try:
+    _AFTER_FORK_CHILD = ctypes.cast(ctypes.pythonapi.PyOS_AfterFork_Child,
+                                    ctypes.c_void_p).value
+except (AttributeError, OSError, ValueError):  # no CPython C API: exec
+    _AFTER_FORK_CHILD = None
 _started = None  # the pid whose fork server runs _forked_main
 
 
@@ -194,9 +197,11 @@ def start_fork_server():
     it before the first pool: a fork server that already runs (made by a
     pool of this process, or by C code) cannot, and pools then exec their
     workers.  Returns whether pools should ask for forked workers: False
-    when PICKLEPOOL_PYTHON_EXEC is set to a non-empty value other than 0."""
+    when PICKLEPOOL_PYTHON_EXEC is set to a non-empty value other than 0,
+    or on an interpreter without CPython's fork API."""
     global _started
-    if os.environ.get("PICKLEPOOL_PYTHON_EXEC", "0") not in ("", "0"):
+    if (os.environ.get("PICKLEPOOL_PYTHON_EXEC", "0") not in ("", "0") or
+            _AFTER_FORK_CHILD is None):
         return False
     pid = os.getpid()
     if _started == pid:
