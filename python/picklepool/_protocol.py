@@ -210,11 +210,6 @@ def run_initializer(text):
     pickle.loads(fpickle)(*initargs)
 
 
-# The variables a pool sets for its workers (worker_env, and INIT_ENV for
-# an initializer): what a forked worker takes from its C environment.
-WORKER_ENV_NAMES = ("PYTHONPATH", "PICKLEPOOL_LIB", INIT_ENV)
-
-
 def worker_env():
     """What a Python worker needs in its environment to import what the
     caller can (its sys.path, and this package's library)."""

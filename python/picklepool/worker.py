@@ -29,8 +29,9 @@ import ctypes
 import gc
 import os
 import pickle
-import signal
 import sys
+
+import _signal
 
 from . import _lib, _protocol
 
@@ -92,9 +93,9 @@ def _handle(ctx, call_p, out_p, err_p):
 _HANDLER = _lib.RAW_FN(_handle)  # made once: a forked worker has it already
 
 
-def _serve():
-    """Runs the pool's initializer, then the worker loop; the exit status."""
-    init = os.environ.pop(_protocol.INIT_ENV, None)
+def _serve(init):
+    """Runs the pool's initializer (init: its text, or None), then the
+    worker loop; the exit status."""
     if init:
         _protocol.run_initializer(init)
     status = ctypes.c_int(1)
@@ -120,7 +121,7 @@ def _exit(status):
 
 def main():
     """``python -m picklepool.worker``: an exec'd worker."""
-    _exit(_serve())
+    _exit(_serve(os.environ.pop(_protocol.INIT_ENV, None)))
 
 
 # ---- workers forked from the fork server ------------------------------------
@@ -141,30 +142,44 @@ try:
 except (AttributeError, OSError, ValueError):  # no CPython C API: exec
     _AFTER_FORK_CHILD = None
 _started = None  # the pid whose fork server runs _forked_main
+_snapshot_env = {}  # worker_env() as bytes when the fork server was made
 
 
 def _adopt_environment():
     """os.environ is the caller's copy from when the fork server was made:
     bring in the pool's worker_env, which the fork server set in the C
-    environment (subprocesses get that one), and put the caller's sys.path
-    of the pool's creation (its PYTHONPATH) in front of the copied one."""
-    for name in _protocol.WORKER_ENV_NAMES:
-        v = _getenv(name.encode())
+    environment (subprocesses get that one), put the caller's sys.path of
+    the pool's creation (its PYTHONPATH) in front of the copied one, and
+    return the initializer's text (or None).  Cheap where nothing changed
+    since the snapshot (the usual case): the fewer of the copied objects
+    and code a worker touches before it serves, the fewer pages it copies.
+    os.environ's mapping is updated without putenv: the C environment has
+    the values already."""
+    data = os.environ._data
+    for key, snap in _snapshot_env.items():
+        v = _getenv(key)
         if v is not None:
-            os.environ[name] = os.fsdecode(v)
-    front = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep)
-             if p]
-    if front:
-        sys.path[:] = front + [p for p in sys.path if p not in front]
+            data[key] = v
+            if key == b"PYTHONPATH" and v != snap:
+                front = [os.fsdecode(p) for p in v.split(os.pathsep.encode())
+                         if p]
+                sys.path[:] = front + [p for p in sys.path if p not in front]
+    init = _getenv(_protocol.INIT_ENV.encode())
+    if init is None:
+        return None
+    os.unsetenv(_protocol.INIT_ENV)  # as an exec'd worker pops it
+    return init.decode("ascii")
 
 
 def _reset_signals():
     """The handlers a fresh interpreter installs (the fork server set every
-    disposition to the default; handlers of the caller's are not run)."""
-    signal.signal(signal.SIGINT, signal.default_int_handler)
+    disposition to the default; handlers of the caller's are not run).
+    Through _signal: signal.signal's enum conversions cost more here than
+    the system calls."""
+    _signal.signal(_signal.SIGINT, _signal.default_int_handler)
     for name in ("SIGPIPE", "SIGXFSZ"):
-        if hasattr(signal, name):
-            signal.signal(getattr(signal, name), signal.SIG_IGN)
+        if hasattr(_signal, name):
+            _signal.signal(getattr(_signal, name), _signal.SIG_IGN)
 
 
 def _forked_main(arg):
@@ -177,8 +192,7 @@ def _forked_main(arg):
         # heap alone keeps its pages shared.
         gc.freeze()
         _reset_signals()
-        _adopt_environment()
-        status = _serve()
+        status = _serve(_adopt_environment())
     except BaseException:  # noqa: B902 - a worker must end, not unwind
         try:
             import traceback
@@ -213,6 +227,9 @@ def start_fork_server():
             f.flush()
         except (AttributeError, OSError, ValueError):
             pass
+    for kv in _protocol.worker_env():  # what pools will mostly set again
+        k, _, v = kv.partition("=")
+        _snapshot_env[os.fsencode(k)] = os.fsencode(v)
     api = ctypes.pythonapi
     api.PyOS_BeforeFork()
     try:
