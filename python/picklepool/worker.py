@@ -182,6 +182,18 @@ def _reset_signals():
             _signal.signal(getattr(_signal, name), _signal.SIG_IGN)
 
 
+def _reseed():
+    """Fresh entropy for numpy's global generator, as an exec'd worker's
+    has: a copy's would repeat the caller's sequence in every worker (the
+    standard random module reseeds itself after a fork; numpy does not)."""
+    nprandom = sys.modules.get("numpy.random")
+    if nprandom is not None:
+        try:
+            nprandom.seed()
+        except Exception:  # a numpy without the legacy global generator
+            pass
+
+
 def _forked_main(arg):
     """The worker main (pool_worker_main_fn) of a forked worker; never
     returns."""
@@ -192,6 +204,7 @@ def _forked_main(arg):
         # heap alone keeps its pages shared.
         gc.freeze()
         _reset_signals()
+        _reseed()
         status = _serve(_adopt_environment())
     except BaseException:  # noqa: B902 - a worker must end, not unwind
         try:

@@ -6,9 +6,10 @@ What that copy must and must not carry: it runs the caller's command line
 with the fork server as parent; it sees the sys.path and initializer of the
 pool that starts it, not only the snapshot's; the caller's threads, open
 descriptors, buffered output, garbage and atexit handlers stay the
-caller's; it keeps working when the caller had threads (some holding the
-GIL) or forked; and a fork server the front-end did not start makes the
-pool exec its workers instead.  Tests that hold for exec'd workers too run
+caller's; its random generators (random's, numpy's global one) are not
+the caller's; it keeps working when the caller had threads (some holding
+the GIL) or forked; and a fork server the front-end did not start makes
+the pool exec its workers instead.  Tests that hold for exec'd workers too run
 both ways (worker_mode).  Every pool runs in a child interpreter with a time
 limit (run_ok).
 """
@@ -239,3 +240,20 @@ def test_child_of_the_caller_gets_its_own_fork_server():
                 status
             assert p.map(abs, [-2]) == [2]
     """, setup=SETUP)
+
+
+@pytest.mark.usefixtures("worker_mode")
+def test_random_generators_differ_between_workers():
+    pytest.importorskip("numpy")
+    run_ok("""
+        import random
+        import numpy as np
+        np.random.seed(1)
+        random.seed(1)
+        def draw(_):
+            return np.random.randint(1 << 62), random.getrandbits(62)
+        with Pool(2, maxtasksperchild=1) as p:  # a new worker per item
+            got = p.map(draw, range(8), chunksize=1)
+        assert len({a for a, _ in got}) == 8, got  # numpy: not the caller's
+        assert len({b for _, b in got}) == 8, got  # stdlib random
+    """)
