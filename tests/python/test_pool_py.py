@@ -218,6 +218,21 @@ def test_initializer_and_maxtasksperchild():
     assert out.strip() == "ok"
 
 
+def test_max_rss_recycles_workers():
+    out = run_py("""
+        kept = []
+        def grow(_):  # 64 MiB more resident each call, kept
+            kept.append(b"x" * (64 << 20))
+            return os.getpid()
+        with Pool(1, max_rss=150 << 20) as p:
+            pids = p.map(grow, range(6), chunksize=1)
+            assert len(set(pids)) >= 2, pids  # retired above 150 MiB
+            assert sum(s["restarts"] for s in p.stats()) >= 1
+        print("ok")
+    """)
+    assert out.strip() == "ok"
+
+
 def test_unpicklable_argument_fails_alone():
     out = run_py("""
         import threading
