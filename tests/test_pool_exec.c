@@ -29,6 +29,7 @@
 #include <cmocka.h>
 
 #include "lib/pool_helpers.h"
+#include "lib/procfs.h"
 #include "lib/runner.h"
 #include "picklepool.h"
 
@@ -269,12 +270,10 @@ static void test_exec_raw_map(void **state)
     pool_destroy(&p);
 }
 
-static void test_exec_failures(void **state)
+/* On a pool with retries = 1: a failing item, a poison item and a hung
+ * one (timed out) fail alone, and the respawned workers serve. */
+static void expect_failures_alone(pool_t *p)
 {
-    pool_opts_t o;
-    exec_opts(&o, 2);
-    o.retries = 1;
-    pool_t *p = tp_start(&o);
     const char *v[] = {"a", "fail", "b", "die", "c", "hang", "d"};
     pool_call_opts_t co;
     pool_call_opts_init(&co);
@@ -304,13 +303,22 @@ static void test_exec_failures(void **state)
     assert_int_equal(got, 7);
     pool_iter_free(&it);
     assert_true(tp_restarts(p) >= 2); /* the poison item's, the timeout's */
-    /* the respawned exec'd workers serve */
+    /* the respawned workers serve */
     const char *w[] = {"again"};
     items_t s2 = {w, 1, 0, NULL, 0};
     it = start_raw(p, &s2, 1, NULL);
     CHECK_OK(pool_iter_next_raw(it, &r, 30));
     expect_reversed(&r, "again", "");
     pool_iter_free(&it);
+}
+
+static void test_exec_failures(void **state)
+{
+    pool_opts_t o;
+    exec_opts(&o, 2);
+    o.retries = 1;
+    pool_t *p = tp_start(&o);
+    expect_failures_alone(p);
     pool_destroy(&p);
 }
 
@@ -583,30 +591,8 @@ static void test_forked_respawn(void **state)
     o.retries = 1;
     o.maxtasksperchild = 3;
     pool_t *p = tp_start(&o);
-    const char *v[] = {"a", "die", "b", "hang", "c", "d", "e", "f"};
-    pool_call_opts_t co;
-    pool_call_opts_init(&co);
-    co.chunksize = 1;
-    co.timeout = 0.5;
-    items_t s = {v, 8, 0, NULL, 0};
-    pool_iter_t *it = start_raw(p, &s, 1, &co);
-    pool_raw_result_t r;
-    size_t got = 0;
-    pk_err_t rc;
-    while ((rc = pool_iter_next_raw(it, &r, 60)) == PK_OK) {
-        assert_int_equal(r.index, got);
-        if (got == 1)
-            assert_int_equal(r.status, PK_ECRASHED);
-        else if (got == 3)
-            assert_int_equal(r.status, PK_ETIMEDOUT);
-        else
-            expect_reversed(&r, v[got], "");
-        got++;
-    }
-    assert_int_equal(rc, PK_EOF);
-    assert_int_equal(got, 8);
-    pool_iter_free(&it);
-    assert_true(tp_restarts(p) >= 3); /* poison, timeout, retirements */
+    expect_failures_alone(p);
+    assert_true(tp_restarts(p) >= 3); /* and retirements */
     expect_started(p, 2, "main");
     pool_destroy(&p);
 }
@@ -643,8 +629,8 @@ static void test_forked_fallback(void **state)
     p = tp_start(&o);
     expect_started(p, 1, "exec");
 
-    /* started with it, then killed: the pool says so, the next pool gets
-     * a plain fork server and execs */
+    /* started with it, then killed: the next pool gets a plain fork
+     * server, and execs */
     pool_destroy(&p);
     CHECK_OK(pool_global_fini(E_));
     CHECK_OK(pool_global_init_main(forked_main, forked_at_fork, E_));
@@ -652,28 +638,15 @@ static void test_forked_fallback(void **state)
     p = tp_start(&o);
     expect_started(p, 1, "main");
     pool_worker_stats_t st[1];
+    procfs_proc_t pr;
     tp_stats(p, st, 1);
-    char path[64], buf[512];
-    snprintf(path, sizeof path, "/proc/%d/stat", st[0].pid);
-    FILE *f = fopen(path, "r");
-    assert_non_null(f);
-    size_t n = fread(buf, 1, sizeof buf - 1, f);
-    fclose(f);
-    buf[n] = '\0';
-    int fs = 0;
-    char stc;
-    assert_int_equal(sscanf(strrchr(buf, ')') + 1, " %c %d", &stc, &fs), 2);
+    assert_int_equal(procfs_stat(st[0].pid, &pr), 0);
+    int fs = pr.ppid;
     assert_int_equal(kill(fs, SIGKILL), 0);
     /* dead (a zombie until the library reaps it): its channel is closed,
      * so the next pool_create sees that it is gone */
     for (int tries = 0; tries < 1000; tries++) {
-        snprintf(path, sizeof path, "/proc/%d/stat", fs);
-        f = fopen(path, "r");
-        n = f != NULL ? fread(buf, 1, sizeof buf - 1, f) : 0;
-        if (f != NULL)
-            fclose(f);
-        buf[n] = '\0';
-        if (n == 0 || strstr(buf, ") Z ") != NULL)
+        if (procfs_stat(fs, &pr) != 0 || pr.state == 'Z')
             break;
         tp_sleep_s(0.01);
     }
