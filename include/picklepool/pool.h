@@ -85,9 +85,11 @@ typedef struct pool_opts {
      * arena at the moment fall back to the socket. */
     size_t shm_bytes;
     size_t shm_threshold;
-    /* Fast lane for single calls (pool_apply_async): a worker with nothing
-     * to do busy-polls a shared-memory mailbox for up to spin_us
-     * microseconds, and a caller waiting on a future polls for the reply as
+    /* Fast lane for single calls (pool_apply_async): a worker that has
+     * finished a piece of work and has nothing more to do busy-polls a
+     * shared-memory mailbox for up to spin_us microseconds (a fresh worker
+     * does not, until its first piece of work: a pool's first call takes
+     * the socket), and a caller waiting on a future polls for the reply as
      * long before it sleeps, so a short apply round trip takes no blocking
      * wake-up.  0: 200 us (default); < 0: no fast lane (every call goes
      * through the scheduler thread and the socket).  Costs: each idle
