@@ -35,7 +35,6 @@ run `make` first.
 """
 
 import argparse
-import ctypes
 import os
 import platform
 import signal
@@ -886,11 +885,11 @@ def parse(argv):
 
 def early_init():
     """The picklepool fork server, started before any other pool starts a
-    thread (DESIGN.md: programs with threads call the early init)."""
-    import picklepool._lib as lib
-    err = lib.PkError()
-    if lib.pool_global_init(ctypes.byref(err)) != 0:
-        raise RuntimeError("pool_global_init: " + err.text())
+    thread (DESIGN.md: programs with threads call the early init), as the
+    first picklepool.Pool starts it: able to fork Python workers (unless
+    PICKLEPOOL_PYTHON_EXEC=1 asks for exec'd ones)."""
+    from picklepool import worker
+    worker.start_fork_server()
 
 
 def main(argv=None):

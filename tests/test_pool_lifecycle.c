@@ -130,21 +130,11 @@ static void test_create_refusals(void **state)
 static pid_t fork_server_of(pool_t *p)
 {
     pool_worker_stats_t st[1];
+    procfs_proc_t pr;
     tp_stats(p, st, 1);
-    char path[64], buf[512];
-    snprintf(path, sizeof path, "/proc/%d/stat", st[0].pid);
-    FILE *f = fopen(path, "r");
-    assert_non_null(f);
-    size_t n = fread(buf, 1, sizeof buf - 1, f);
-    fclose(f);
-    buf[n] = '\0';
-    const char *rp = strrchr(buf, ')'); /* "pid (comm) state ppid ..." */
-    assert_non_null(rp);
-    char state;
-    int ppid = 0;
-    assert_int_equal(sscanf(rp + 1, " %c %d", &state, &ppid), 2);
-    assert_true(ppid > 1 && ppid != getpid());
-    return (pid_t)ppid;
+    assert_int_equal(procfs_stat(st[0].pid, &pr), 0);
+    assert_true(pr.ppid > 1 && pr.ppid != getpid());
+    return (pid_t)pr.ppid;
 }
 
 static void test_api_rules(void **state)

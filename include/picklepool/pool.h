@@ -17,7 +17,9 @@
  * process, set PR_SET_PDEATHSIG, bind themselves to their core, and only then
  * create their own ZeroMQ context (so its I/O threads inherit the binding).
  * Programs that start threads of their own before their first pool should call
- * pool_global_init() first, while still single-threaded.
+ * pool_global_init() first, while still single-threaded.  Pools of exec'd
+ * workers (worker_argv) may have them forked from the fork server instead,
+ * running a main of the caller's (worker_main, pool_global_init_main).
  *
  * Thread-safety: one pool may be used from several threads at once (calls are
  * serialised internally), except pool_destroy, which must not race other calls
@@ -36,6 +38,7 @@
 #include "pickle.h"
 #include "placement.h"
 #include "value.h"
+#include "worker.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -88,9 +91,11 @@ typedef struct pool_opts {
      * not fit in its worker's region, takes the socket. */
     size_t shm_bytes;
     size_t shm_threshold;
-    /* Fast lane for single calls (pool_apply_async): a worker with nothing
-     * to do busy-polls a shared-memory mailbox for up to spin_us
-     * microseconds, and a caller waiting on a future polls for the reply as
+    /* Fast lane for single calls (pool_apply_async): a worker that has
+     * finished a piece of work and has nothing more to do busy-polls a
+     * shared-memory mailbox for up to spin_us microseconds (a fresh worker
+     * does not, until its first piece of work: a pool's first call takes
+     * the socket), and a caller waiting on a future polls for the reply as
      * long before it sleeps, so a short apply round trip takes no blocking
      * wake-up.  0: 200 us (default); < 0: no fast lane (every call goes
      * through the scheduler thread and the socket).  Costs: each idle
@@ -141,6 +146,20 @@ typedef struct pool_opts {
     const char *address;
     const char *keys;
     int insecure;
+    /* Forked workers (picklepool/worker.h): NULL (default) as above.
+     * Otherwise each worker is forked from the fork server and calls
+     * worker_main(worker_main_arg) instead of exec'ing worker_argv, with
+     * the same set-up and worker_env in its environment, when the fork
+     * server was started by pool_global_init_main with this very main
+     * (and its at_fork hook).  Any other fork server (started by
+     * pool_global_init or pool_create, or a later one that replaced it)
+     * cannot run it: the workers are then exec'd from worker_argv, and
+     * without worker_argv pool_create fails with PK_EINVAL.  The pool
+     * chooses once, at pool_create, for its whole life.  worker_main_arg
+     * must be valid in the fork server: data that existed when it was
+     * started.  The initializer is not run in such workers either. */
+    pool_worker_main_fn worker_main;
+    void *worker_main_arg;
     /* New fields go here, at the end: pool_opts_t.size tells the library
      * which fields a caller built against an older header knows. */
 } pool_opts_t;
@@ -152,6 +171,29 @@ PK_API void pool_opts_init(pool_opts_t *opts);
  * (picklepool/shared.h).  Idempotent; pool_create calls it.  Returns PK_OK
  * or PK_ESYS.  Call it while the process is single-threaded. */
 PK_API pk_err_t pool_global_init(pk_error_t *err);
+
+/* pool_global_init for workers forked from the fork server instead of
+ * exec'd (pool_opts_t.worker_main): when no fork server runs yet, starts
+ * one that may run `main` (not NULL) in the workers of pools whose
+ * worker_main is main, calling at_fork (may be NULL) first in each.  The
+ * fork server is a copy of this process at this call, and each such
+ * worker a copy of that copy: main, at_fork, what they use and every
+ * worker_main_arg must exist before this call, and what the process does
+ * later (imports, new data) is not in them.  Call it while
+ * the process can be copied safely: single-threaded, or with its own
+ * threads at a safe point (an interpreter calls it holding its global
+ * lock, so its state is consistent in the copy).  at_fork is for such an
+ * interpreter: it runs before main, before anything else of the caller's
+ * code, to make its copied state usable in the single-threaded child
+ * (CPython: PyOS_AfterFork_Child, which the GIL's copy requires before any
+ * bytecode runs).  When a fork server already runs (started by
+ * pool_global_init, pool_create or an earlier call), this does nothing:
+ * that one keeps the main it was started with (none, for the first two),
+ * and pools fall back to worker_argv.  Returns PK_OK (a fork server runs),
+ * PK_EINVAL (main is NULL) or PK_ESYS.  Thread-safe; the rules of the
+ * copy are the caller's to keep. */
+PK_API pk_err_t pool_global_init_main(pool_worker_main_fn main,
+                                      void (*at_fork)(void), pk_error_t *err);
 
 /* Undoes pool_global_init: stops the fork server, waits for it to exit,
  * frees the topology and unmaps the shared heap (picklepool/shared.h)

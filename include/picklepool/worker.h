@@ -12,9 +12,17 @@
  * (pool_imap_raw) and the handler: picklepool's Python front-end ships
  * CPython pickles of chunks of Python items both ways.
  *
+ * Forked instead of exec'd: a pool may also name a worker main
+ * (pool_opts_t.worker_main, see pool_global_init_main in pool.h) that the
+ * fork server calls in a forked copy of the caller instead of exec'ing the
+ * command, after the same set-up; the main calls pool_worker_serve just the
+ * same.  An interpreter embedded in the caller (Python's front-end) so
+ * starts its workers without starting an interpreter in each.
+ *
  * Thread-safety: pool_worker_serve runs the calling process as a worker
  * until it should exit; call it once, from one thread.  Fork-safety: call
- * it in the process the pool exec'd, not in a fork of it.
+ * it in the process the pool exec'd, or in its worker main, not in a fork
+ * of either.
  */
 #ifndef PICKLEPOOL_WORKER_H
 #define PICKLEPOOL_WORKER_H
@@ -28,6 +36,23 @@
 #ifdef __cplusplus
 extern "C" {
 #endif
+
+/* A forked worker's main (pool_opts_t.worker_main): the whole life of a
+ * worker process the fork server forked instead of exec'ing worker_argv.
+ * It runs in a copy of the fork server, itself a copy of the caller's
+ * process when pool_global_init_main started it: single-threaded, pinned,
+ * with PR_SET_PDEATHSIG, default signal dispositions, PICKLEPOOL_WORKER and
+ * the pool's worker_env set in its environment (setenv; environment copies
+ * an interpreter made earlier do not see them), the pool's shared memory
+ * open at the descriptor PICKLEPOOL_WORKER names, and none of the caller's
+ * other descriptors: those open when the fork server was started are
+ * /dev/null at the same numbers (so an inherited object that closes "its"
+ * descriptor closes nothing of the worker's), every other one is closed.
+ * It should call pool_worker_serve and return the exit status that gives;
+ * the process then _exit()s with the return value, without atexit
+ * handlers or stdio flushing of its own (fflush(NULL) is called).  arg is
+ * pool_opts_t.worker_main_arg. */
+typedef int (*pool_worker_main_fn)(void *arg);
 
 /* One item for a handler.  Everything is borrowed for the call only. */
 typedef struct pool_raw_call {

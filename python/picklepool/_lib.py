@@ -59,7 +59,8 @@ class PoolOpts(ctypes.Structure):
                 ("worker_argv", ctypes.POINTER(c_char_p)),
                 ("worker_env", ctypes.POINTER(c_char_p)),
                 ("stall_timeout", c_double), ("address", c_char_p),
-                ("keys", c_char_p), ("insecure", c_int)]
+                ("keys", c_char_p), ("insecure", c_int),
+                ("worker_main", c_void_p), ("worker_main_arg", c_void_p)]
 
 
 class CallOpts(ctypes.Structure):
@@ -98,6 +99,7 @@ class WorkerStats(ctypes.Structure):
 
 
 RAW_NEXT = ctypes.CFUNCTYPE(c_int, c_void_p, ctypes.POINTER(RawItem))
+WORKER_MAIN = ctypes.CFUNCTYPE(c_int, c_void_p)
 RAW_FN = ctypes.CFUNCTYPE(c_int, c_void_p, ctypes.POINTER(RawCall),
                           ctypes.POINTER(RawOut), ctypes.POINTER(PkError))
 
@@ -194,10 +196,14 @@ def _load():
 
 
 lib, path = _load()
+# The same library, called with the GIL held (a CDLL call releases it):
+# only for pool_global_init_main, whose fork must copy this process while
+# its thread state is current (worker.py, start_fork_server).
+pylib = ctypes.PyDLL(path)
 
 
-def _fn(name, res, *args):
-    f = getattr(lib, name)
+def _fn(name, res, *args, dll=lib):
+    f = getattr(dll, name)
     f.restype = res
     f.argtypes = list(args)
     return f
@@ -207,6 +213,8 @@ P = ctypes.POINTER
 pk_strerror = _fn("pk_strerror", c_char_p, c_int)
 pk_version = _fn("pk_version", c_char_p)
 pool_global_init = _fn("pool_global_init", c_int, P(PkError))
+pool_global_init_main = _fn("pool_global_init_main", c_int, WORKER_MAIN,
+                            c_void_p, P(PkError), dll=pylib)
 pool_opts_init = _fn("pool_opts_init", None, P(PoolOpts))
 pool_call_opts_init = _fn("pool_call_opts_init", None, P(CallOpts))
 pool_create = _fn("pool_create", c_int, P(c_void_p), P(PoolOpts), P(PkError))

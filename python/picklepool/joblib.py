@@ -90,6 +90,16 @@ class PicklepoolBackend(AutoBatchingMixin, ParallelBackendBase):
         """Stops the workers after a failed call; with ensure_ready, starts
         a fresh pool for the next one."""
         self.terminate()
+        # Batches Parallel took from the failed call's input ahead of time
+        # wait in its _ready_batches queue, which joblib (1.2) keeps across
+        # calls: the next call on the same Parallel would run them first and
+        # return their results with its own.  They belong to the failed call.
+        ready = getattr(self.parallel, "_ready_batches", None)
+        while ready is not None and not ready.empty():
+            try:
+                ready.get(block=False)
+            except Exception:  # queue.Empty: another thread took the last
+                break
         if ensure_ready:
             self.configure(n_jobs=self.parallel.n_jobs,
                            parallel=self.parallel,

@@ -18,7 +18,7 @@ import pickle
 import sys
 import threading
 
-from . import _lib, _protocol
+from . import _lib, _protocol, worker
 from . import shared as _shared
 from .native import dumps_item, exception_of, native
 
@@ -523,6 +523,9 @@ class Pool:
         self._natives = {}  # plugins -> _Handle of a pool of native workers
         self._frames = {}   # (mode, func) -> its call frame
         self._copied = {"in": 0, "out": 0}  # of pools already destroyed
+        # Workers are forks of this process's copy, taken now if this is
+        # the first pool (worker.py); the exec'd command is the fallback.
+        forked = worker.start_fork_server()
         o = _lib.PoolOpts()
         _lib.pool_opts_init(ctypes.byref(o))
         o.workers = processes or 0
@@ -548,6 +551,9 @@ class Pool:
             o.workers = 0
             o.worker_argv = o.worker_env = None
             self._set_remote(o)
+        elif forked:
+            o.worker_main = ctypes.cast(worker.FORK_MAIN,
+                                        ctypes.c_void_p).value
         self._native_opts = (o.workers, o.placement, o.retries,
                              o.maxtasksperchild, o.max_rss)
         self._handle = self._create(o, "cannot start the pool")

@@ -1,8 +1,14 @@
-"""picklepool.worker - the Python worker: ``python -m picklepool.worker``.
+"""picklepool.worker - the Python worker: forked from the caller's copy, or
+``python -m picklepool.worker``.
 
-A pool of Python workers execs this module in each worker process (the C
-runtime's fork server starts, pins and supervises it, exactly as a native
-worker).  It serves the pool through ``pool_worker_serve``: the C worker loop
+The C runtime's fork server starts, pins and supervises each worker of a
+pool, exactly as a native worker.  By default the fork server is a copy of
+this process (start_fork_server: pool_global_init_main, called with the GIL
+held) and each worker a fork of it that runs ``_forked_main`` - the
+interpreter is already there, with what the caller had imported by then.
+Where that fork server is not available (PICKLEPOOL_PYTHON_EXEC=1, or a
+fork server started otherwise) each worker execs this module instead.
+Either way it serves the pool through ``pool_worker_serve``: the C worker loop
 receives batches, keeps the scoreboard current (so a crash names its item
 and timeouts are enforced), and hands each item's bytes to ``_handle``
 below, which runs the Python side of the protocol in ``_protocol``:
@@ -20,9 +26,12 @@ started it.
 """
 
 import ctypes
+import gc
 import os
 import pickle
 import sys
+
+import _signal
 
 from . import _lib, _protocol
 
@@ -81,22 +90,171 @@ def _handle(ctx, call_p, out_p, err_p):
         return _lib.PK["EFUNC"]
 
 
-def main():
-    init = os.environ.pop(_protocol.INIT_ENV, None)
+_HANDLER = _lib.RAW_FN(_handle)  # made once: a forked worker has it already
+
+
+def _serve(init):
+    """Runs the pool's initializer (init: its text, or None), then the
+    worker loop; the exit status."""
     if init:
         _protocol.run_initializer(init)
-    handler = _lib.RAW_FN(_handle)
     status = ctypes.c_int(1)
     err = _lib.PkError()
-    rc = _lib.pool_worker_serve(handler, None, ctypes.byref(status),
+    rc = _lib.pool_worker_serve(_HANDLER, None, ctypes.byref(status),
                                 ctypes.byref(err))
     if rc != 0:
         sys.stderr.write("picklepool.worker: %s\n" % err.text())
-        sys.stderr.flush()
-        os._exit(2)
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(status.value)
+        return 2
+    return status.value
+
+
+def _exit(status):
+    """Ends the worker as the pool expects: no atexit handler (some are the
+    caller's), no finalisation, the standard streams flushed."""
+    for f in (sys.stdout, sys.stderr):
+        try:
+            f.flush()
+        except BaseException:  # noqa: B902 - exiting whatever happened
+            pass
+    os._exit(status)
+
+
+def main():
+    """``python -m picklepool.worker``: an exec'd worker."""
+    _exit(_serve(os.environ.pop(_protocol.INIT_ENV, None)))
+
+
+# ---- workers forked from the fork server ------------------------------------
+#
+# The fork server is a copy of this process taken inside start_fork_server,
+# between PyOS_BeforeFork and PyOS_AfterFork_Parent and with the GIL held:
+# what os.fork() copies.  A worker is a fork of that copy; the fork server
+# calls PyOS_AfterFork_Child in it (the at_fork hook, from C: the copied GIL
+# may show another thread's switch request, and bytecode run before it could
+# wait for that thread for ever), then _forked_main through ctypes.
+
+_getenv = ctypes.CDLL(None).getenv
+_getenv.restype = ctypes.c_char_p
+_getenv.argtypes = [ctypes.c_char_p]
+try:
+    _AFTER_FORK_CHILD = ctypes.cast(ctypes.pythonapi.PyOS_AfterFork_Child,
+                                    ctypes.c_void_p).value
+except (AttributeError, OSError, ValueError):  # no CPython C API: exec
+    _AFTER_FORK_CHILD = None
+_started = None  # the pid whose fork server runs _forked_main
+_snapshot_env = {}  # worker_env() as bytes when the fork server was made
+
+
+def _adopt_environment():
+    """os.environ is the caller's copy from when the fork server was made:
+    bring in the pool's worker_env, which the fork server set in the C
+    environment (subprocesses get that one), put the caller's sys.path of
+    the pool's creation (its PYTHONPATH) in front of the copied one, and
+    return the initializer's text (or None).  Cheap where nothing changed
+    since the snapshot (the usual case): the fewer of the copied objects
+    and code a worker touches before it serves, the fewer pages it copies.
+    os.environ's mapping is updated without putenv: the C environment has
+    the values already."""
+    data = os.environ._data
+    for key, snap in _snapshot_env.items():
+        v = _getenv(key)
+        if v is not None:
+            data[key] = v
+            if key == b"PYTHONPATH" and v != snap:
+                front = [os.fsdecode(p) for p in v.split(os.pathsep.encode())
+                         if p]
+                sys.path[:] = front + [p for p in sys.path if p not in front]
+    init = _getenv(_protocol.INIT_ENV.encode())
+    if init is None:
+        return None
+    os.unsetenv(_protocol.INIT_ENV)  # as an exec'd worker pops it
+    return init.decode("ascii")
+
+
+def _reset_signals():
+    """The handlers a fresh interpreter installs (the fork server set every
+    disposition to the default; handlers of the caller's are not run).
+    Through _signal: signal.signal's enum conversions cost more here than
+    the system calls."""
+    _signal.signal(_signal.SIGINT, _signal.default_int_handler)
+    for name in ("SIGPIPE", "SIGXFSZ"):
+        if hasattr(_signal, name):
+            _signal.signal(getattr(_signal, name), _signal.SIG_IGN)
+
+
+def _reseed():
+    """Fresh entropy for numpy's global generator, as an exec'd worker's
+    has: a copy's would repeat the caller's sequence in every worker (the
+    standard random module reseeds itself after a fork; numpy does not)."""
+    nprandom = sys.modules.get("numpy.random")
+    if nprandom is not None:
+        try:
+            nprandom.seed()
+        except Exception:  # a numpy without the legacy global generator
+            pass
+
+
+def _forked_main(arg):
+    """The worker main (pool_worker_main_fn) of a forked worker; never
+    returns."""
+    status = 2
+    try:
+        # The caller's objects are never collected here: finalizers of its
+        # garbage (files, pools) are the caller's, and leaving the copied
+        # heap alone keeps its pages shared.
+        gc.freeze()
+        _reset_signals()
+        _reseed()
+        status = _serve(_adopt_environment())
+    except BaseException:  # noqa: B902 - a worker must end, not unwind
+        try:
+            import traceback
+            traceback.print_exc()
+        except BaseException:  # noqa: B902
+            pass
+    _exit(status)
+
+
+FORK_MAIN = _lib.WORKER_MAIN(_forked_main)  # alive as long as the module
+
+
+def start_fork_server():
+    """Starts the C runtime's fork server, once per process, as a copy of
+    this process that can fork Python workers (pool_global_init_main).  Call
+    it before the first pool: a fork server that already runs (made by a
+    pool of this process, or by C code) cannot, and pools then exec their
+    workers.  Returns whether pools should ask for forked workers: False
+    when PICKLEPOOL_PYTHON_EXEC is set to a non-empty value other than 0,
+    or on an interpreter without CPython's fork API."""
+    global _started
+    if (os.environ.get("PICKLEPOOL_PYTHON_EXEC", "0") not in ("", "0") or
+            _AFTER_FORK_CHILD is None):
+        return False
+    pid = os.getpid()
+    if _started == pid:
+        return True
+    # What os.fork() does around fork(), so that the copy holds no buffered
+    # output and its locks are in the state the child hooks expect.
+    for f in (sys.stdout, sys.stderr):
+        try:
+            f.flush()
+        except (AttributeError, OSError, ValueError):
+            pass
+    for kv in _protocol.worker_env():  # what pools will mostly set again
+        k, _, v = kv.partition("=")
+        _snapshot_env[os.fsencode(k)] = os.fsencode(v)
+    api = ctypes.pythonapi
+    api.PyOS_BeforeFork()
+    try:
+        err = _lib.PkError()
+        rc = _lib.pool_global_init_main(FORK_MAIN, _AFTER_FORK_CHILD,
+                                        ctypes.byref(err))
+    finally:
+        api.PyOS_AfterFork_Parent()
+    if rc != 0:
+        return False  # pool_create says why, starting a plain one
+    _started = pid
+    return True
 
 
 if __name__ == "__main__":

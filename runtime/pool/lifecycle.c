@@ -47,13 +47,29 @@ void pool_call_opts_init(pool_call_opts_t *copts)
 /* Pools alive in this process (pool_global_fini refuses while any is). */
 static atomic_int live_pools;
 
-pk_err_t pool_global_init(pk_error_t *err)
+/* Both inits: the shared heap is per process too (best effort: without
+ * it pools work, and pool_shared_alloc says why there is none), made
+ * before the fork server so that it is not copied into it half made. */
+static pk_err_t global_init(pool_worker_main_fn main,
+                                             void (*at_fork)(void),
+                                             pk_error_t *err)
 {
-    /* The shared heap is per process too (best effort: without it pools
-     * work, and pool_shared_alloc says why there is none). */
     pool__heap_t *heap;
     (void)pool__heap_get(&heap, NULL);
-    return pool__fs_init(err);
+    return pool__fs_init(main, at_fork, err);
+}
+
+pk_err_t pool_global_init(pk_error_t *err)
+{
+    return global_init(NULL, NULL, err);
+}
+
+pk_err_t pool_global_init_main(pool_worker_main_fn main, void (*at_fork)(void),
+                               pk_error_t *err)
+{
+    if (main == NULL)
+        return pk__err(err, PK_EINVAL, "pool_global_init_main: NULL main");
+    return global_init(main, at_fork, err);
 }
 
 pk_err_t pool_global_fini(pk_error_t *err)
@@ -182,20 +198,23 @@ static pk_err_t check_opts(const pool_opts_t *o, pk_error_t *err)
         if (o->plugins[i] == NULL || o->plugins[i][0] == '\0')
             return pk__err(err, PK_EINVAL, "plugin %zu has no path", i);
     if (o->worker_argv != NULL) {
-        char tmp[POOL_FS_EXEC_BYTES];
         if (o->worker_argv[0] == NULL || strchr(o->worker_argv[0], '/') == NULL)
             return pk__err(err, PK_EINVAL,
                            "worker_argv[0] must be a path to the worker "
                            "program (it is run with execv, without a PATH "
                            "search)");
+    } else if (o->worker_env != NULL && o->worker_main == NULL) {
+        return pk__err(err, PK_EINVAL,
+                       "worker_env without worker_argv or worker_main");
+    }
+    if (o->worker_argv != NULL || o->worker_main != NULL) {
+        char tmp[POOL_FS_EXEC_BYTES];
         if (pack_list(o->worker_argv, tmp, sizeof tmp) != 0 ||
             pack_list(o->worker_env, tmp, sizeof tmp) != 0)
             return pk__err(err, PK_EINVAL,
                            "worker_argv and worker_env must have non-empty "
                            "strings and fit in %d bytes each",
                            POOL_FS_EXEC_BYTES);
-    } else if (o->worker_env != NULL) {
-        return pk__err(err, PK_EINVAL, "worker_env without worker_argv");
     }
     return PK_OK;
 }
@@ -381,9 +400,13 @@ static pk_err_t pool_create_opts(pool_t **pp, const pool_opts_t *opts,
         cfg.shm_threshold = shm_threshold;
     }
     cfg.spin_ns = p->cfg.spin_ns;
-    if (opts->worker_argv != NULL) { /* checked by check_opts */
+    if (opts->worker_argv != NULL || opts->worker_main != NULL) {
+        /* checked by check_opts; worker_main is kept by
+         * pool__fs_open_pool only if the fork server can run it */
         pack_list(opts->worker_argv, cfg.exec_argv, sizeof cfg.exec_argv);
         pack_list(opts->worker_env, cfg.exec_env, sizeof cfg.exec_env);
+        cfg.worker_main = opts->worker_main;
+        cfg.worker_main_arg = opts->worker_main_arg;
     }
     /* Callers' shared arrays (picklepool/shared.h): without the heap the
      * pool works, and pool_shared_alloc says why there is none. */

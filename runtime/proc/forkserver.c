@@ -15,6 +15,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <netdb.h>
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
@@ -70,6 +71,11 @@ static int fs_ctl = -1; /* master end of the control channel */
 static pid_t fs_owner;  /* the process that started it */
 static pid_t fs_pid;    /* the fork server, reaped when it is lost */
 static pool__topo_t *fs_topology;
+/* The worker main the fork server was started with (NULL: none): in the
+ * master, the running fork server's; in the fork server and its workers,
+ * their own copy, taken when it was forked. */
+static pool_worker_main_fn fs_main_fn;
+static void (*fs_main_at_fork)(void);
 
 /* ---- fork-server side state ------------------------------------------- */
 
@@ -219,14 +225,31 @@ static int split_list(char *list, char **v, int max)
     return n;
 }
 
+/* The environment of an exec'd or main-running worker: PICKLEPOOL_WORKER
+ * says what to map (the memfd is at descriptor fd, the shared heap at
+ * fp->cfg.heap_fd), then the pool's own variables.  Returns 0, or -1 when
+ * they do not fit. */
+static int fs_worker_env(fs_pool_t *fp, const pool__fs_msg_t *m, int fd)
+{
+    static char *envv[256];
+    char val[1024];
+    if (pool__worker_env_format(&fp->cfg, m->slot, m->gen, fd, val,
+                                sizeof val) != 0 ||
+        setenv(POOL_WORKER_ENV, val, 1) != 0 ||
+        split_list(fp->cfg.exec_env, envv, 256) < 0)
+        return -1;
+    for (int i = 0; envv[i] != NULL; i++)
+        if (putenv(envv[i]) != 0)
+            return -1;
+    return 0;
+}
+
 /* The exec'd worker's side of fs_child: keep the memfd at descriptor 3,
- * the shared heap's at 4, and nothing else, bind, say in PICKLEPOOL_WORKER
- * what to map, and exec the pool's command (which calls
- * pool_worker_serve). */
+ * the shared heap's at 4, and nothing else, bind, set the environment, and
+ * exec the pool's command (which calls pool_worker_serve). */
 static void fs_exec(fs_pool_t *fp, const pool__fs_msg_t *m)
 {
-    static char *argv[256], *envv[256];
-    char val[1024];
+    static char *argv[256];
     if (fp->cfg.heap_fd == 3 && (fp->cfg.heap_fd = fcntl(3, F_DUPFD, 5)) < 0)
         _exit(127); /* out of the way of the memfd */
     if (fp->memfd != 3 && dup2(fp->memfd, 3) != 3)
@@ -244,18 +267,44 @@ static void fs_exec(fs_pool_t *fp, const pool__fs_msg_t *m)
     }
     if (m->bind && fs_topology != NULL)
         (void)pool__topo_bind_self(fs_topology, &m->cpus, NULL);
-    if (pool__worker_env_format(&fp->cfg, m->slot, m->gen, 3, val,
-                                sizeof val) != 0 ||
-        setenv(POOL_WORKER_ENV, val, 1) != 0 ||
-        split_list(fp->cfg.exec_argv, argv, 256) < 1 ||
-        split_list(fp->cfg.exec_env, envv, 256) < 0)
+    if (fs_worker_env(fp, m, 3) != 0 ||
+        split_list(fp->cfg.exec_argv, argv, 256) < 1)
         _exit(127);
-    for (int i = 0; envv[i] != NULL; i++)
-        putenv(envv[i]);
     execv(argv[0], argv);
     fprintf(stderr, "picklepool: cannot run worker %s: %s\n", argv[0],
             strerror(errno));
     _exit(127);
+}
+
+/* The main-running worker's side of fs_child: the exec'd worker's set-up
+ * without the exec.  The fork server's own descriptors are closed (the
+ * master's are /dev/null already, see fs_hold_fds); the memfd and the
+ * shared heap's stay at their numbers, which PICKLEPOOL_WORKER names.  at_fork comes last, right before
+ * the main: it makes the copied interpreter usable, and nothing of the
+ * caller's may run before it. */
+static void fs_run_main(fs_pool_t *fp, const pool__fs_msg_t *m)
+{
+    close(fs_ctl_srv);
+    close(fs_sigfd);
+    for (int i = 0; i < FS_MAX_POOLS; i++) {
+        if (fs_pools[i] == NULL)
+            continue;
+        close(fs_pools[i]->chan);
+        if (fs_pools[i] != fp) {
+            close(fs_pools[i]->memfd);
+            if (fs_pools[i]->cfg.heap_fd >= 0)
+                close(fs_pools[i]->cfg.heap_fd);
+        }
+    }
+    if (m->bind && fs_topology != NULL)
+        (void)pool__topo_bind_self(fs_topology, &m->cpus, NULL);
+    if (fs_worker_env(fp, m, fp->memfd) != 0)
+        _exit(127);
+    if (fs_main_at_fork != NULL)
+        fs_main_at_fork();
+    int rc = fs_main_fn(fp->cfg.worker_main_arg);
+    fflush(NULL);
+    _exit(rc);
 }
 
 static void fs_child(fs_pool_t *fp, const pool__fs_msg_t *m, pid_t server)
@@ -273,8 +322,12 @@ static void fs_child(fs_pool_t *fp, const pool__fs_msg_t *m, pid_t server)
             continue;
         signal(s, SIG_DFL);
     }
+    if (fp->cfg.worker_main != NULL && fp->cfg.worker_main == fs_main_fn)
+        fs_run_main(fp, m); /* does not return */
     if (fp->cfg.exec_argv[0] != '\0')
         fs_exec(fp, m); /* does not return */
+    if (fp->cfg.worker_main != NULL)
+        _exit(127); /* a main this fork server cannot run, nothing to exec */
     pool__worker_cfg_t wc;
     pool__worker_attach(&fp->cfg, fp->memfd, m->slot, m->gen, &wc);
     if (syscall(SYS_close_range, 3u, ~0u, 0u) != 0) {
@@ -486,14 +539,51 @@ static void fs_ctl_msg(ctl_msg_t *m)
             close(fds[i]);
 }
 
+/* Closes every descriptor but stdio and ctl. */
+static void fs_close_fds(int ctl)
+{
+    if (ctl > 3)
+        syscall(SYS_close_range, 3u, (unsigned)ctl - 1, 0u);
+    syscall(SYS_close_range, (unsigned)ctl + 1, ~0u, 0u);
+}
+
+/* For a fork server with a worker main: turns every descriptor but stdio
+ * and ctl into /dev/null at the same number (close-on-exec), so that the
+ * master's files are closed here but their numbers stay taken (see
+ * forkserver.h).  Without /dev/null or /proc, closes them instead. */
+static void fs_hold_fds(int ctl)
+{
+    int nul = open("/dev/null", O_RDWR | O_CLOEXEC);
+    DIR *d = nul >= 0 ? opendir("/proc/self/fd") : NULL;
+    if (d == NULL) {
+        if (nul >= 0)
+            close(nul);
+        fs_close_fds(ctl);
+        return;
+    }
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        char *end;
+        long fd = strtol(e->d_name, &end, 10);
+        if (end == e->d_name || *end != '\0' || fd < 3 || fd == ctl ||
+            fd == nul || fd == dirfd(d) || fd > INT_MAX)
+            continue;
+        if (dup3(nul, (int)fd, O_CLOEXEC) < 0)
+            close((int)fd);
+    }
+    closedir(d);
+    close(nul);
+}
+
 static void fs_main(int ctl, pid_t master, int pdeath)
 {
     setpgid(0, 0);
     /* Hold nothing of the master's but stdio and the control channel: a
      * socket or pipe end kept open here would outlive the master's use. */
-    if (ctl > 3)
-        syscall(SYS_close_range, 3u, (unsigned)ctl - 1, 0u);
-    syscall(SYS_close_range, (unsigned)ctl + 1, ~0u, 0u);
+    if (fs_main_fn != NULL)
+        fs_hold_fds(ctl);
+    else
+        fs_close_fds(ctl);
     /* Terminal signals are the master's business.  SIGCHLD and SIGTERM come
      * through the signalfd: SIGTERM is the parent-death signal, so that a
      * SIGKILLed master still gets its workers killed and its ipc
@@ -584,6 +674,8 @@ static void on_register(const char *module, const char *name, pool_fn_t fn,
  * a live one kill every worker and exit; then it is reaped. */
 static void fs_lost(void)
 {
+    fs_main_fn = NULL;
+    fs_main_at_fork = NULL;
     if (fs_ctl < 0)
         return;
     close(fs_ctl);
@@ -605,7 +697,21 @@ static int fs_hung_up(void)
     return 0;
 }
 
-pk_err_t pool__fs_init(pk_error_t *err)
+/* Every worker's first ZeroMQ context looks up a protocol (OpenPGM's
+ * initialisation, inside zmq_ctx_new), and a process's first lookup reads
+ * nsswitch.conf and searches the library path for each service module
+ * (about 150 failing stats where libnss_db is not installed).  Done once
+ * here, before the fork server is forked, every worker inherits the
+ * loaded configuration and starts that much faster. */
+static void warm_resolver(void)
+{
+    struct protoent pe, *res = NULL;
+    char buf[1024];
+    (void)getprotobyname_r("tcp", &pe, buf, sizeof buf, &res);
+}
+
+pk_err_t pool__fs_init(pool_worker_main_fn main, void (*at_fork)(void),
+                       pk_error_t *err)
 {
     pk_err_t rc = PK_OK;
     pthread_mutex_lock(&fs_mu);
@@ -622,6 +728,7 @@ pk_err_t pool__fs_init(pk_error_t *err)
         rc = pool__topo_load(&fs_topology, NULL, err);
         if (rc != PK_OK)
             goto out;
+        warm_resolver();
     }
     int sv[2];
     if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) != 0) {
@@ -631,9 +738,13 @@ pk_err_t pool__fs_init(pk_error_t *err)
     fflush(NULL);
     pid_t master = getpid();
     int pdeath = (pid_t)syscall(SYS_gettid) == master;
+    fs_main_fn = main; /* before the fork: the fork server's copy */
+    fs_main_at_fork = at_fork;
     pid_t pid = fork();
     if (pid < 0) {
         rc = pk__err_sys(err, PK_ESYS, errno, "fork of the fork server");
+        fs_main_fn = NULL;
+        fs_main_at_fork = NULL;
         close(sv[0]);
         close(sv[1]);
         goto out;
@@ -705,8 +816,8 @@ static pk_err_t ctl_call(ctl_msg_t *m, const int *fds, int nfds, int want_ack,
     return PK_OK;
 }
 
-pk_err_t pool__fs_open_pool(const pool__fs_pool_cfg_t *cfg, int memfd,
-                            int heapfd, int *chan, pk_error_t *err)
+pk_err_t pool__fs_open_pool(pool__fs_pool_cfg_t *cfg, int memfd, int heapfd,
+                            int *chan, pk_error_t *err)
 {
     int sv[2];
     if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) != 0)
@@ -718,10 +829,23 @@ pk_err_t pool__fs_open_pool(const pool__fs_pool_cfg_t *cfg, int memfd,
         return pk__err(err, PK_ENOMEM, "out of memory");
     }
     m->type = CTL_NEWPOOL;
-    m->u.pool = *cfg;
     int fds[3] = {sv[1], memfd, heapfd};
+    pk_err_t rc = PK_OK;
     pthread_mutex_lock(&fs_mu);
-    pk_err_t rc = ctl_call(m, fds, heapfd >= 0 ? 3 : 2, 1, err);
+    /* The main runs only in a fork server started with it (under fs_mu:
+     * the one this message goes to); else the workers are exec'd. */
+    if (cfg->worker_main != NULL && cfg->worker_main != fs_main_fn) {
+        cfg->worker_main = NULL;
+        if (cfg->exec_argv[0] == '\0')
+            rc = pk__err(err, PK_EINVAL,
+                         "worker_main: the fork server was not started by "
+                         "pool_global_init_main with it, and there is no "
+                         "worker_argv to exec instead");
+    }
+    if (rc == PK_OK) {
+        m->u.pool = *cfg;
+        rc = ctl_call(m, fds, heapfd >= 0 ? 3 : 2, 1, err);
+    }
     pthread_mutex_unlock(&fs_mu);
     pk__free(m);
     close(sv[1]);

@@ -22,7 +22,13 @@
  * the worker's own bitmap and result region; see shm.h), close every inherited
  * fd but stdio, bind to their CPUs with HWLOC_CPUBIND_PROCESS, run the pool's
  * initializer, and only then create their own ZeroMQ context, whose I/O
- * threads inherit the binding.  The initializer, its argument and in-process
+ * threads inherit the binding.  Exec'd workers and workers running a main
+ * (pool_global_init_main) do the same up to the binding, keeping only the
+ * memfd, then set their environment and exec or call the main.  A fork
+ * server started with a main keeps each descriptor the master had open as
+ * /dev/null at the same number, not closed: a main runs the master's
+ * copied code and objects, and one of those closing "its" descriptor must
+ * not close one the worker opened since under that number.  The initializer, its argument and in-process
  * registrations are inherited from the fork server's copy of the master's
  * memory, taken when the fork server was forked; registrations and plugin
  * loads made later are forwarded over the control channel.
@@ -53,6 +59,7 @@
 
 #include "picklepool/error.h"
 #include "picklepool/registry.h"
+#include "picklepool/worker.h"
 #include "ipc/shm.h"
 #include "proc/topology.h"
 
@@ -81,6 +88,12 @@ typedef struct pool__fs_pool_cfg {
      * native workers forked from the fork server. */
     char exec_argv[POOL_FS_EXEC_BYTES];
     char exec_env[POOL_FS_EXEC_BYTES];
+    /* Forked workers running a main (pool_opts_t.worker_main) instead of
+     * exec_argv; NULL: none.  pool__fs_open_pool keeps it only when the
+     * fork server was started with this main, and the fork server checks
+     * again against its own copy. */
+    pool_worker_main_fn worker_main;
+    void *worker_main_arg;
 } pool__fs_pool_cfg_t;
 
 /* Pool-channel messages (fixed size, one per SEQPACKET datagram). */
@@ -104,8 +117,12 @@ typedef struct pool__fs_msg {
 
 /* Loads the topology and starts the fork server (once per process; later
  * calls return at once, unless the fork server was found dead since: then
- * they start a new one).  Returns PK_OK or PK_ESYS. */
-pk_err_t pool__fs_init(pk_error_t *err);
+ * they start a new one).  A fork server started here with main != NULL
+ * may fork workers that call main (after at_fork, when not NULL) instead
+ * of exec'ing; one started with NULL never does.  Returns PK_OK or
+ * PK_ESYS. */
+pk_err_t pool__fs_init(pool_worker_main_fn main, void (*at_fork)(void),
+                       pk_error_t *err);
 
 /* Stops the fork server (which kills the workers of every pool it still
  * serves, and exits), reaps it and frees the topology.  A later
@@ -120,9 +137,13 @@ const pool__topo_t *pool__fs_topo(void);
  * shared heap's (heapfd, -1: none) (which the fork server dups; the caller
  * keeps its own) and returns the master's
  * end of the channel in *chan (SOCK_CLOEXEC; close it to end the pool).
- * Returns PK_OK, PK_ESYS or PK_EIO (the fork server is gone). */
-pk_err_t pool__fs_open_pool(const pool__fs_pool_cfg_t *cfg, int memfd,
-                            int heapfd, int *chan, pk_error_t *err);
+
+ * cfg->worker_main is cleared when the fork server was not started with
+ * it (its workers are then exec'd).  Returns PK_OK, PK_ESYS, PK_EINVAL
+ * (cleared, and no exec_argv to fall back to) or PK_EIO (the fork server
+ * is gone). */
+pk_err_t pool__fs_open_pool(pool__fs_pool_cfg_t *cfg, int memfd, int heapfd,
+                            int *chan, pk_error_t *err);
 
 /* Makes the fork server load a plugin too, so later workers have it.
  * Returns PK_OK or what pool_plugin_load returned there. */

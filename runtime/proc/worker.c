@@ -1110,7 +1110,12 @@ int pool__worker_main(const pool__worker_cfg_t *cfg)
     zmq_msg_t *frames = NULL;
     size_t cap = 0, n = 0;
     for (;;) {
-        lane_idle(&w);
+        /* Polling starts after the first piece of work, not after READY:
+         * while a pool starts, a spin here takes a core its other workers,
+         * the fork server and the master need (and no caller has had a
+         * result to follow up on yet). */
+        if (w.items_total > 0)
+            lane_idle(&w);
         if (w.items_total == UINT64_MAX) {
             rc = 0;
             break;

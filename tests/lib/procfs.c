@@ -58,6 +58,28 @@ const char *procfs_fd_extra(const procfs_fds_t *a, const procfs_fds_t *b)
     return len ? msg : NULL;
 }
 
+int procfs_stat(int pid, procfs_proc_t *out)
+{
+    char path[64], buf[1024];
+    int fd;
+    ssize_t len;
+
+    snprintf(path, sizeof path, "/proc/%d/stat", pid);
+    if ((fd = open(path, O_RDONLY | O_CLOEXEC)) < 0)
+        return -1;
+    len = read(fd, buf, sizeof buf - 1);
+    close(fd);
+    if (len <= 0)
+        return -1;
+    buf[len] = '\0';
+    /* "pid (comm) state ppid ...": comm may hold anything */
+    char *rp = strrchr(buf, ')');
+    if (rp == NULL || sscanf(rp + 1, " %c %d", &out->state, &out->ppid) != 2)
+        return -1;
+    out->pid = pid;
+    return 0;
+}
+
 /* Every process on the machine: pid, parent and state. */
 static size_t proc_list(procfs_proc_t *out, size_t cap)
 {
@@ -67,24 +89,9 @@ static size_t proc_list(procfs_proc_t *out, size_t cap)
 
     assert_non_null(d);
     while ((de = readdir(d)) != NULL && n < cap) {
-        char path[300], buf[1024];
-        int pid = atoi(de->d_name), fd;
-        ssize_t len;
-        if (pid <= 0)
-            continue;
-        snprintf(path, sizeof path, "/proc/%d/stat", pid);
-        if ((fd = open(path, O_RDONLY | O_CLOEXEC)) < 0)
-            continue;
-        len = read(fd, buf, sizeof buf - 1);
-        close(fd);
-        if (len <= 0)
-            continue;
-        buf[len] = '\0';
-        char *rp = strrchr(buf, ')');
-        if (rp == NULL ||
-            sscanf(rp + 1, " %c %d", &out[n].state, &out[n].ppid) != 2)
-            continue;
-        out[n++].pid = pid;
+        int pid = atoi(de->d_name);
+        if (pid > 0 && procfs_stat(pid, &out[n]) == 0)
+            n++;
     }
     closedir(d);
     return n;

@@ -34,6 +34,9 @@ void procfs_fd_snapshot(procfs_fds_t *l);
 const char *procfs_fd_extra(const procfs_fds_t *before,
                             const procfs_fds_t *after);
 
+/* Process pid's parent and state into *out: 0, or -1 when it is gone. */
+int procfs_stat(int pid, procfs_proc_t *out);
+
 /* Descendants of `root` (not root itself), with their states, into out;
  * returns how many (at most cap). */
 size_t procfs_descendants(int root, procfs_proc_t *out, size_t cap);

@@ -5,7 +5,8 @@ process or ipc directory behind (leftovers() in PRELUDE).
 
 A test module imports what it uses, the `library` fixture included (it is
 autouse: importing it is enough to skip or fail the module when the library
-is missing):
+is missing), and `worker_mode` to run its tests with forked and with exec'd
+workers:
 
     from pyhelpers import PRELUDE, library, run_ok, run_py  # noqa: F401
 """
@@ -51,6 +52,19 @@ def library():
     os.makedirs(_TMP, exist_ok=True)
     yield
     shutil.rmtree(_TMP, ignore_errors=True)
+
+
+@pytest.fixture(params=["fork", "exec"])
+def worker_mode(request, monkeypatch):
+    """Runs a test once per way a pool starts its Python workers: forked
+    from the fork server (the default) and exec'd (PICKLEPOOL_PYTHON_EXEC=1,
+    also what a fork server started without the Python front-end gives).
+    A module opts in with pytestmark = pytest.mark.usefixtures(...)."""
+    if request.param == "exec":
+        monkeypatch.setenv("PICKLEPOOL_PYTHON_EXEC", "1")
+    else:
+        monkeypatch.delenv("PICKLEPOOL_PYTHON_EXEC", raising=False)
+    return request.param
 
 
 PRELUDE = textwrap.dedent("""

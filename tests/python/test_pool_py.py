@@ -1,5 +1,6 @@
 """The Python front-end (python/picklepool): multiprocessing.Pool's API on
-the C runtime, with Python workers the runtime execs, pins and supervises.
+the C runtime, with Python workers the runtime starts (forked, or exec'd:
+every test runs both ways), pins and supervises.
 
 Every pool runs in a child interpreter with a time limit (run_py), so a
 hang fails its test instead of blocking CI, and each child checks that it
@@ -16,6 +17,11 @@ import pytest
 
 from pyhelpers import PRELUDE, PYTHON, ROOT, library, run_py  # noqa: F401
 from pyhelpers import env as _env
+from pyhelpers import worker_mode  # noqa: F401
+
+# Every behaviour holds for workers forked from the fork server and for
+# exec'd ones alike.
+pytestmark = pytest.mark.usefixtures("worker_mode")
 
 
 def test_map_family_in_order():
@@ -207,6 +213,21 @@ def test_initializer_and_maxtasksperchild():
         with Pool(1, maxtasksperchild=2) as p:
             pids = {pid for _, pid in p.map(read, range(8), chunksize=1)}
             assert len(pids) >= 3, pids
+        print("ok")
+    """)
+    assert out.strip() == "ok"
+
+
+def test_max_rss_recycles_workers():
+    out = run_py("""
+        kept = []
+        def grow(_):  # 64 MiB more resident each call, kept
+            kept.append(b"x" * (64 << 20))
+            return os.getpid()
+        with Pool(1, max_rss=150 << 20) as p:
+            pids = p.map(grow, range(6), chunksize=1)
+            assert len(set(pids)) >= 2, pids  # retired above 150 MiB
+            assert sum(s["restarts"] for s in p.stats()) >= 1
         print("ok")
     """)
     assert out.strip() == "ok"
