@@ -50,9 +50,8 @@ static atomic_int live_pools;
 /* Both inits: the shared heap is per process too (best effort: without
  * it pools work, and pool_shared_alloc says why there is none), made
  * before the fork server so that it is not copied into it half made. */
-static pk_err_t global_init(pool_worker_main_fn main,
-                                             void (*at_fork)(void),
-                                             pk_error_t *err)
+static pk_err_t global_init(pool_worker_main_fn main, void (*at_fork)(void),
+                            pk_error_t *err)
 {
     pool__heap_t *heap;
     (void)pool__heap_get(&heap, NULL);
