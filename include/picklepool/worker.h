@@ -92,6 +92,15 @@ typedef pk_err_t (*pool_raw_fn)(void *ctx, const pool_raw_call_t *call,
 PK_API pk_err_t pool_worker_serve(pool_raw_fn fn, void *ctx, int *exit_status,
                                   pk_error_t *err);
 
+/* In a process serving through pool_worker_serve (from a handler): 1 when
+ * [p, p+len) lies in the caller's shared heap (picklepool/shared.h) -
+ * memory the caller owns and this worker maps read-only, which stays
+ * mapped and unchanged after the call for as long as the caller keeps it
+ * and does not write to it - else 0 (the call's other buffers are valid
+ * during the call only).  A handler may then hand a read-only argument to
+ * its code as a view instead of a copy.  Thread-safe. */
+PK_API int pool_worker_in_shared(const void *p, size_t len);
+
 #ifdef __cplusplus
 }
 #endif

@@ -244,6 +244,7 @@ pool_shared_contains = _fn("pool_shared_contains", c_int, c_void_p, c_size_t)
 pool_shared_usage = _fn("pool_shared_usage", None, P(c_size_t), P(c_size_t))
 pool_shared_copies = _fn("pool_shared_copies", None, c_void_p,
                          P(ctypes.c_uint64), P(ctypes.c_uint64))
+pool_worker_in_shared = _fn("pool_worker_in_shared", c_int, c_void_p, c_size_t)
 pool_worker_serve = _fn("pool_worker_serve", c_int, RAW_FN, c_void_p, P(c_int),
                         P(PkError))
 

@@ -74,10 +74,16 @@ def unpack(data, raws):
     """What pack made, from its bytes and copies of its buffers (writable
     bytearrays): read-only buffers come back read-only, so arrays keep
     their flags."""
+    return unpack_with(data, lambda k, readonly: (
+        memoryview(raws[k]).toreadonly() if readonly else raws[k]))
+
+
+def unpack_with(data, buffer):
+    """unpack, taking buffer k from buffer(k, readonly): a read-only
+    buffer must come back read-only."""
     f = io.BytesIO(data)
     flags = pickle.load(f)
-    bufs = [memoryview(r).toreadonly() if flags[k] else r
-            for k, r in enumerate(raws)]
+    bufs = [buffer(k, bool(ro)) for k, ro in enumerate(flags)]
     return pickle.Unpickler(f, buffers=bufs).load()
 
 

@@ -49,15 +49,27 @@ def _load_call(frame):
     return mode, func
 
 
+def _arg_buffer(b, readonly):
+    """An argument's out-of-band buffer: a view, without a copy, of a
+    read-only array in the caller's shared heap (it stays as it is while
+    the caller keeps it: the function may keep it too); otherwise a private
+    copy, since the arena block is reused once the batch is done and the
+    function may keep or (when writable) modify its argument."""
+    if readonly and b.len and _lib.pool_worker_in_shared(b.data, b.len):
+        return memoryview((ctypes.c_char * b.len).from_address(b.data)).cast(
+            "B").toreadonly()
+    raw = _lib.copy_out(b.data, b.len)
+    return memoryview(raw).toreadonly() if readonly else raw
+
+
 def _handle(ctx, call_p, out_p, err_p):
     """pool_raw_fn: never raises (ctypes would swallow it)."""
     global _keep
     try:
         c = call_p.contents
         frame = ctypes.string_at(c.call, c.call_len)
-        bufs = [_lib.copy_out(c.bufs[k].data, c.bufs[k].len)
-                for k in range(c.nbufs)]
-        args = _protocol.unpack(ctypes.string_at(c.item, c.len), bufs)
+        args = _protocol.unpack_with(ctypes.string_at(c.item, c.len),
+                                     lambda k, ro: _arg_buffer(c.bufs[k], ro))
         try:
             mode, func = _load_call(frame)
         except BaseException as e:  # the function cannot be loaded here

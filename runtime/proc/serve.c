@@ -16,6 +16,18 @@
 #include "proc/attach.h"
 #include "proc/worker.h"
 
+/* The shared heap as this worker maps it (set once, before the loop). */
+static const uint8_t *serve_heap;
+static uint64_t serve_heap_size;
+
+int pool_worker_in_shared(const void *p, size_t len)
+{
+    const uint8_t *b = p;
+    return serve_heap != NULL && b >= serve_heap && len > 0 &&
+           (uint64_t)(b - serve_heap) < serve_heap_size &&
+           len <= serve_heap_size - (uint64_t)(b - serve_heap);
+}
+
 pk_err_t pool_worker_serve(pool_raw_fn fn, void *ctx, int *exit_status,
                            pk_error_t *err)
 {
@@ -42,6 +54,8 @@ pk_err_t pool_worker_serve(pool_raw_fn fn, void *ctx, int *exit_status,
     POOL_SB_STORE(wc.sb->pid, (int32_t)getpid());
     wc.raw = fn;
     wc.raw_ctx = ctx;
+    serve_heap = wc.heap;
+    serve_heap_size = wc.heap_size;
     int st = pool__worker_main(&wc);
     if (exit_status != NULL)
         *exit_status = st;

@@ -172,6 +172,37 @@ def test_python_maps_take_heap_arrays():
     """, setup=SETUP)
 
 
+def test_python_functions_get_views_of_read_only_heap_arrays():
+    # A read-only heap array reaches a Python function as a view of the
+    # caller's memory (no copy, also none in the worker); a writable one as
+    # a private copy the function may change without touching the caller's.
+    run_ok("""
+        from picklepool import _lib
+
+        def where(a):
+            return (bool(_lib.pool_worker_in_shared(a.ctypes.data, a.nbytes)),
+                    a.flags.writeable, float(a.sum()))
+
+        def scribble(a):
+            a[...] = -1
+            return float(a.sum())
+
+        ro = picklepool.empty((512, 512), np.float32)
+        ro[...] = 1
+        ro.flags.writeable = False
+        rw = picklepool.empty((512, 512), np.float32)
+        rw[...] = 1
+        with Pool(2) as p:
+            assert p.map(where, [ro, rw]) == [(True, False, 512 * 512.0),
+                                               (False, True, 512 * 512.0)]
+            assert p.map(scribble, [rw]) == [-512 * 512.0]
+            assert (rw == 1).all()  # the caller's array is untouched
+            kept = p.apply(lambda a: a, (ro,))  # returned: the result's copy
+            assert np.array_equal(kept, ro)
+            assert p.copies()["in"] == 0, p.copies()
+    """, setup=SETUP)
+
+
 def test_dtypes_shapes_order_flags():
     run_ok("""
         rng = np.random.default_rng(5)
