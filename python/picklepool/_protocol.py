@@ -87,11 +87,19 @@ def unpack_with(data, buffer):
     return pickle.Unpickler(f, buffers=bufs).load()
 
 
-def dump_function(func):
+def dump_function(func, forked_main=None):
     """The pickle of func: by reference when that works (and the worker
-    can import it: not from __main__, which is not the worker's), else by
-    value."""
-    if getattr(func, "__module__", None) != "__main__":
+    can import it: not from __main__, which is not the worker's, unless it
+    is one of forked_main's functions, which forked workers copied), else
+    by value."""
+    module = getattr(func, "__module__", None)
+    if (module == "__main__" and forked_main and
+            forked_main.get(getattr(func, "__qualname__", None)) is func):
+        try:
+            return pickle.dumps(func, protocol=5)
+        except Exception:
+            pass
+    if module != "__main__":
         try:
             data = pickle.dumps(func, protocol=5)
             if pickle.loads(data) is func:
@@ -107,8 +115,9 @@ def dump_function(func):
     return byvalue(func, protocol=5)
 
 
-def dump_call(mode, func):
-    return pickle.dumps((PROTOCOL, mode, dump_function(func)), protocol=5)
+def dump_call(mode, func, forked_main=None):
+    return pickle.dumps((PROTOCOL, mode, dump_function(func, forked_main)),
+                        protocol=5)
 
 
 def load_call(frame):

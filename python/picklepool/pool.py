@@ -526,6 +526,7 @@ class Pool:
         # Workers are forks of this process's copy, taken now if this is
         # the first pool (worker.py); the exec'd command is the fallback.
         forked = worker.start_fork_server()
+        self._forked = forked and self._remote is None  # workers: our copies
         o = _lib.PoolOpts()
         _lib.pool_opts_init(ctypes.byref(o))
         o.workers = processes or 0
@@ -627,7 +628,7 @@ class Pool:
             return _RawMap(self, func.frame(), iterable, 1, ordered,
                            self._timeout, handle=self._native_handle(func),
                            native=True)
-        frame = _protocol.dump_call(mode, func)
+        frame = self._frame(mode, func)
         return _RawMap(self, frame, iterable, chunksize, ordered,
                        self._timeout)
 
@@ -699,7 +700,9 @@ class Pool:
         try:
             return self._frames[(mode, func)]
         except (KeyError, TypeError):
-            frame = _protocol.dump_call(mode, func)
+            frame = _protocol.dump_call(
+                mode, func,
+                worker.snapshot_main() if self._forked else None)
             try:
                 if len(self._frames) > 256:
                     self._frames.clear()

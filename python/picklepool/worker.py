@@ -30,6 +30,7 @@ import gc
 import os
 import pickle
 import sys
+import types
 
 import _signal
 
@@ -155,6 +156,9 @@ except (AttributeError, OSError, ValueError):  # no CPython C API: exec
     _AFTER_FORK_CHILD = None
 _started = None  # the pid whose fork server runs _forked_main
 _snapshot_env = {}  # worker_env() as bytes when the fork server was made
+# The functions __main__ had when the fork server was made: forked workers
+# have them too, so they travel by reference (snapshot_main()).
+_snapshot_main = {}
 
 
 def _adopt_environment():
@@ -266,7 +270,21 @@ def start_fork_server():
     if rc != 0:
         return False  # pool_create says why, starting a plain one
     _started = pid
+    main = sys.modules.get("__main__")
+    _snapshot_main.clear()
+    _snapshot_main.update(
+        (k, v) for k, v in vars(main).items()
+        if isinstance(v, types.FunctionType) and
+        getattr(v, "__module__", None) == "__main__") if main else None
     return True
+
+
+def snapshot_main():
+    """{name: function} of __main__ as the fork server copied it (empty
+    when this process's pools do not fork their workers): a function still
+    bound to its name there exists in every forked worker, so it can be
+    pickled by reference instead of by value."""
+    return _snapshot_main if _started == os.getpid() else {}
 
 
 if __name__ == "__main__":

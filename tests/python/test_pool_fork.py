@@ -257,3 +257,39 @@ def test_random_generators_differ_between_workers():
         assert len({a for a, _ in got}) == 8, got  # numpy: not the caller's
         assert len({b for _, b in got}) == 8, got  # stdlib random
     """)
+
+
+@FORK_ONLY
+def test_main_functions_of_the_snapshot_go_by_reference():
+    # A function __main__ had when the fork server copied the caller is in
+    # every forked worker: it travels by reference (no cloudpickle needed
+    # in the workers); one defined or redefined later goes by value.
+    run_ok("""
+        import sys
+        from picklepool import _protocol, worker
+
+        def early(x):
+            return x + 1
+
+        with Pool(2) as p:
+            assert p.map(early, range(5)) == [1, 2, 3, 4, 5]
+            snap = worker.snapshot_main()
+            assert snap.get("early") is early
+            ref = _protocol.dump_function(early, snap)
+            assert b"cloudpickle" not in ref and b"early" in ref
+
+            def late(x):
+                return x * 3
+            globals()["late"] = late
+            assert p.map(late, range(3)) == [0, 3, 6]  # by value
+
+            def early(x):  # redefined after the copy: by value, new code
+                return x - 1
+            globals()["early"] = early
+            assert p.map(early, range(3)) == [-1, 0, 1]
+            assert _protocol.dump_function(early, snap) != ref
+        # exec'd workers have none of __main__: every function by value
+        os.environ["PICKLEPOOL_PYTHON_EXEC"] = "1"
+        with Pool(1) as p:
+            assert p.map(late, [2]) == [6]
+    """)
