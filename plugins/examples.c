@@ -153,20 +153,6 @@ static pk_err_t ex_sleep(pool_call_t *c, pk_value_t **result)
     return done(c, copy_number(c, v), result);
 }
 
-/* C-contiguous (numpy's rule: axes of length <= 1 may have any stride). */
-static int c_contiguous(const pk_ndarray_t *nd)
-{
-    int64_t want = nd->dtype.itemsize;
-    for (int k = nd->ndim - 1; k >= 0; k--) {
-        if (nd->shape[k] == 0)
-            return 1;
-        if (nd->shape[k] != 1 && nd->strides[k] != want)
-            return 0;
-        want *= nd->shape[k];
-    }
-    return 1;
-}
-
 /* Shifted-data statistics: subtracting the first element keeps the sum of
  * squares free of cancellation when the mean is large against the spread.
  * Eight independent accumulators in fixed blocks let the compiler vectorise
@@ -231,7 +217,7 @@ static pk_err_t ex_normalize(pool_call_t *c, pk_value_t **result)
                          "TypeError: normalize expects a C-contiguous float32 "
                          "ndarray, got %s",
                          dts);
-    if (!c_contiguous(nd))
+    if (!pk_ndarray_c_contiguous(nd))
         return pool_fail(c, PK_ETYPE,
                          "TypeError: normalize expects a C-contiguous float32 "
                          "ndarray, got a non-contiguous %s",

@@ -47,20 +47,6 @@ static pk_err_t done(pool_call_t *c, pk_value_t *r, pk_value_t **result)
     return PK_OK;
 }
 
-/* C-contiguous (numpy's rule: axes of length <= 1 may have any stride). */
-static int c_contiguous(const pk_ndarray_t *nd)
-{
-    int64_t want = nd->dtype.itemsize;
-    for (int k = nd->ndim - 1; k >= 0; k--) {
-        if (nd->shape[k] == 0)
-            return 1;
-        if (nd->shape[k] != 1 && nd->strides[k] != want)
-            return 0;
-        want *= nd->shape[k];
-    }
-    return 1;
-}
-
 /* The one argument as a C-contiguous float32 ndarray of at least min_ndim
  * dimensions (exactly min_ndim when exact). */
 static pk_err_t f32_arg(pool_call_t *c, const char *fn, const pk_value_t *v,
@@ -75,11 +61,12 @@ static pk_err_t f32_arg(pool_call_t *c, const char *fn, const pk_value_t *v,
     const pk_ndarray_t *nd = v->u.nd;
     pk_dtype_str(&nd->dtype, dts, sizeof dts);
     if (nd->dtype.kind != 'f' || nd->dtype.itemsize != 4 ||
-        nd->dtype.byteorder == '>' || !c_contiguous(nd))
-        return pool_fail(c, PK_ETYPE,
-                         "TypeError: %s expects a C-contiguous float32 "
-                         "ndarray, got %s%s",
-                         fn, c_contiguous(nd) ? "" : "a non-contiguous ", dts);
+        nd->dtype.byteorder == '>' || !pk_ndarray_c_contiguous(nd))
+        return pool_fail(
+            c, PK_ETYPE,
+            "TypeError: %s expects a C-contiguous float32 "
+            "ndarray, got %s%s",
+            fn, pk_ndarray_c_contiguous(nd) ? "" : "a non-contiguous ", dts);
     if (nd->ndim < min_ndim || (exact && nd->ndim != min_ndim))
         return pool_fail(c, PK_EFUNC,
                          "ValueError: %s expects an array of %s%d "

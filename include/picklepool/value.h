@@ -273,6 +273,11 @@ PK_API pk_err_t pk_dtype_parse(const char *str, pk_dtype_t *dt);
 /* Writes the numpy type string for dt ("<f4") into buf (>= 16 bytes). */
 PK_API const char *pk_dtype_str(const pk_dtype_t *dt, char *buf, size_t size);
 
+/* 1 when nd's elements lie in C order (numpy's rule: axes of length <= 1
+ * may have any stride; an empty array is), else 0 (Fortran order).  For
+ * kernels that walk the data flat.  Thread- and fork-safe. */
+PK_API int pk_ndarray_c_contiguous(const pk_ndarray_t *nd);
+
 /* ---- mutation -------------------------------------------------------- */
 
 /* Appends item to a list or tuple; for a set or frozenset it is pk_set_add

@@ -1709,6 +1709,19 @@ pk_value_t *pk_ndarray(pk_doc_t *doc, const pk_dtype_t *dt, int ndim,
     return v;
 }
 
+int pk_ndarray_c_contiguous(const pk_ndarray_t *nd)
+{
+    int64_t want = nd->dtype.itemsize;
+    for (int k = nd->ndim - 1; k >= 0; k--) {
+        if (nd->shape[k] == 0)
+            return 1;
+        if (nd->shape[k] != 1 && nd->strides[k] != want)
+            return 0;
+        want *= nd->shape[k];
+    }
+    return 1;
+}
+
 /* ---- repr --------------------------------------------------------------- */
 
 typedef struct writer {
