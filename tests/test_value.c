@@ -909,6 +909,29 @@ static void test_dtype(void **state)
     }
 }
 
+/* pk_ndarray_c_contiguous: C order yes, Fortran order no unless the
+ * other axes have length <= 1, empty arrays yes. */
+static void test_ndarray_c_contiguous(void **state)
+{
+    (void)state;
+    pk_doc_t *doc = NULL;
+    pk_dtype_t f8;
+    assert_int_equal(pk_doc_new(&doc), PK_OK);
+    assert_int_equal(pk_dtype_parse("<f8", &f8), PK_OK);
+    const int64_t s23[2] = {2, 3}, s13[2] = {1, 3}, s03[2] = {0, 3};
+    assert_true(
+        pk_ndarray_c_contiguous(pk_ndarray(doc, &f8, 2, s23, NULL, 0)->u.nd));
+    assert_false(pk_ndarray_c_contiguous(
+        pk_ndarray(doc, &f8, 2, s23, NULL, PK_VF_FORTRAN)->u.nd));
+    assert_true(pk_ndarray_c_contiguous(
+        pk_ndarray(doc, &f8, 2, s13, NULL, PK_VF_FORTRAN)->u.nd));
+    assert_true(pk_ndarray_c_contiguous(
+        pk_ndarray(doc, &f8, 2, s03, NULL, PK_VF_FORTRAN)->u.nd));
+    assert_true(
+        pk_ndarray_c_contiguous(pk_ndarray(doc, &f8, 0, NULL, NULL, 0)->u.nd));
+    pk_doc_free(&doc);
+}
+
 static void test_ndarray(void **state)
 {
     pk_doc_t *doc = *state;
@@ -1210,6 +1233,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_repr, doc_setup, doc_teardown),
         cmocka_unit_test(test_dtype),
         cmocka_unit_test_setup_teardown(test_ndarray, doc_setup, doc_teardown),
+        cmocka_unit_test(test_ndarray_c_contiguous),
         cmocka_unit_test(test_type_names),
         cmocka_unit_test(test_alloc_failures),
         cmocka_unit_test(test_alloc_failure_keeps_state),
