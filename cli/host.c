@@ -65,17 +65,6 @@
 
 enum route { ROUTE_NATIVE = 1, ROUTE_PYTHON };
 
-/* Appends x to the list head..tail. */
-#define APPEND(head, tail, x)                                                  \
-    do {                                                                       \
-        (x)->next = NULL;                                                      \
-        if ((tail) != NULL)                                                    \
-            (tail)->next = (x);                                                \
-        else                                                                   \
-            (head) = (x);                                                      \
-        (tail) = (x);                                                          \
-    } while (0)
-
 /* A call frame of the session, shared by its jobs. */
 typedef struct call {
     atomic_int refs;
@@ -619,7 +608,7 @@ static void *runner_main(void *arg)
         else
             j->abandoned = 1;
         pthread_mutex_lock(&a->mu);
-        APPEND(a->done_head, a->done_tail, j);
+        PK__LIST_APPEND(a->done_head, a->done_tail, j);
         uint64_t one = 1;
         if (write(a->efd, &one, sizeof one) < 0) {
             /* the counter is saturated: the main thread wakes anyway */
@@ -777,7 +766,7 @@ static void on_task(agent_t *a, conn_t *c, const pool__wire_hdr_t *h,
                               zmq_msg_size(&j->frames[0]), h->count, h->nbufs,
                               0, j->recs, NULL); /* checked above */
     pthread_mutex_lock(&a->mu);
-    APPEND(a->todo_head, a->todo_tail, j);
+    PK__LIST_APPEND(a->todo_head, a->todo_tail, j);
     pthread_cond_signal(&a->cv);
     pthread_mutex_unlock(&a->mu);
 }

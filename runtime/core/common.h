@@ -100,4 +100,15 @@ static inline size_t pk__utf8_put(uint8_t *d, uint32_t cp)
 #define PK_UNUSED(x) ((void)(x))
 #define PK_ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
 
+/* Appends x to the singly linked list head..tail (x->next is cleared). */
+#define PK__LIST_APPEND(head, tail, x)                                         \
+    do {                                                                       \
+        (x)->next = NULL;                                                      \
+        if ((tail) != NULL)                                                    \
+            (tail)->next = (x);                                                \
+        else                                                                   \
+            (head) = (x);                                                      \
+        (tail) = (x);                                                          \
+    } while (0)
+
 #endif /* PK_COMMON_H */

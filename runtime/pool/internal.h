@@ -263,17 +263,6 @@ struct pool {
     _Atomic uint64_t lane_next_id;
 };
 
-/* Appends x to the singly linked list head..tail (x->next is cleared). */
-#define POOL__LIST_APPEND(head, tail, x)                                       \
-    do {                                                                       \
-        (x)->next = NULL;                                                      \
-        if ((tail) != NULL)                                                    \
-            (tail)->next = (x);                                                \
-        else                                                                   \
-            (head) = (x);                                                      \
-        (tail) = (x);                                                          \
-    } while (0)
-
 /* Master thread body (master.c). */
 void *pool__master_main(void *arg);
 

@@ -59,7 +59,7 @@ typedef struct turn {
 
 static void deliver(turn_t *t, pool__outcome_t *o)
 {
-    POOL__LIST_APPEND(t->out_head, t->out_tail, o);
+    PK__LIST_APPEND(t->out_head, t->out_tail, o);
 }
 
 static void synth(turn_t *t, pool__job_t *j, size_t first, uint32_t count,
@@ -93,7 +93,7 @@ typedef struct blist {
 
 static void bl_push(blist_t *l, pool__batch_t *b)
 {
-    POOL__LIST_APPEND(l->head, l->tail, b);
+    PK__LIST_APPEND(l->head, l->tail, b);
 }
 
 /* Puts the list in front of the queue (requeued work goes first). */
@@ -1112,7 +1112,7 @@ static void take_submissions(pool_t *p, turn_t *t, int *terminate,
         else if (p->m.terminating)
             fail_batch(t, h, PK_ECANCELED, "the pool was terminated");
         else
-            POOL__LIST_APPEND(p->m.q_head, p->m.q_tail, h);
+            PK__LIST_APPEND(p->m.q_head, p->m.q_tail, h);
         h = n;
     }
     if (cancel) {
@@ -1307,7 +1307,7 @@ static void flush(pool_t *p, turn_t *t)
             o->next = drop;
             drop = o;
         } else {
-            POOL__LIST_APPEND(j->done_head, j->done_tail, o);
+            PK__LIST_APPEND(j->done_head, j->done_tail, o);
         }
         o = n;
     }
