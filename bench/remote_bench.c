@@ -33,25 +33,13 @@
 #include <unistd.h>
 
 #include "picklepool.h"
+#include "bench.h"
 
 #define NPOOLS 4
 #define MAX_REPS 50
 
 static const char *names[NPOOLS] = {"local ipc", "local ipc, no lane",
                                     "tcp + CURVE", "tcp --insecure"};
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
-
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
 
 static double median(double *v, int n)
 {

@@ -22,6 +22,7 @@
 #include <unistd.h>
 
 #include "picklepool.h"
+#include "bench.h"
 
 static long rss_kib(void)
 {
@@ -33,13 +34,6 @@ static long rss_kib(void)
         fclose(f);
     }
     return rss * (sysconf(_SC_PAGESIZE) / 1024);
-}
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
 static int die(const char *what, const pk_error_t *err)
