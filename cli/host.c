@@ -192,19 +192,8 @@ static void job_free(job_t *j)
 
 static int out_put(job_t *j, const void *data, size_t len)
 {
-    if (j->out.cap - j->out.len < len) {
-        size_t nc = j->out.cap ? j->out.cap : 4096;
-        while (nc - j->out.len < len) {
-            if (nc > SIZE_MAX / 2)
-                return -1;
-            nc *= 2;
-        }
-        uint8_t *x = pk__realloc(j->out.data, nc);
-        if (x == NULL)
-            return -1;
-        j->out.data = x;
-        j->out.cap = nc;
-    }
+    if (pk__grow_bytes(&j->out.data, &j->out.cap, j->out.len, len, 4096) != 0)
+        return -1;
     if (len > 0)
         memcpy(j->out.data + j->out.len, data, len);
     j->out.len += len;

@@ -58,6 +58,29 @@ void *pk__realloc(void *ptr, size_t size)
     return current.realloc(ptr, size ? size : 1);
 }
 
+int pk__grow_bytes(uint8_t **data, size_t *cap, size_t len, size_t extra,
+                   size_t first)
+{
+    if (*cap - len >= extra)
+        return 0;
+    if (extra > SIZE_MAX - len)
+        return -1;
+    size_t nc = *cap ? *cap : first;
+    while (nc - len < extra) {
+        if (nc > SIZE_MAX / 2) {
+            nc = len + extra;
+            break;
+        }
+        nc *= 2;
+    }
+    uint8_t *d = pk__realloc(*data, nc);
+    if (d == NULL)
+        return -1;
+    *data = d;
+    *cap = nc;
+    return 0;
+}
+
 void pk__free(void *ptr)
 {
     if (ptr != NULL)

@@ -21,6 +21,11 @@ void *pk__calloc(size_t n, size_t size); /* overflow-checked, zeroed */
 void *pk__realloc(void *ptr, size_t size);
 void pk__free(void *ptr);
 char *pk__strdup(const char *s);
+/* Makes room for `extra` more bytes after the `len` used of *data (*cap
+ * bytes, pk__realloc'd; NULL/0 to start): doubles from `first`.  Returns
+ * 0, or -1 (nothing changed) when out of memory or the size overflows. */
+int pk__grow_bytes(uint8_t **data, size_t *cap, size_t len, size_t extra,
+                   size_t first);
 /* Asks for transparent huge pages on a big buffer (>= 4 MiB; alloc.c). */
 void pk__advise_huge(void *p, size_t size);
 /* Non-zero while the default allocator (malloc) is installed. */

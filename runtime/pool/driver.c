@@ -93,17 +93,7 @@ static void enc_drop_bufs(enc_t *e, size_t from)
 /* Makes room for `extra` more bytes of records. */
 static int enc_reserve(enc_t *e, size_t extra)
 {
-    if (e->buf.cap - e->buf.len >= extra)
-        return 0;
-    size_t nc = e->buf.cap ? e->buf.cap : 1024;
-    while (nc - e->buf.len < extra)
-        nc *= 2;
-    uint8_t *d = pk__realloc(e->buf.data, nc);
-    if (d == NULL)
-        return -1;
-    e->buf.data = d;
-    e->buf.cap = nc;
-    return 0;
+    return pk__grow_bytes(&e->buf.data, &e->buf.cap, e->buf.len, extra, 1024);
 }
 
 /* Appends a record of an item given as bytes and buffers (raw sources):

@@ -172,17 +172,7 @@ static int buffer_cb(void *ctx, const void *data, size_t len, int readonly)
 
 static int out_reserve(pk_buf_t *b, size_t extra)
 {
-    if (b->cap - b->len >= extra)
-        return 0;
-    size_t nc = b->cap ? b->cap : 4096;
-    while (nc - b->len < extra)
-        nc *= 2;
-    uint8_t *d = pk__realloc(b->data, nc);
-    if (d == NULL)
-        return -1;
-    b->data = d;
-    b->cap = nc;
-    return 0;
+    return pk__grow_bytes(&b->data, &b->cap, b->len, extra, 4096);
 }
 
 static void put_error(worker_t *w, pk_err_t code, const char *msg)
