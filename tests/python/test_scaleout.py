@@ -315,13 +315,20 @@ def test_master_restarts_mid_map(procs, keys, tmp_path):
 # ---- hosts in network namespaces --------------------------------------------
 
 
-def test_two_hosts_map_in_order(procs, keys, tmp_path, cluster):
-    tmp = str(tmp_path)
+def serve_and_two_hosts(procs, keys, tmp, cluster):
+    """serve on the master's address and hosts h0, h1 in their namespaces,
+    both joined: (serve, its endpoint, [h0, h1])."""
     serve, ep = start_serve(procs, tmp, cluster.master_addr, keys["master"])
     hs = [start_host(procs, tmp, cluster.hosts[i], ep, keys["h%d" % i],
                      "h%d" % i) for i in range(2)]
     for h in hs:
         h.wait_err("joined the master")
+    return serve, ep, hs
+
+
+def test_two_hosts_map_in_order(procs, keys, tmp_path, cluster):
+    tmp = str(tmp_path)
+    serve, ep, hs = serve_and_two_hosts(procs, keys, tmp, cluster)
     got = run_client(ep, keys["client"], 40, 0.05)
     check_results(got, 40)
     assert {g[2] for g in got} == {"h0", "h1"}  # both did work
@@ -330,11 +337,7 @@ def test_two_hosts_map_in_order(procs, keys, tmp_path, cluster):
 
 def test_cut_link_mid_map(procs, keys, tmp_path, cluster):
     tmp = str(tmp_path)
-    serve, ep = start_serve(procs, tmp, cluster.master_addr, keys["master"])
-    hs = [start_host(procs, tmp, cluster.hosts[i], ep, keys["h%d" % i],
-                     "h%d" % i) for i in range(2)]
-    for h in hs:
-        h.wait_err("joined the master")
+    serve, ep, hs = serve_and_two_hosts(procs, keys, tmp, cluster)
     cut = []
 
     def on_line(k, line):
