@@ -3,7 +3,8 @@
  * pool_destroy: options refused with the documented codes, the API's rules
  * (sized options, PK_EOF, pool_global_fini, a killed fork server),
  * close/join/terminate as in multiprocessing, SIGINT ending a blocked map,
- * initializers and maxtasksperchild recycling, destroy with an iterator
+ * initializers, pool_create that does not wait for its workers
+ * (start_nowait, pool_wait_ready), maxtasksperchild recycling, destroy with an iterator
  * still open (an abort), and nothing left behind by pool_destroy: no
  * process, zombie, fd, ipc path or shared-memory segment.
  *
@@ -368,6 +369,91 @@ static void test_initializer(void **state)
     rm_tree_flat(g_initdir);
 }
 
+static void init_dies(void *arg)
+{
+    _exit(3);
+}
+
+/* start_nowait: pool_create returns while the workers start; a map made at
+ * once runs on them, pool_wait_ready waits for them all (each ran its
+ * initializer, each has its pid in the stats); workers that keep dying at
+ * start-up fail the waiting work and pool_wait_ready, and do not hang. */
+static void test_start_nowait(void **state)
+{
+    pool_opts_t o;
+    pool_worker_stats_t st[64];
+    char path[PATH_MAX + 32];
+    int64_t v[100], out[100];
+    pk_error_t err;
+
+    pk_error_clear(&err);
+    assert_int_equal(pool_wait_ready(NULL, 1, &err), PK_EINVAL);
+    make_initdir();
+    tp_opts_for(&o, 3);
+    o.initializer = init_marker;
+    o.initarg = g_initdir;
+    o.start_nowait = 1;
+    pool_t *p = tp_start(&o);
+    for (int i = 0; i < 100; i++)
+        v[i] = i;
+    CHECK_OK(pool_map_i64(p, "examples", "square", v, out, 100, VEC_));
+    for (int i = 0; i < 100; i++)
+        assert_int_equal(out[i], (int64_t)i * i);
+    CHECK_OK(pool_wait_ready(p, 30, E_));
+    CHECK_OK(pool_wait_ready(p, 0, E_)); /* ready stays ready */
+    size_t n = tp_stats(p, st, 64);
+    assert_int_equal(n, 3);
+    for (size_t k = 0; k < n; k++) {
+        assert_true(st[k].pid > 0);
+        snprintf(path, sizeof path, "%s/%d", g_initdir, st[k].pid);
+        if (access(path, F_OK) != 0)
+            fail_msg("worker %zu (pid %d) did not run the initializer", k,
+                     st[k].pid);
+    }
+    pool_destroy(&p);
+
+    /* workers that never start: the work and the wait fail, no hang, and
+     * an iterator says why it stopped (pool_iter_error) */
+    tp_opts_for(&o, 2);
+    o.initializer = init_dies;
+    o.start_nowait = 1;
+    p = tp_start(&o);
+    tp_gen_t g = {.n = 50, .fail_at = SIZE_MAX, .caller = pthread_self()};
+    pool_iter_t *it = NULL;
+    pool_item_t item;
+    pk_error_clear(&err);
+    pk_err_t rc =
+        pool_imap(p, "examples", "square", tp_gen_next, &g, NULL, &it, &err);
+    if (rc == PK_OK) {
+        assert_int_equal(pool_iter_error(it, &err), PK_OK); /* going on */
+        while ((rc = pool_iter_next(it, &item, 30)) == PK_OK)
+            assert_int_not_equal(item.status, PK_OK);
+        pk_error_clear(&err);
+        assert_int_equal(pool_iter_error(it, &err), rc == PK_EOF ? PK_OK : rc);
+        if (rc != PK_EOF) {
+            assert_int_equal(rc, PK_ECRASHED);
+            assert_non_null(strstr(err.msg, "start-up"));
+        }
+        pool_iter_free(&it);
+    } else {
+        assert_int_equal(rc, PK_ECRASHED);
+    }
+    assert_int_equal(pool_iter_error(NULL, NULL), PK_EINVAL);
+    size_t nf = 0;
+    pk_error_clear(&err);
+    rc = pool_map_i64(p, "examples", "square", v, out, 100, NULL, NULL, &nf,
+                      &err);
+    if (rc == PK_OK && nf == 0)
+        fail_msg("a map on workers that never start succeeded");
+    assert_int_equal(rc == PK_OK ? PK_ECRASHED : rc, PK_ECRASHED);
+    assert_non_null(strstr(err.msg, "start-up"));
+    pk_error_clear(&err);
+    assert_int_equal(pool_wait_ready(p, 30, &err), PK_ECRASHED);
+    assert_non_null(strstr(err.msg, "start-up"));
+    pool_destroy(&p);
+    rm_tree_flat(g_initdir);
+}
+
 static void test_maxtasksperchild(void **state)
 {
     const size_t n = 2000;
@@ -550,6 +636,7 @@ static const runner_test_t tests[] = {
     RUNNER_TEST(test_destroy_leaves_nothing, 60),
     RUNNER_TEST(test_close_join_terminate, 60),
     RUNNER_TEST(test_initializer, 30),
+    RUNNER_TEST(test_start_nowait, 60),
     RUNNER_TEST(test_maxtasksperchild, 60),
     RUNNER_TEST(test_sigint_interrupts_map, 30),
 };

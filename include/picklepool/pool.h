@@ -160,6 +160,16 @@ typedef struct pool_opts {
      * started.  The initializer is not run in such workers either. */
     pool_worker_main_fn worker_main;
     void *worker_main_arg;
+    /* Start-up: 0 (default): pool_create returns when every worker is
+     * ready.  Non-zero: it returns as soon as the workers are being
+     * started, so that the caller's next steps (building its first map)
+     * overlap their start-up, as multiprocessing.Pool's do; work
+     * submitted meanwhile waits for them and goes to the first ready.
+     * Workers that keep dying at start-up then fail that work (PK_ECRASHED,
+     * "workers keep dying at start-up ...") instead of pool_create;
+     * pool_stats shows pid 0 for a worker not yet ready, and
+     * pool_wait_ready waits for all of them. */
+    int start_nowait;
     /* New fields go here, at the end: pool_opts_t.size tells the library
      * which fields a caller built against an older header knows. */
 } pool_opts_t;
@@ -205,13 +215,20 @@ PK_API pk_err_t pool_global_init_main(pool_worker_main_fn main,
 PK_API pk_err_t pool_global_fini(pk_error_t *err);
 
 /* Creates a pool and returns when every worker is ready (opts NULL: the
- * defaults).  On success *pp owns the pool (free with pool_destroy); on
+ * defaults; see start_nowait for not waiting).  On success *pp owns the pool (free with pool_destroy); on
  * failure *pp is untouched.  Returns PK_OK, PK_EINVAL (bad options, or a
  * size pool_opts_init did not set), PK_EIO (a plugin failed to load, or the
  * fork server is gone), PK_ECRASHED (workers died before they were ready),
  * PK_ETIMEDOUT (workers not ready within 60 s), PK_ESYS or PK_ENOMEM. */
 PK_API pk_err_t pool_create(pool_t **pp, const pool_opts_t *opts,
                             pk_error_t *err);
+
+/* Waits until every worker of p has been ready once (pool_create's own
+ * wait, for pools made with start_nowait), up to timeout seconds (< 0: for
+ * ever).  Returns PK_OK, PK_ECRASHED (the workers keep dying at start-up:
+ * err says how), PK_EIO (the fork server is gone), PK_ETIMEDOUT, or
+ * PK_EINVAL (p NULL).  Thread-safe. */
+PK_API pk_err_t pool_wait_ready(pool_t *p, double timeout, pk_error_t *err);
 
 /* Terminates the workers if still running, reaps them, removes the ipc
  * directory, frees everything and sets *pp to NULL.  Idempotent.  Free every
@@ -299,6 +316,12 @@ PK_API pk_err_t pool_imap_unordered(pool_t *p, const char *module,
 PK_API pk_err_t pool_iter_next(pool_iter_t *it, pool_item_t *item,
                                double timeout);
 PK_API void pool_iter_free(pool_iter_t **it);
+/* The error that stopped the map of `it` (pool_iter_next or
+ * pool_iter_next_raw returned it), with its message in *err (may be NULL):
+ * say, why the pool broke.  PK_OK while the map goes on or after it ended
+ * with PK_EOF; PK_EINVAL for a NULL it.  Not thread-safe against calls on
+ * the same iterator. */
+PK_API pk_err_t pool_iter_error(const pool_iter_t *it, pk_error_t *err);
 
 /* One call module.func(*args, **kwargs) (kwargs may be NULL).  On PK_OK *fut
  * owns the future.  When a worker is idle and polling (pool_opts_t.spin_us)

@@ -306,6 +306,19 @@ pk_err_t pool_iter_next_raw(pool_iter_t *it, pool_raw_result_t *res,
     return rc;
 }
 
+pk_err_t pool_iter_error(const pool_iter_t *it, pk_error_t *err)
+{
+    if (it == NULL)
+        return pk__err(err, PK_EINVAL, "pool_iter_error: NULL iterator");
+    if (!it->ended || it->final == PK_EOF)
+        return PK_OK;
+    if (err != NULL && it->ferr.code == it->final)
+        *err = it->ferr;
+    else
+        pk__err(err, it->final, "%s", pk_errname(it->final));
+    return it->final;
+}
+
 void pool_iter_free(pool_iter_t **itp)
 {
     if (itp == NULL || *itp == NULL)

@@ -266,6 +266,13 @@ struct pool {
 /* Master thread body (master.c). */
 void *pool__master_main(void *arg);
 
+/* Asks the fork server for every worker of a new pool (master.c):
+ * pool_create calls it as soon as the pool channel is open, before its
+ * own ZeroMQ set-up, so that the workers start meanwhile (they wait for
+ * the pool's socket to exist before they connect); the master thread,
+ * started after, owns their state from then on. */
+void pool__master_spawn_all(pool_t *p);
+
 /* Wakes the master (eventfd write).  Any thread. */
 void pool__master_wake(pool_t *p);
 

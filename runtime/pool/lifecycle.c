@@ -221,6 +221,38 @@ static pk_err_t check_opts(const pool_opts_t *o, pk_error_t *err)
 static pk_err_t pool_create_opts(pool_t **pp, const pool_opts_t *opts,
                                  pk_error_t *err);
 
+/* Until every worker has been ready once, the pool broke, or timeout_s
+ * (< 0: no limit) passed. */
+static pk_err_t wait_ready(pool_t *p, double timeout_s, pk_error_t *err)
+{
+    pk_err_t rc = PK_OK;
+    struct timespec dl = pool__deadline_in(timeout_s < 0 ? 0 : timeout_s);
+    pthread_mutex_lock(&p->mu);
+    while (p->lk.nready < p->cfg.nworkers && p->lk.broken == PK_OK) {
+        if (timeout_s < 0)
+            pthread_cond_wait(&p->cv, &p->mu);
+        else if (pthread_cond_timedwait(&p->cv, &p->mu, &dl) == ETIMEDOUT)
+            break;
+    }
+    if (p->lk.nready >= p->cfg.nworkers)
+        rc = PK_OK;
+    else if (p->lk.broken != PK_OK)
+        rc = pk__err(err, p->lk.broken, "%s", p->lk.broken_msg);
+    else
+        rc =
+            pk__err(err, PK_ETIMEDOUT, "%d of %d workers were ready after %g s",
+                    p->lk.nready, p->cfg.nworkers, timeout_s);
+    pthread_mutex_unlock(&p->mu);
+    return rc;
+}
+
+pk_err_t pool_wait_ready(pool_t *p, double timeout, pk_error_t *err)
+{
+    if (p == NULL)
+        return pk__err(err, PK_EINVAL, "pool_wait_ready: NULL pool");
+    return wait_ready(p, timeout, err);
+}
+
 pk_err_t pool_create(pool_t **pp, const pool_opts_t *user, pk_error_t *err)
 {
     if (pp == NULL)
@@ -420,6 +452,10 @@ static pk_err_t pool_create_opts(pool_t **pp, const pool_opts_t *opts,
                             &p->m.chan, err);
     if (rc != PK_OK)
         goto fail;
+    /* The workers start now, while this thread sets up ZeroMQ and the
+     * master thread (about half a millisecond): each waits for the pool's
+     * socket to exist before it connects (worker.c). */
+    pool__master_spawn_all(p);
 
     /* ZeroMQ only now: the fork server exists (see forkserver.h). */
     p->cfg.zctx = zmq_ctx_new();
@@ -450,19 +486,8 @@ static pk_err_t pool_create_opts(pool_t **pp, const pool_opts_t *opts,
     }
     p->cfg.thread_started = 1;
 
-    struct timespec dl = pool__deadline_in(CREATE_TIMEOUT_S);
-    pthread_mutex_lock(&p->mu);
-    while (p->lk.nready < p->cfg.nworkers && p->lk.broken == PK_OK) {
-        if (pthread_cond_timedwait(&p->cv, &p->mu, &dl) == ETIMEDOUT)
-            break;
-    }
-    if (p->lk.broken != PK_OK)
-        rc = pk__err(err, p->lk.broken, "%s", p->lk.broken_msg);
-    else if (p->lk.nready < p->cfg.nworkers)
-        rc =
-            pk__err(err, PK_ETIMEDOUT, "%d of %d workers were ready after %g s",
-                    p->lk.nready, p->cfg.nworkers, CREATE_TIMEOUT_S);
-    pthread_mutex_unlock(&p->mu);
+    if (!opts->start_nowait)
+        rc = wait_ready(p, CREATE_TIMEOUT_S, err);
     if (rc != PK_OK) {
         pool_destroy(&p);
         return rc;

@@ -356,6 +356,13 @@ static void spawn(pool_t *p, int slot, uint64_t now)
     }
 }
 
+void pool__master_spawn_all(pool_t *p)
+{
+    uint64_t now = pool__now_ns();
+    for (int s = 0; s < p->cfg.nworkers; s++)
+        spawn(p, s, now);
+}
+
 static void set_broken(pool_t *p, turn_t *t, const char *msg);
 
 /* ---- fast lanes (lane.h): the master's part ------------------------------
@@ -1337,8 +1344,6 @@ void *pool__master_main(void *arg)
     pool_t *p = arg;
     turn_t t = {0};
     t.now = pool__now_ns();
-    for (int s = 0; s < p->cfg.nworkers; s++)
-        spawn(p, s, t.now);
     size_t cap = 16;
     zmq_msg_t *fr = pk__malloc(cap * sizeof *fr);
     if (fr == NULL)

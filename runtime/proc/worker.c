@@ -1055,6 +1055,19 @@ static int recv_msg(void *sock, zmq_msg_t **frames, size_t *cap, size_t *n)
     }
 }
 
+/* pool_create asks for its workers before it binds the pool's socket (so
+ * that they start meanwhile): connecting before the socket exists would
+ * make ZeroMQ try again only after its reconnect interval.  So wait for
+ * the socket file (a fresh directory's: it exists once bound), up to 5 s;
+ * a pool that failed instead has this process killed meanwhile. */
+static void wait_for_endpoint(const char *endpoint)
+{
+    if (strncmp(endpoint, "ipc://", 6) != 0)
+        return;
+    for (int i = 0; i < 50000 && access(endpoint + 6, F_OK) != 0; i++)
+        usleep(100);
+}
+
 int pool__worker_main(const pool__worker_cfg_t *cfg)
 {
     /* Big buffers come and go with every batch: keep freed memory in the
@@ -1081,6 +1094,12 @@ int pool__worker_main(const pool__worker_cfg_t *cfg)
     zmq_setsockopt(w.sock, ZMQ_LINGER, &zero, sizeof zero);
     zmq_setsockopt(w.sock, ZMQ_SNDHWM, &zero, sizeof zero);
     zmq_setsockopt(w.sock, ZMQ_RCVHWM, &zero, sizeof zero);
+    /* The socket file exists (below) a few microseconds before the master
+     * listens on it: a connection refused in between is tried again soon,
+     * not after ZeroMQ's default 100 ms. */
+    int retry_ms = 2;
+    zmq_setsockopt(w.sock, ZMQ_RECONNECT_IVL, &retry_ms, sizeof retry_ms);
+    wait_for_endpoint(cfg->endpoint);
     int rc = 1;
     if (zmq_connect(w.sock, cfg->endpoint) != 0) {
         fprintf(stderr, "picklepool: worker %d: cannot connect to %s: %s\n",
