@@ -60,7 +60,8 @@ class PoolOpts(ctypes.Structure):
                 ("worker_env", ctypes.POINTER(c_char_p)),
                 ("stall_timeout", c_double), ("address", c_char_p),
                 ("keys", c_char_p), ("insecure", c_int),
-                ("worker_main", c_void_p), ("worker_main_arg", c_void_p)]
+                ("worker_main", c_void_p), ("worker_main_arg", c_void_p),
+                ("start_nowait", c_int)]
 
 
 class CallOpts(ctypes.Structure):
@@ -222,6 +223,8 @@ pool_destroy = _fn("pool_destroy", None, P(c_void_p))
 pool_close = _fn("pool_close", c_int, c_void_p)
 pool_join = _fn("pool_join", c_int, c_void_p, c_double)
 pool_terminate = _fn("pool_terminate", None, c_void_p)
+pool_wait_ready = _fn("pool_wait_ready", c_int, c_void_p, c_double,
+                      P(PkError))
 pool_stats = _fn("pool_stats", c_int, c_void_p, P(WorkerStats), c_size_t,
                  P(c_size_t))
 pool_imap_raw = _fn("pool_imap_raw", c_int, c_void_p, c_char_p, c_size_t,
@@ -230,6 +233,7 @@ pool_imap_raw = _fn("pool_imap_raw", c_int, c_void_p, c_char_p, c_size_t,
 pool_iter_next_raw = _fn("pool_iter_next_raw", c_int, c_void_p, P(RawResult),
                          c_double)
 pool_iter_free = _fn("pool_iter_free", None, P(c_void_p))
+pool_iter_error = _fn("pool_iter_error", c_int, c_void_p, P(PkError))
 pool_apply_raw = _fn("pool_apply_raw", c_int, c_void_p, c_char_p, c_size_t,
                      P(RawItem), P(c_void_p), P(PkError))
 pool_future_wait_raw = _fn("pool_future_wait_raw", c_int, c_void_p,

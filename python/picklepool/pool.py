@@ -17,6 +17,7 @@ import os
 import pickle
 import sys
 import threading
+import time
 
 from . import _lib, _protocol, worker
 from . import shared as _shared
@@ -180,9 +181,12 @@ class _RawMap:
         _lib.pool_call_opts_init(ctypes.byref(co))
         if timeout is not None:
             co.timeout = timeout if timeout > 0 else -1.0
-        if timeout is not None or pool._maxtasks:
+        if timeout is not None or pool._maxtasks or self._chunksize > 1:
             # deadlines and recycling count the runtime's items, which are
-            # our chunks: one chunk a batch keeps both per chunk
+            # our chunks: one chunk a batch keeps both per chunk; and a
+            # chunk of several arguments is batch enough (the runtime's
+            # first batches of 4 would give one worker 4 chunks at once,
+            # and the caller would unpickle their results only at the end)
             co.chunksize = 1
         err = _lib.PkError()
         handle = handle or pool._handle
@@ -280,14 +284,16 @@ class _RawMap:
                 if timeout is not None and waited >= timeout:
                     raise TimeoutError
                 continue
+            why = _lib.PkError()  # say, why the pool broke
+            _lib.pool_iter_error(self._it, ctypes.byref(why))
             self.close()
             if rc == _lib.PK["EOF"]:
                 raise StopIteration
             if self._input_error is not None:
                 e, self._input_error = self._input_error, None
                 raise e
-            raise RuntimeError("picklepool: the map stopped: %s"
-                               % _lib.errname(rc))
+            raise RuntimeError("picklepool: the map stopped: %s (%s)"
+                               % (why.text(), _lib.errname(rc)))
 
     def _outcomes(self, res):
         first, count, data, bufs, _alive = self._chunks.pop(res.index)
@@ -555,6 +561,10 @@ class Pool:
         elif forked:
             o.worker_main = ctypes.cast(worker.FORK_MAIN,
                                         ctypes.c_void_p).value
+        # As multiprocessing.Pool: return while the workers start, so that
+        # they start while the caller prepares its first call.
+        o.start_nowait = 1
+        self._ready = False
         self._native_opts = (o.workers, o.placement, o.retries,
                              o.maxtasksperchild, o.max_rss)
         self._handle = self._create(o, "cannot start the pool")
@@ -597,6 +607,7 @@ class Pool:
                 _lib.pool_opts_init(ctypes.byref(o))
                 (o.workers, o.placement, o.retries, o.maxtasksperchild,
                  o.max_rss) = self._native_opts
+                o.start_nowait = 1  # its first map waits for them
                 if self._remote is not None:  # the hosts have the plugins
                     self._set_remote(o)
                     plugins = ()
@@ -818,9 +829,25 @@ class Pool:
             self._rawmap(_protocol.MAP, func, iterable, chunksize, False),
             _progress(_len_or_none(iterable), progress))
 
+    def _wait_ready(self, limit=60.0):
+        """Until every worker has started once (the pool does not wait for
+        them when it is made: start_nowait), so that stats() shows their
+        pids; a pool whose workers keep dying at start-up shows pid 0."""
+        if self._ready:
+            return
+        err = _lib.PkError()
+        end = time.monotonic() + limit
+        while True:  # in steps, so that Ctrl-C is seen
+            rc = _lib.pool_wait_ready(self._handle.ptr, _POLL_S,
+                                      ctypes.byref(err))
+            if rc != _lib.PK["ETIMEDOUT"] or time.monotonic() > end:
+                break
+        self._ready = rc == 0
+
     def stats(self):
         """Per worker: slot, pid, core, cpus, items, busy seconds,
         restarts."""
+        self._wait_ready()
         n = self._processes
         arr = (_lib.WorkerStats * n)()
         got = ctypes.c_size_t(0)

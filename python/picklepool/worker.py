@@ -203,10 +203,19 @@ def _reseed():
     has: a copy's would repeat the caller's sequence in every worker (the
     standard random module reseeds itself after a fork; numpy does not)."""
     nprandom = sys.modules.get("numpy.random")
-    if nprandom is not None:
+    if nprandom is None:
+        return
+    try:
+        # a whole MT19937 state from the system's entropy, as seed() makes
+        # one, without its SeedSequence hashing: a third of the time in a
+        # fresh fork, and every worker's start-up waits for it
+        words = sys.modules["numpy"].frombuffer(os.urandom(624 * 4),
+                                                dtype="uint32")
+        nprandom.set_state(("MT19937", words, 624))
+    except Exception:  # a numpy without the legacy global generator
         try:
             nprandom.seed()
-        except Exception:  # a numpy without the legacy global generator
+        except Exception:
             pass
 
 

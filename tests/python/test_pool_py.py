@@ -218,6 +218,36 @@ def test_initializer_and_maxtasksperchild():
     assert out.strip() == "ok"
 
 
+def test_pool_returns_before_its_workers_and_a_broken_start_fails():
+    """Pool() does not wait for its workers (as multiprocessing.Pool):
+    stats() does, and shows every pid; workers whose initializer raises
+    fail the first call with a clear error instead of hanging (where
+    multiprocessing respawns them for ever)."""
+    out = run_py("""
+        def bad_init():
+            raise ValueError("no database")
+        with Pool(2) as p:
+            assert all(s["pid"] > 0 for s in p.stats())
+        p = Pool(2, initializer=bad_init)
+        try:
+            p.map(abs, range(10))
+        except RuntimeError as e:
+            assert "start-up" in str(e), e
+        else:
+            raise AssertionError("a map on workers that cannot start ran")
+        try:
+            p.apply(abs, (1,))
+        except RuntimeError as e:
+            assert "start-up" in str(e), e
+        else:
+            raise AssertionError("an apply on workers that cannot start ran")
+        p.terminate()
+        p.join()
+        print("ok")
+    """)
+    assert out.strip() == "ok"
+
+
 def test_max_rss_recycles_workers():
     out = run_py("""
         kept = []
