@@ -266,12 +266,13 @@ struct pool {
 /* Master thread body (master.c). */
 void *pool__master_main(void *arg);
 
-/* Asks the fork server for every worker of a new pool (master.c):
- * pool_create calls it as soon as the pool channel is open, before its
- * own ZeroMQ set-up, so that the workers start meanwhile (they wait for
+/* The SPAWN messages of every worker of a new pool, in msgs[nworkers], and
+ * the state they imply (master.c).  pool_create sends them with the pool
+ * itself (pool__fs_open_pool), so the fork server forks at once, while
+ * pool_create sets up ZeroMQ and the master thread (the workers wait for
  * the pool's socket to exist before they connect); the master thread,
  * started after, owns their state from then on. */
-void pool__master_spawn_all(pool_t *p);
+void pool__master_first_spawns(pool_t *p, pool__fs_msg_t *msgs);
 
 /* Wakes the master (eventfd write).  Any thread. */
 void pool__master_wake(pool_t *p);

@@ -448,14 +448,22 @@ static pk_err_t pool_create_opts(pool_t **pp, const pool_opts_t *opts,
     cfg.heap_size = heap != NULL ? heap->size : 0;
     p->cfg.heap = heap != NULL;
     p->cfg.remote = opts->address != NULL;
+    /* The workers are asked for with the pool itself: the fork server
+     * forks them at once, while this thread sets up ZeroMQ and the master
+     * thread (about half a millisecond); each waits for the pool's socket
+     * to exist before it connects (worker.c). */
+    pool__fs_msg_t *spawns =
+        pk__calloc((size_t)p->cfg.nworkers, sizeof *spawns);
+    if (spawns == NULL) {
+        rc = pk__err(err, PK_ENOMEM, "out of memory");
+        goto fail;
+    }
+    pool__master_first_spawns(p, spawns);
     rc = pool__fs_open_pool(&cfg, p->cfg.memfd, heap != NULL ? heap->fd : -1,
-                            &p->m.chan, err);
+                            spawns, p->cfg.nworkers, &p->m.chan, err);
+    pk__free(spawns);
     if (rc != PK_OK)
         goto fail;
-    /* The workers start now, while this thread sets up ZeroMQ and the
-     * master thread (about half a millisecond): each waits for the pool's
-     * socket to exist before it connects (worker.c). */
-    pool__master_spawn_all(p);
 
     /* ZeroMQ only now: the fork server exists (see forkserver.h). */
     p->cfg.zctx = zmq_ctx_new();

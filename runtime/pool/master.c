@@ -307,7 +307,9 @@ static void kill_for(pool_t *p, int slot, enum pool__kill_reason reason,
     kill_worker(p, slot, SIGKILL);
 }
 
-static void spawn(pool_t *p, int slot, uint64_t now)
+/* What spawning slot sets up (its state, its scoreboard slot, nlive), and
+ * its SPAWN message in *m. */
+static void spawn_prepare(pool_t *p, int slot, uint64_t now, pool__fs_msg_t *m)
 {
     pool__mworker_t *w = &p->m.w[slot];
     if (w->gen > 0) {
@@ -339,14 +341,21 @@ static void spawn(pool_t *p, int slot, uint64_t now)
     if (p->cfg.shm != NULL)
         pool__shm_res_reset(p->cfg.shm, slot); /* the old process is reaped */
     atomic_store_explicit(&sb->gen, w->gen, memory_order_release);
-    pool__fs_msg_t m = {.type = POOL_FS_SPAWN,
-                        .slot = slot,
-                        .gen = w->gen,
-                        .bind = p->cfg.bind,
-                        .cpus = p->cfg.places[slot].cpus};
+    *m = (pool__fs_msg_t){.type = POOL_FS_SPAWN,
+                          .slot = slot,
+                          .gen = w->gen,
+                          .bind = p->cfg.bind,
+                          .cpus = p->cfg.places[slot].cpus};
     pthread_mutex_lock(&p->mu);
     p->lk.nlive++;
     pthread_mutex_unlock(&p->mu);
+}
+
+static void spawn(pool_t *p, int slot, uint64_t now)
+{
+    pool__mworker_t *w = &p->m.w[slot];
+    pool__fs_msg_t m;
+    spawn_prepare(p, slot, now, &m);
     if (pool__fs_send(p->m.chan, &m) != PK_OK) {
         /* The channel is gone; the EOF handler marks the pool broken. */
         w->state = POOL_W_DEAD;
@@ -356,11 +365,11 @@ static void spawn(pool_t *p, int slot, uint64_t now)
     }
 }
 
-void pool__master_spawn_all(pool_t *p)
+void pool__master_first_spawns(pool_t *p, pool__fs_msg_t *msgs)
 {
     uint64_t now = pool__now_ns();
     for (int s = 0; s < p->cfg.nworkers; s++)
-        spawn(p, s, now);
+        spawn_prepare(p, s, now, &msgs[s]);
 }
 
 static void set_broken(pool_t *p, turn_t *t, const char *msg);

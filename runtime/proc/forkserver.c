@@ -300,6 +300,9 @@ static void fs_run_main(fs_pool_t *fp, const pool__fs_msg_t *m)
         (void)pool__topo_bind_self(fs_topology, &m->cpus, NULL);
     if (fs_worker_env(fp, m, fp->memfd) != 0)
         _exit(127);
+    /* ZeroMQ's threads start here, bound as this process is: the
+     * connection is made while the main starts (worker.h) */
+    pool__worker_preconnect(fp->cfg.endpoint, m->slot, m->gen);
     if (fs_main_at_fork != NULL)
         fs_main_at_fork();
     int rc = fs_main_fn(fp->cfg.worker_main_arg);
@@ -817,11 +820,22 @@ static pk_err_t ctl_call(ctl_msg_t *m, const int *fds, int nfds, int want_ack,
 }
 
 pk_err_t pool__fs_open_pool(pool__fs_pool_cfg_t *cfg, int memfd, int heapfd,
-                            int *chan, pk_error_t *err)
+                            const pool__fs_msg_t *first, int nfirst, int *chan,
+                            pk_error_t *err)
 {
     int sv[2];
     if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) != 0)
         return pk__err_sys(err, PK_ESYS, errno, "socketpair");
+    /* Queued before the pool: the fork server reads them as soon as it has
+     * taken the pool, without waiting to be woken again. */
+    for (int i = 0; i < nfirst; i++) {
+        if (pool__fs_send(sv[0], &first[i]) != PK_OK) {
+            int e = errno;
+            close(sv[0]);
+            close(sv[1]);
+            return pk__err_sys(err, PK_ESYS, e, "queueing the first spawns");
+        }
+    }
     ctl_msg_t *m = pk__calloc(1, sizeof *m);
     if (m == NULL) {
         close(sv[0]);

@@ -137,13 +137,17 @@ const pool__topo_t *pool__fs_topo(void);
  * shared heap's (heapfd, -1: none) (which the fork server dups; the caller
  * keeps its own) and returns the master's
  * end of the channel in *chan (SOCK_CLOEXEC; close it to end the pool).
+ * first[0..nfirst) (may be NULL when 0) are queued on the channel before
+ * the pool is sent: the pool's first SPAWNs, which the fork server then
+ * reads as soon as it has taken the pool.
 
  * cfg->worker_main is cleared when the fork server was not started with
  * it (its workers are then exec'd).  Returns PK_OK, PK_ESYS, PK_EINVAL
  * (cleared, and no exec_argv to fall back to) or PK_EIO (the fork server
  * is gone). */
 pk_err_t pool__fs_open_pool(pool__fs_pool_cfg_t *cfg, int memfd, int heapfd,
-                            int *chan, pk_error_t *err);
+                            const pool__fs_msg_t *first, int nfirst, int *chan,
+                            pk_error_t *err);
 
 /* Makes the fork server load a plugin too, so later workers have it.
  * Returns PK_OK or what pool_plugin_load returned there. */

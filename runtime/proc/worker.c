@@ -1068,6 +1068,62 @@ static void wait_for_endpoint(const char *endpoint)
         usleep(100);
 }
 
+/* The worker's ZeroMQ context and DEALER, made and (once the master's
+ * socket exists) connected by pool__worker_preconnect, for this process
+ * (pid) and worker; pool__worker_main takes them. */
+static struct {
+    void *ctx, *sock;
+    pid_t pid;
+    int slot;
+    uint32_t gen;
+    int connected;
+} pre;
+
+/* A context and a DEALER with the worker's routing id and options. */
+static int open_socket(int slot, uint32_t gen, void **ctxp, void **sockp)
+{
+    void *ctx = zmq_ctx_new();
+    if (ctx == NULL)
+        return -1;
+    zmq_ctx_set(ctx, ZMQ_BLOCKY, 0);
+    void *sock = zmq_socket(ctx, ZMQ_DEALER);
+    if (sock == NULL) {
+        zmq_ctx_term(ctx);
+        return -1;
+    }
+    uint8_t id[POOL_WIRE_ID_SIZE];
+    pool__wire_id_encode(slot, gen, id);
+    int zero = 0;
+    zmq_setsockopt(sock, ZMQ_ROUTING_ID, id, sizeof id);
+    zmq_setsockopt(sock, ZMQ_LINGER, &zero, sizeof zero);
+    zmq_setsockopt(sock, ZMQ_SNDHWM, &zero, sizeof zero);
+    zmq_setsockopt(sock, ZMQ_RCVHWM, &zero, sizeof zero);
+    /* The socket file exists (wait_for_endpoint) a few microseconds before
+     * the master listens on it: a connection refused in between is tried
+     * again soon, not after ZeroMQ's default 100 ms. */
+    int retry_ms = 2;
+    zmq_setsockopt(sock, ZMQ_RECONNECT_IVL, &retry_ms, sizeof retry_ms);
+    *ctxp = ctx;
+    *sockp = sock;
+    return 0;
+}
+
+void pool__worker_preconnect(const char *endpoint, int slot, uint32_t gen)
+{
+    if (pre.sock != NULL && pre.pid == getpid())
+        return;
+    memset(&pre, 0, sizeof pre);
+    if (open_socket(slot, gen, &pre.ctx, &pre.sock) != 0)
+        return;
+    pre.pid = getpid();
+    pre.slot = slot;
+    pre.gen = gen;
+    /* Connect only if the master is there already: waiting for it is
+     * pool__worker_main's, after the main's own start-up. */
+    if (strncmp(endpoint, "ipc://", 6) == 0 && access(endpoint + 6, F_OK) == 0)
+        pre.connected = zmq_connect(pre.sock, endpoint) == 0;
+}
+
 int pool__worker_main(const pool__worker_cfg_t *cfg)
 {
     /* Big buffers come and go with every batch: keep freed memory in the
@@ -1078,30 +1134,21 @@ int pool__worker_main(const pool__worker_cfg_t *cfg)
     worker_t w;
     memset(&w, 0, sizeof w);
     w.cfg = cfg;
-    void *ctx = zmq_ctx_new();
-    if (ctx == NULL)
-        return 1;
-    zmq_ctx_set(ctx, ZMQ_BLOCKY, 0);
-    w.sock = zmq_socket(ctx, ZMQ_DEALER);
-    if (w.sock == NULL) {
-        zmq_ctx_term(ctx);
+    void *ctx;
+    int connected = 0;
+    if (pre.sock != NULL && pre.pid == getpid() && pre.slot == cfg->slot &&
+        pre.gen == cfg->gen) {
+        ctx = pre.ctx;
+        w.sock = pre.sock;
+        connected = pre.connected;
+    } else if (open_socket(cfg->slot, cfg->gen, &ctx, &w.sock) != 0) {
         return 1;
     }
-    uint8_t id[POOL_WIRE_ID_SIZE];
-    pool__wire_id_encode(cfg->slot, cfg->gen, id);
-    int zero = 0;
-    zmq_setsockopt(w.sock, ZMQ_ROUTING_ID, id, sizeof id);
-    zmq_setsockopt(w.sock, ZMQ_LINGER, &zero, sizeof zero);
-    zmq_setsockopt(w.sock, ZMQ_SNDHWM, &zero, sizeof zero);
-    zmq_setsockopt(w.sock, ZMQ_RCVHWM, &zero, sizeof zero);
-    /* The socket file exists (below) a few microseconds before the master
-     * listens on it: a connection refused in between is tried again soon,
-     * not after ZeroMQ's default 100 ms. */
-    int retry_ms = 2;
-    zmq_setsockopt(w.sock, ZMQ_RECONNECT_IVL, &retry_ms, sizeof retry_ms);
-    wait_for_endpoint(cfg->endpoint);
+    memset(&pre, 0, sizeof pre);
+    if (!connected)
+        wait_for_endpoint(cfg->endpoint);
     int rc = 1;
-    if (zmq_connect(w.sock, cfg->endpoint) != 0) {
+    if (!connected && zmq_connect(w.sock, cfg->endpoint) != 0) {
         fprintf(stderr, "picklepool: worker %d: cannot connect to %s: %s\n",
                 cfg->slot, cfg->endpoint, zmq_strerror(errno));
         goto out;

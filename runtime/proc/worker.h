@@ -3,7 +3,8 @@
  *
  * pool__worker_main() is what a worker process runs after the fork server
  * forked it and it finished its setup (see proc/forkserver.h for the
- * order).  It creates the worker's own ZeroMQ context, connects a DEALER to
+ * order).  It creates the worker's own ZeroMQ context (or takes the one
+ * pool__worker_preconnect made), connects a DEALER to
  * the master's ROUTER with routing id {slot, generation}, says READY, then
  * runs TASK batches until STOP, a retirement limit, or death: it decodes
  * each item's pickle, calls the registered native function (registry.h),
@@ -46,5 +47,14 @@ typedef struct pool__worker_cfg {
 /* Runs the worker until it should exit; returns the process exit status
  * (0 after STOP or retirement, 1 when the context or socket failed). */
 int pool__worker_main(const pool__worker_cfg_t *cfg);
+
+/* For a worker that runs a main of the caller's (forkserver.h) before its
+ * loop: makes its ZeroMQ context and DEALER now, and connects it when the
+ * master's socket exists already, so that the connection's handshake runs
+ * on ZeroMQ's thread while the main starts (an interpreter's after-fork
+ * and start-up: a millisecond or more); pool__worker_main, called later
+ * in this process for the same slot and generation, takes them.  On any
+ * failure it leaves nothing, and pool__worker_main makes its own. */
+void pool__worker_preconnect(const char *endpoint, int slot, uint32_t gen);
 
 #endif /* POOL_WORKER_H */
