@@ -24,7 +24,10 @@
  * initializer, and only then create their own ZeroMQ context, whose I/O
  * threads inherit the binding.  Exec'd workers and workers running a main
  * (pool_global_init_main) do the same up to the binding, keeping only the
- * memfd, then set their environment and exec or call the main.  A fork
+ * memfd, then set their environment and exec or call the main; a worker
+ * running a main makes its ZeroMQ context (bound, as above) just before
+ * the main's at_fork hook, so that its connection is made while the
+ * interpreter starts (pool__worker_preconnect, worker.h).  A fork
  * server started with a main keeps each descriptor the master had open as
  * /dev/null at the same number, not closed: a main runs the master's
  * copied code and objects, and one of those closing "its" descriptor must
