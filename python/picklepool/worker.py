@@ -159,6 +159,9 @@ _snapshot_env = {}  # worker_env() as bytes when the fork server was made
 # The functions __main__ had when the fork server was made: forked workers
 # have them too, so they travel by reference (snapshot_main()).
 _snapshot_main = {}
+# (numpy.random, the address of its global generator's state) in the fork
+# server's copy, for _reseed; None without numpy.random then
+_np_state = None
 
 
 def _adopt_environment():
@@ -198,6 +201,28 @@ def _reset_signals():
             _signal.signal(getattr(_signal, name), _signal.SIG_IGN)
 
 
+def _np_state_address():
+    """Where numpy's global generator (a plain MT19937 with no Gaussian
+    cached) keeps its state {uint32 key[624]; int pos}, checked against
+    get_state(); None when numpy.random is not imported or is otherwise.
+    Taken for the fork server's copy: the same address in every worker."""
+    nprandom = sys.modules.get("numpy.random")
+    if nprandom is None:
+        return None
+    try:
+        rs = nprandom.mtrand._rand
+        name, key, pos, has_gauss = rs.get_state()[:4]
+        addr = rs._bit_generator.ctypes.state_address
+        if (name != "MT19937" or has_gauss or len(key) != 624 or
+                ctypes.c_uint32.from_address(addr).value != key[0] or
+                ctypes.c_uint32.from_address(addr + 4 * 623).value != key[623]
+                or ctypes.c_int.from_address(addr + 4 * 624).value != pos):
+            return None
+        return addr
+    except Exception:  # another numpy, another generator
+        return None
+
+
 def _reseed():
     """Fresh entropy for numpy's global generator, as an exec'd worker's
     has: a copy's would repeat the caller's sequence in every worker (the
@@ -205,10 +230,16 @@ def _reseed():
     nprandom = sys.modules.get("numpy.random")
     if nprandom is None:
         return
+    if _np_state is not None and nprandom is _np_state[0]:
+        # in place: a whole MT19937 state from the system's entropy, as
+        # seed() makes one, in microseconds instead of the ~0.5 ms that
+        # seed() or set_state() take in a fresh fork (every worker's
+        # start-up waits for it)
+        addr = _np_state[1]
+        ctypes.memmove(addr, os.urandom(4 * 624), 4 * 624)
+        ctypes.c_int.from_address(addr + 4 * 624).value = 624
+        return
     try:
-        # a whole MT19937 state from the system's entropy, as seed() makes
-        # one, without its SeedSequence hashing: a third of the time in a
-        # fresh fork, and every worker's start-up waits for it
         words = sys.modules["numpy"].frombuffer(os.urandom(624 * 4),
                                                 dtype="uint32")
         nprandom.set_state(("MT19937", words, 624))
@@ -268,6 +299,9 @@ def start_fork_server():
     for kv in _protocol.worker_env():  # what pools will mostly set again
         k, _, v = kv.partition("=")
         _snapshot_env[os.fsencode(k)] = os.fsencode(v)
+    global _np_state
+    addr = _np_state_address()
+    _np_state = None if addr is None else (sys.modules["numpy.random"], addr)
     api = ctypes.pythonapi
     api.PyOS_BeforeFork()
     try:

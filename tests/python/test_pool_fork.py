@@ -259,6 +259,25 @@ def test_random_generators_differ_between_workers():
     """)
 
 
+@pytest.mark.usefixtures("worker_mode")
+def test_numpy_generator_with_a_cached_gaussian_differs_too():
+    # one standard_normal() leaves the second Gaussian of the pair cached
+    # in numpy's global generator: the copies must not all return it
+    pytest.importorskip("numpy")
+    run_ok("""
+        import numpy as np
+        np.random.seed(3)
+        np.random.standard_normal()
+        assert np.random.get_state()[3] == 1  # a Gaussian is cached
+        def draw(_):
+            return np.random.standard_normal(), np.random.randint(1 << 62)
+        with Pool(2, maxtasksperchild=1) as p:  # a new worker per item
+            got = p.map(draw, range(6), chunksize=1)
+        assert len({g for g, _ in got}) == 6, got
+        assert len({r for _, r in got}) == 6, got
+    """)
+
+
 @FORK_ONLY
 def test_main_functions_of_the_snapshot_go_by_reference():
     # A function __main__ had when the fork server copied the caller is in
