@@ -9,7 +9,7 @@ concurrent.futures.ProcessPoolExecutor, multiprocess.Pool (pathos's engine),
 joblib.Parallel (loky) and a serial loop.  Workloads (--only takes their
 names; "start" is the start-up row):
 
-  start  a fresh pool and its first tiny map, seconds
+  start  a fresh pool and its first tiny map, seconds (3x the repetitions)
   W1     map(square, range(1M)) with each pool's default chunksize, items/s
   W2     400 items of 5 ms pure-Python CPU: serial time / (workers x wall)
   W3     32 x 8 MiB float64 arrays through `a * 2`, MB/s; and 32 x 8 MiB
@@ -377,9 +377,13 @@ class Bench:
     # -- start-up
 
     def startup(self):
-        row = self.row("start", "start: new pool + first map of %d items (s)"
-                       % (2 * self.w), "sec")
-        for rep in range(self.reps):
+        # A start takes ~10 ms and its spread is wide on a shared machine
+        # (a fork and the interpreter's after-fork work, in every pool):
+        # its median is taken over three times the repetitions.
+        reps = 3 * self.reps
+        row = self.row("start", "start: new pool + first map of %d items "
+                       "(s), %d repetitions" % (2 * self.w, reps), "sec")
+        for rep in range(reps):
             for peer in self.order(rep):
                 if peer.name == "serial":
                     row.text[peer.name] = "n/a"
