@@ -374,6 +374,69 @@ static void init_dies(void *arg)
     _exit(3);
 }
 
+/* The first worker to run it waits (up to 30 s) for g_initdir/go to
+ * exist: that slot stays starting while the test looks. */
+static void init_first_waits(void *arg)
+{
+    char path[PATH_MAX + 32];
+    snprintf(path, sizeof path, "%s/first", (const char *)arg);
+    int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    if (fd < 0)
+        return;
+    close(fd);
+    snprintf(path, sizeof path, "%s/go", (const char *)arg);
+    for (int i = 0; i < 3000 && access(path, F_OK) != 0; i++)
+        usleep(10000);
+}
+
+/* pool_wait_ready counts slots, not READYs: a worker recycled after every
+ * item says READY again and again while another slot still starts; and it
+ * returns PK_ECANCELED, not never, when the pool is terminated first. */
+static void test_wait_ready_counts_slots(void **state)
+{
+    pool_opts_t o;
+    int64_t v[8], out[8];
+    pk_error_t err;
+    char go[PATH_MAX + 32];
+
+    make_initdir();
+    snprintf(go, sizeof go, "%s/go", g_initdir);
+    tp_opts_for(&o, 2);
+    o.initializer = init_first_waits;
+    o.initarg = g_initdir;
+    o.start_nowait = 1;
+    o.maxtasksperchild = 1;
+    pool_t *p = tp_start(&o);
+    for (int i = 0; i < 8; i++)
+        v[i] = i;
+    pool_call_opts_t co;
+    pool_call_opts_init(&co);
+    co.chunksize = 1;
+    /* every item runs on the other slot, a new worker each time */
+    CHECK_OK(
+        pool_map_i64(p, "examples", "square", v, out, 8, &co, NULL, NULL, E_));
+    assert_true(tp_restarts(p) >= 7);
+    pk_error_clear(&err);
+    assert_int_equal(pool_wait_ready(p, 0, &err), PK_ETIMEDOUT);
+    int fd = open(go, O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
+    assert_true(fd >= 0);
+    close(fd);
+    CHECK_OK(pool_wait_ready(p, 30, E_));
+    pool_destroy(&p);
+
+    /* terminated while a slot still starts: the wait ends */
+    unlink(go);
+    snprintf(go, sizeof go, "%s/first", g_initdir);
+    unlink(go);
+    p = tp_start(&o);
+    pool_terminate(p);
+    pk_error_clear(&err);
+    assert_int_equal(pool_wait_ready(p, -1, &err), PK_ECANCELED);
+    assert_non_null(strstr(err.msg, "terminated"));
+    pool_destroy(&p);
+    rm_tree_flat(g_initdir);
+}
+
 /* start_nowait: pool_create returns while the workers start; a map made at
  * once runs on them, pool_wait_ready waits for them all (each ran its
  * initializer, each has its pid in the stats); workers that keep dying at
@@ -637,6 +700,7 @@ static const runner_test_t tests[] = {
     RUNNER_TEST(test_close_join_terminate, 60),
     RUNNER_TEST(test_initializer, 30),
     RUNNER_TEST(test_start_nowait, 60),
+    RUNNER_TEST(test_wait_ready_counts_slots, 60),
     RUNNER_TEST(test_maxtasksperchild, 60),
     RUNNER_TEST(test_sigint_interrupts_map, 30),
 };

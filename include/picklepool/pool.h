@@ -157,7 +157,9 @@ typedef struct pool_opts {
      * without worker_argv pool_create fails with PK_EINVAL.  The pool
      * chooses once, at pool_create, for its whole life.  worker_main_arg
      * must be valid in the fork server: data that existed when it was
-     * started.  The initializer is not run in such workers either. */
+     * started.  The initializer is not run in such workers either.  The
+     * worker's ZeroMQ context (and its threads) exists before main is
+     * called, so that it connects while main starts. */
     pool_worker_main_fn worker_main;
     void *worker_main_arg;
     /* Start-up: 0 (default): pool_create returns when every worker is
@@ -167,8 +169,8 @@ typedef struct pool_opts {
      * submitted meanwhile waits for them and goes to the first ready.
      * Workers that keep dying at start-up then fail that work (PK_ECRASHED,
      * "workers keep dying at start-up ...") instead of pool_create;
-     * pool_stats shows pid 0 for a worker not yet ready, and
-     * pool_wait_ready waits for all of them. */
+     * pool_stats shows pid 0 for a worker not yet forked, and
+     * pool_wait_ready waits for all of them to be ready. */
     int start_nowait;
     /* New fields go here, at the end: pool_opts_t.size tells the library
      * which fields a caller built against an older header knows. */
@@ -223,11 +225,12 @@ PK_API pk_err_t pool_global_fini(pk_error_t *err);
 PK_API pk_err_t pool_create(pool_t **pp, const pool_opts_t *opts,
                             pk_error_t *err);
 
-/* Waits until every worker of p has been ready once (pool_create's own
- * wait, for pools made with start_nowait), up to timeout seconds (< 0: for
- * ever).  Returns PK_OK, PK_ECRASHED (the workers keep dying at start-up:
- * err says how), PK_EIO (the fork server is gone), PK_ETIMEDOUT, or
- * PK_EINVAL (p NULL).  Thread-safe. */
+/* Waits until the worker of every slot of p has been ready once
+ * (pool_create's own wait, for pools made with start_nowait), up to timeout
+ * seconds (< 0: for ever).  Returns PK_OK, PK_ECRASHED (the workers keep
+ * dying at start-up, or the fork server died: err says which),
+ * PK_ECANCELED (the pool was terminated, or closed and finished, first),
+ * PK_ETIMEDOUT, or PK_EINVAL (p NULL).  Thread-safe. */
 PK_API pk_err_t pool_wait_ready(pool_t *p, double timeout, pk_error_t *err);
 
 /* Terminates the workers if still running, reaps them, removes the ipc

@@ -838,7 +838,8 @@ class Pool:
     def _wait_ready(self, limit=60.0):
         """Until every worker has started once (the pool does not wait for
         them when it is made: start_nowait), so that stats() shows their
-        pids; a pool whose workers keep dying at start-up shows pid 0."""
+        pids (a pool whose workers keep dying at start-up, or that was
+        terminated meanwhile, shows what it has)."""
         if self._ready:
             return
         err = _lib.PkError()

@@ -144,6 +144,7 @@ typedef struct pool__mworker {
     uint32_t gen;
     int32_t pid;
     int ready_seen;          /* this generation said READY */
+    int ever_ready;          /* some generation of this slot said READY */
     int productive;          /* this generation returned a result */
     int unreachable;         /* a send to it failed */
     pool__batch_t *inflight; /* list, oldest first */
@@ -226,7 +227,7 @@ typedef struct pool__locked {
     int cancel_pending; /* some job got canceled */
     int active_jobs;
     int open_drives; /* maps, iterators and futures not yet ended */
-    int nready;      /* workers that said READY since creation */
+    int nready;      /* slots whose worker said READY once since creation */
     int nlive;       /* processes alive or being spawned */
     int exited;      /* after close/terminate: every worker is gone */
     pk_err_t broken; /* PK_ECRASHED once workers keep dying at start-up

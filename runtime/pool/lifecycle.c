@@ -221,14 +221,15 @@ static pk_err_t check_opts(const pool_opts_t *o, pk_error_t *err)
 static pk_err_t pool_create_opts(pool_t **pp, const pool_opts_t *opts,
                                  pk_error_t *err);
 
-/* Until every worker has been ready once, the pool broke, or timeout_s
- * (< 0: no limit) passed. */
+/* Until every worker has been ready once, the pool broke or was
+ * terminated, or timeout_s (< 0: no limit) passed. */
 static pk_err_t wait_ready(pool_t *p, double timeout_s, pk_error_t *err)
 {
     pk_err_t rc = PK_OK;
     struct timespec dl = pool__deadline_in(timeout_s < 0 ? 0 : timeout_s);
     pthread_mutex_lock(&p->mu);
-    while (p->lk.nready < p->cfg.nworkers && p->lk.broken == PK_OK) {
+    while (p->lk.nready < p->cfg.nworkers && p->lk.broken == PK_OK &&
+           !p->lk.terminate_req && !p->lk.exited) {
         if (timeout_s < 0)
             pthread_cond_wait(&p->cv, &p->mu);
         else if (pthread_cond_timedwait(&p->cv, &p->mu, &dl) == ETIMEDOUT)
@@ -238,6 +239,11 @@ static pk_err_t wait_ready(pool_t *p, double timeout_s, pk_error_t *err)
         rc = PK_OK;
     else if (p->lk.broken != PK_OK)
         rc = pk__err(err, p->lk.broken, "%s", p->lk.broken_msg);
+    else if (p->lk.terminate_req || p->lk.exited)
+        rc = pk__err(err, PK_ECANCELED,
+                     "the pool was terminated (or closed and done) before "
+                     "%d of its %d workers were ready",
+                     p->cfg.nworkers - p->lk.nready, p->cfg.nworkers);
     else
         rc =
             pk__err(err, PK_ETIMEDOUT, "%d of %d workers were ready after %g s",

@@ -1019,7 +1019,9 @@ static void on_message(pool_t *p, turn_t *t, zmq_msg_t *f, size_t nf)
         p->m.startup_deaths = 0;
         pthread_mutex_lock(&p->mu);
         p->lk.stats[slot].pid = w->pid; /* READY may beat SPAWNED */
-        p->lk.nready++;
+        if (!w->ever_ready) /* a respawned worker's READY is not another */
+            p->lk.nready++;
+        w->ever_ready = 1;
         pthread_cond_broadcast(&p->cv);
         pthread_mutex_unlock(&p->mu);
         if (p->m.stop_sent) {

@@ -819,6 +819,10 @@ static pk_err_t ctl_call(ctl_msg_t *m, const int *fds, int nfds, int want_ack,
     return PK_OK;
 }
 
+/* First SPAWNs queued on a pool's channel before the fork server has it:
+ * 16 x 152 bytes, far below any socket buffer. */
+#define FS_EARLY_SPAWNS 16
+
 pk_err_t pool__fs_open_pool(pool__fs_pool_cfg_t *cfg, int memfd, int heapfd,
                             const pool__fs_msg_t *first, int nfirst, int *chan,
                             pk_error_t *err)
@@ -827,8 +831,11 @@ pk_err_t pool__fs_open_pool(pool__fs_pool_cfg_t *cfg, int memfd, int heapfd,
     if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) != 0)
         return pk__err_sys(err, PK_ESYS, errno, "socketpair");
     /* Queued before the pool: the fork server reads them as soon as it has
-     * taken the pool, without waiting to be woken again. */
-    for (int i = 0; i < nfirst; i++) {
+     * taken the pool, without waiting to be woken again.  Only a few: no
+     * one reads the channel yet, and a full socket buffer would block us
+     * for ever; the rest go once the fork server has it (below). */
+    int early = nfirst < FS_EARLY_SPAWNS ? nfirst : FS_EARLY_SPAWNS;
+    for (int i = 0; i < early; i++) {
         if (pool__fs_send(sv[0], &first[i]) != PK_OK) {
             int e = errno;
             close(sv[0]);
@@ -863,6 +870,9 @@ pk_err_t pool__fs_open_pool(pool__fs_pool_cfg_t *cfg, int memfd, int heapfd,
     pthread_mutex_unlock(&fs_mu);
     pk__free(m);
     close(sv[1]);
+    for (int i = early; i < nfirst && rc == PK_OK; i++)
+        if (pool__fs_send(sv[0], &first[i]) != PK_OK)
+            rc = pk__err_sys(err, PK_ESYS, errno, "sending the first spawns");
     if (rc != PK_OK) {
         close(sv[0]);
         return rc;

@@ -27,7 +27,10 @@
  * memfd, then set their environment and exec or call the main; a worker
  * running a main makes its ZeroMQ context (bound, as above) just before
  * the main's at_fork hook, so that its connection is made while the
- * interpreter starts (pool__worker_preconnect, worker.h).  A fork
+ * interpreter starts (pool__worker_preconnect, worker.h): the main's own
+ * code, an interpreter's initializer included, runs with ZeroMQ's threads
+ * already there (a Python initializer that forks forks a threaded
+ * process, as a task that forks always did).  A fork
  * server started with a main keeps each descriptor the master had open as
  * /dev/null at the same number, not closed: a main runs the master's
  * copied code and objects, and one of those closing "its" descriptor must

@@ -24,6 +24,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 #include <zmq.h>
 
@@ -1064,8 +1065,14 @@ static void wait_for_endpoint(const char *endpoint)
 {
     if (strncmp(endpoint, "ipc://", 6) != 0)
         return;
-    for (int i = 0; i < 50000 && access(endpoint + 6, F_OK) != 0; i++)
+    struct timespec t0, t;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    while (access(endpoint + 6, F_OK) != 0) {
+        clock_gettime(CLOCK_MONOTONIC, &t);
+        if (t.tv_sec - t0.tv_sec >= 5)
+            return;
         usleep(100);
+    }
 }
 
 /* The worker's ZeroMQ context and DEALER, made and (once the master's
