@@ -23,18 +23,7 @@
 
 #include "picklepool.h"
 #include "bench.h"
-
-static long rss_kib(void)
-{
-    FILE *f = fopen("/proc/self/statm", "r");
-    long sz = 0, rss = 0;
-    if (f != NULL) {
-        if (fscanf(f, "%ld %ld", &sz, &rss) != 2)
-            rss = 0;
-        fclose(f);
-    }
-    return rss * (sysconf(_SC_PAGESIZE) / 1024);
-}
+#include "../tests/lib/procfs.h" /* procfs_rss_kib, header only */
 
 static int die(const char *what, const pk_error_t *err)
 {
@@ -130,12 +119,13 @@ int main(int argc, char **argv)
         pk_doc_free(&doc);
         pool_shared_release(a);
         if (k + 1 == 10)
-            first = rss_kib();
+            first = procfs_rss_kib();
         if ((k + 1) % step == 0)
-            printf("  after %6ld maps: RSS %7ld KiB\n", k + 1, rss_kib());
+            printf("  after %6ld maps: RSS %7ld KiB\n", k + 1,
+                   procfs_rss_kib());
     }
     double t = now_s() - t0;
-    long last = rss_kib();
+    long last = procfs_rss_kib();
     size_t blocks, bytes;
     uint64_t cin, cout;
     pool_shared_usage(&blocks, &bytes);

@@ -56,10 +56,8 @@
 #include "picklepool/value.h"
 #include "pool/scaleout.h"
 
-#define BACKOFF_MIN_NS 100000000ull    /* reconnect after 0.1 s ... */
-#define BACKOFF_MAX_NS 5000000000ull   /* ... doubling up to 5 s */
-#define WELCOME_WAIT_NS 10000000000ull /* a HELLO unanswered this long */
-#define HELLO_AGAIN_NS 50000000ull     /* a new connection gets the HELLO */
+/* reconnects back off from 0.1 s (pool__link_t) ... */
+#define BACKOFF_MAX_NS 5000000000ull /* ... doubling up to 5 s */
 #define POLL_MS 100
 #define RUN_POLL_S 0.2 /* how often a runner looks at its session */
 
@@ -613,10 +611,8 @@ typedef struct conn {
     void *sock;
     pool__curve_watch_t *watch;
     enum { C_NONE, C_HELLO, C_SESSION } state;
-    uint64_t session;
-    uint64_t hb_ns, dead_ns;
-    uint64_t heard_ns, sent_ns, hello_ns;
-    uint64_t backoff_ns, retry_at;
+    pool__link_t link;
+    uint64_t hello_ns;
     call_t *call; /* the session's last call frame */
     int joined;   /* a session was had before */
     int told_wait;
@@ -632,13 +628,7 @@ static void conn_close(agent_t *a, conn_t *c, uint64_t now, int backoff)
     call_unref(c->call);
     c->call = NULL;
     atomic_store(&a->session, 0);
-    if (!backoff) {
-        c->retry_at = now;
-        return;
-    }
-    c->retry_at = now + c->backoff_ns;
-    c->backoff_ns =
-        c->backoff_ns * 2 > BACKOFF_MAX_NS ? BACKOFF_MAX_NS : c->backoff_ns * 2;
+    pool__link_closed(&c->link, now, backoff);
 }
 
 /* Drops the queued jobs of sessions that are over. */
@@ -738,7 +728,7 @@ static void on_task(agent_t *a, conn_t *c, const pool__wire_hdr_t *h,
         return;
     }
     j->h = *h;
-    j->session = c->session;
+    j->session = c->link.session;
     j->call = c->call;
     atomic_fetch_add(&c->call->refs, 1);
     for (size_t i = 0; i < nfr; i++) {
@@ -767,7 +757,7 @@ static void on_message(agent_t *a, conn_t *c, pool__msg_t *m, uint64_t now)
     pool__welcome_t w;
     pk_error_t e;
     pk_error_clear(&e);
-    c->heard_ns = now;
+    c->link.heard_ns = now;
     pk_err_t rc = pool__remote_welcome(m, &h, &w, &e);
     if (rc == PK_EPROTO) {
         log_once(a, 0, "malformed message from the master dropped: %s", e.msg);
@@ -777,11 +767,7 @@ static void on_message(agent_t *a, conn_t *c, pool__msg_t *m, uint64_t now)
         if (c->state != C_HELLO)
             return;
         c->state = C_SESSION;
-        c->session = w.session;
-        c->hb_ns = w.heartbeat_ns;
-        c->dead_ns = w.heartbeat_ns * w.liveness;
-        c->sent_ns = now;
-        c->backoff_ns = BACKOFF_MIN_NS;
+        pool__link_join(&c->link, &w, now);
         c->told_wait = 0;
         atomic_store(&a->session, w.session);
         say("joined the master at %s%s as '%s' (session %llu, capacity %d, "
@@ -834,7 +820,7 @@ static void send_done(agent_t *a, conn_t *c)
     while (j != NULL) {
         job_t *n = j->next;
         if (!j->abandoned && c->state == C_SESSION &&
-            j->session == c->session) {
+            j->session == c->link.session) {
             pool__wire_hdr_t rh = {.kind = POOL_WIRE_RESULT,
                                    .flags = j->rflags,
                                    .batch = j->h.batch,
@@ -870,7 +856,7 @@ static int watch(agent_t *a, conn_t *c, uint64_t now)
             return -1;
         }
         if (ev.kind == POOL_CURVE_EV_OK && c->state == C_HELLO &&
-            now - c->hello_ns > HELLO_AGAIN_NS)
+            now - c->hello_ns > POOL_LINK_HELLO_AGAIN_NS)
             send_hello(a, c, now);
     }
     return 0;
@@ -886,7 +872,7 @@ static int connect_master(agent_t *a, conn_t *c, void *zctx,
         pk__cli_report("worker", &e);
         return -1;
     }
-    c->heard_ns = now;
+    c->link.heard_ns = now;
     send_hello(a, c, now);
     return 0;
 }
@@ -968,10 +954,10 @@ int pk__host_run(const pk__host_cfg_t *cfg)
     sa.sa_handler = on_signal;
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
-    c.backoff_ns = BACKOFF_MIN_NS;
+    pool__link_init(&c.link, BACKOFF_MAX_NS);
     while (!stop_sig) {
         uint64_t now = pool__now_ns();
-        if (c.sock == NULL && now >= c.retry_at &&
+        if (c.sock == NULL && now >= c.link.retry_at &&
             connect_master(&a, &c, zctx, &sec, now) != 0) {
             status = PK_EXIT_FAIL;
             break;
@@ -998,17 +984,14 @@ int pk__host_run(const pk__host_cfg_t *cfg)
         send_done(&a, &c);
         /* timers */
         if (c.state == C_SESSION) {
-            if (now - c.heard_ns > c.dead_ns) {
+            if (pool__link_beat(&c.link, c.sock, now)) {
                 say("no word from the master for %.1f s; joining again",
-                    (double)(now - c.heard_ns) / 1e9);
+                    (double)(now - c.link.heard_ns) / 1e9);
                 conn_close(&a, &c, now, 0);
                 purge_todo(&a);
-            } else if (now - c.sent_ns >= c.hb_ns) {
-                pool__wire_hdr_t hb = {.kind = POOL_WIRE_HEARTBEAT, .aux = now};
-                pool__remote_send_hdr(c.sock, &hb, 0);
-                c.sent_ns = now;
             }
-        } else if (c.state == C_HELLO && now - c.hello_ns > WELCOME_WAIT_NS) {
+        } else if (c.state == C_HELLO &&
+                   now - c.hello_ns > POOL_LINK_WELCOME_WAIT_NS) {
             if (!c.told_wait)
                 say("no answer from the master at %s yet; still trying",
                     cfg->connect);

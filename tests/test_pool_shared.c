@@ -29,6 +29,7 @@
 
 #include "picklepool.h"
 #include "lib/pool_helpers.h"
+#include "lib/procfs.h"
 #include "lib/runner.h"
 
 /* Internal (runtime/pool/job.c): arena bytes in use. */
@@ -365,18 +366,6 @@ static void test_worker_killed_writing_view(void **state)
         pool_shared_release(a[i]);
 }
 
-static long rss_kib(void)
-{
-    FILE *f = fopen("/proc/self/statm", "r");
-    long sz = 0, rss = 0;
-    if (f != NULL) {
-        if (fscanf(f, "%ld %ld", &sz, &rss) != 2)
-            rss = 0;
-        fclose(f);
-    }
-    return rss * (sysconf(_SC_PAGESIZE) / 1024);
-}
-
 /* Repeated maps over fresh heap arrays (allocated, mapped, released each
  * time, results dropped): the caller's memory stays flat. */
 static void test_rss_flat(void **state)
@@ -397,9 +386,9 @@ static void test_rss_flat(void **state)
         pool_shared_release(a[0]);
         pool_shared_release(a[1]);
         if (rep == 50)
-            base = rss_kib();
+            base = procfs_rss_kib();
     }
-    long end = rss_kib();
+    long end = procfs_rss_kib();
     print_message("RSS after 50 maps %ld KiB, after %d: %ld KiB\n", base, REPS,
                   end);
     if (end - base > 16 * 1024)

@@ -451,7 +451,9 @@ static void test_serve_refusals_and_garbage(void **state)
 
 /* ---- the C API over a remote pool -------------------------------------------- */
 
-static pool_t *remote_pool(const char *ep, const char *keydir)
+/* A pool on serve's hosts (stall_timeout 0: the default). */
+static pool_t *remote_pool(const char *ep, const char *keydir,
+                           double stall_timeout)
 {
     pool_opts_t o;
     pool_t *p = NULL;
@@ -459,6 +461,7 @@ static pool_t *remote_pool(const char *ep, const char *keydir)
     pool_opts_init(&o);
     o.address = ep;
     o.keys = keydir;
+    o.stall_timeout = stall_timeout;
     if (pool_create(&p, &o, &e) != PK_OK)
         fail_msg("pool_create: %s", e.msg);
     return p;
@@ -500,7 +503,7 @@ static void test_remote_pool_c_api(void **state)
     assert_non_null(strstr(e.msg, "takes no plugins"));
     assert_null(p);
 
-    p = remote_pool(ep, k.client);
+    p = remote_pool(ep, k.client, 0);
     enum { N = 20000 };
     static int64_t in[N], out[N];
     for (int i = 0; i < N; i++)
@@ -586,7 +589,7 @@ static void test_host_killed_mid_map(void **state)
     pid_t h0 = start_host(ep, k.h0, "h0");
     pid_t h1 = start_host(ep, k.h1, "h1");
     assert_int_equal(pool_global_init(NULL), PK_OK);
-    pool_t *p = remote_pool(ep, k.client);
+    pool_t *p = remote_pool(ep, k.client, 0);
     tp_sleep_s(0.5); /* both hosts joined */
     int left = 40;
     pool_iter_t *it = NULL;
@@ -629,15 +632,8 @@ static void test_master_gone_gives_up(void **state)
     pid_t serve = start_serve(&k, ep, sizeof ep);
     pid_t host = start_host(ep, k.h0, "h0");
     assert_int_equal(pool_global_init(NULL), PK_OK);
-    pool_opts_t o;
-    pool_t *p = NULL;
+    pool_t *p = remote_pool(ep, k.client, 1.0); /* gives up after 1 s */
     pk_error_t e;
-    pool_opts_init(&o);
-    o.address = ep;
-    o.keys = k.client;
-    o.stall_timeout = 1.0; /* give up on the master after 1 s */
-    if (pool_create(&p, &o, &e) != PK_OK)
-        fail_msg("pool_create: %s", e.msg);
     int64_t in[3] = {1, 2, 3}, out[3] = {0, 0, 0};
     size_t nf = 0;
     CHECK_OK(

@@ -22,10 +22,7 @@
 #include "proc/attach.h"
 
 #define PROG "picklepool-worker --forward"
-#define BACKOFF_MIN_NS 100000000ull
 #define BACKOFF_MAX_NS 2000000000ull
-#define WELCOME_WAIT_NS 10000000000ull
-#define HELLO_AGAIN_NS 50000000ull
 #define POLL_MS 100
 
 /* A call frame, shared by the batches that use it. */
@@ -49,9 +46,8 @@ typedef struct fwd {
     pool__curve_watch_t *watch;
     pool__remote_sec_t sec;
     enum { S_NONE, S_HELLO, S_SESSION } state;
-    uint64_t session, hb_ns, dead_ns;
-    uint64_t heard_ns, sent_ns, hello_ns, lost_ns;
-    uint64_t backoff_ns, retry_at;
+    pool__link_t link;
+    uint64_t hello_ns, lost_ns;
     int ready_sent, joined, told;
     call_t *cur_call;  /* the last call the master sent */
     call_t *sess_call; /* the last call sent in this session */
@@ -147,10 +143,7 @@ static void remote_close(fwd_t *f, uint64_t now, int backoff)
         f->lost_ns = now;
     f->state = S_NONE;
     f->sess_call = NULL;
-    f->retry_at = backoff ? now + f->backoff_ns : now;
-    if (backoff)
-        f->backoff_ns = f->backoff_ns * 2 > BACKOFF_MAX_NS ? BACKOFF_MAX_NS
-                                                           : f->backoff_ns * 2;
+    pool__link_closed(&f->link, now, backoff);
 }
 
 static int hello(fwd_t *f, uint64_t now)
@@ -170,7 +163,7 @@ static int remote_open(fwd_t *f, uint64_t now)
         say("%s", e.msg);
         return -1;
     }
-    f->heard_ns = now;
+    f->link.heard_ns = now;
     return hello(f, now);
 }
 
@@ -286,7 +279,7 @@ static void on_remote(fwd_t *f, pool__msg_t *m, uint64_t now)
     pool__welcome_t w;
     pk_error_t e;
     pk_error_clear(&e);
-    f->heard_ns = now;
+    f->link.heard_ns = now;
     pk_err_t rc = pool__remote_welcome(m, &h, &w, &e);
     if (rc == PK_EPROTO) {
         log_once(f, 1, "malformed message from the master dropped: %s", e.msg);
@@ -296,11 +289,7 @@ static void on_remote(fwd_t *f, pool__msg_t *m, uint64_t now)
         if (f->state != S_HELLO)
             return;
         f->state = S_SESSION;
-        f->session = w.session;
-        f->hb_ns = w.heartbeat_ns;
-        f->dead_ns = w.heartbeat_ns * w.liveness;
-        f->sent_ns = now;
-        f->backoff_ns = BACKOFF_MIN_NS;
+        pool__link_join(&f->link, &w, now);
         f->lost_ns = 0;
         if (f->joined) {
             size_t n = 0;
@@ -385,7 +374,7 @@ static int check_watch(fwd_t *f, uint64_t now)
             return -1;
         }
         if (ev.kind == POOL_CURVE_EV_OK && f->state == S_HELLO &&
-            now - f->hello_ns > HELLO_AGAIN_NS)
+            now - f->hello_ns > POOL_LINK_HELLO_AGAIN_NS)
             hello(f, now);
     }
     return 0;
@@ -461,10 +450,10 @@ int pk__forward_main(const pk__forward_cfg_t *cfg)
     sigaction(SIGTERM, &sa, NULL);
     sigaction(SIGINT, &sa, NULL);
 
-    f.backoff_ns = BACKOFF_MIN_NS;
+    pool__link_init(&f.link, BACKOFF_MAX_NS);
     while (!stop_sig) {
         uint64_t now = pool__now_ns();
-        if (f.remote == NULL && now >= f.retry_at &&
+        if (f.remote == NULL && now >= f.link.retry_at &&
             remote_open(&f, now) != 0) {
             status = 1;
             break;
@@ -505,16 +494,13 @@ int pk__forward_main(const pk__forward_cfg_t *cfg)
             f.ready_sent = 1;
         }
         if (f.state == S_SESSION) {
-            if (now - f.heard_ns > f.dead_ns) {
+            if (pool__link_beat(&f.link, f.remote, now)) {
                 say("no word from the master at %s for %.1f s; joining again",
-                    cfg->endpoint, (double)(now - f.heard_ns) / 1e9);
+                    cfg->endpoint, (double)(now - f.link.heard_ns) / 1e9);
                 remote_close(&f, now, 0);
-            } else if (now - f.sent_ns >= f.hb_ns) {
-                pool__wire_hdr_t hb = {.kind = POOL_WIRE_HEARTBEAT, .aux = now};
-                pool__remote_send_hdr(f.remote, &hb, 0);
-                f.sent_ns = now;
             }
-        } else if (f.state == S_HELLO && now - f.hello_ns > WELCOME_WAIT_NS) {
+        } else if (f.state == S_HELLO &&
+                   now - f.hello_ns > POOL_LINK_WELCOME_WAIT_NS) {
             if (!f.told)
                 say("no answer from the master at %s yet; still trying",
                     cfg->endpoint);

@@ -47,6 +47,17 @@ pk_err_t pk__err_sys(pk_error_t *err, pk_err_t code, int errnum,
                      const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 
+/* Cuts path (a buffer of at least 2 bytes) at its last slash, keeping "/"
+ * for the root; "." when it has none: the directory a file is in. */
+static inline void pk__path_dir(char *path)
+{
+    char *slash = strrchr(path, '/');
+    if (slash == NULL)
+        strcpy(path, ".");
+    else
+        slash[slash == path] = '\0';
+}
+
 static inline uint16_t pk__ld16(const uint8_t *p)
 {
     return (uint16_t)(p[0] | (p[1] << 8));

@@ -318,6 +318,45 @@ pk_err_t pool__remote_welcome(const pool__msg_t *m, pool__wire_hdr_t *h,
     return PK_OK;
 }
 
+#define LINK_BACKOFF_MIN_NS 100000000ull /* 0.1 s */
+
+void pool__link_init(pool__link_t *l, uint64_t backoff_max_ns)
+{
+    memset(l, 0, sizeof *l);
+    l->backoff_ns = LINK_BACKOFF_MIN_NS;
+    l->backoff_max_ns = backoff_max_ns;
+}
+
+void pool__link_join(pool__link_t *l, const pool__welcome_t *w, uint64_t now)
+{
+    l->session = w->session;
+    l->hb_ns = w->heartbeat_ns;
+    l->dead_ns = w->heartbeat_ns * w->liveness;
+    l->sent_ns = now;
+    l->backoff_ns = LINK_BACKOFF_MIN_NS;
+}
+
+void pool__link_closed(pool__link_t *l, uint64_t now, int backoff)
+{
+    l->retry_at = backoff ? now + l->backoff_ns : now;
+    if (backoff)
+        l->backoff_ns = l->backoff_ns * 2 > l->backoff_max_ns
+                            ? l->backoff_max_ns
+                            : l->backoff_ns * 2;
+}
+
+int pool__link_beat(pool__link_t *l, void *sock, uint64_t now)
+{
+    if (now - l->heard_ns > l->dead_ns)
+        return 1;
+    if (now - l->sent_ns >= l->hb_ns) {
+        pool__wire_hdr_t hb = {.kind = POOL_WIRE_HEARTBEAT, .aux = now};
+        pool__remote_send_hdr(sock, &hb, 0);
+        l->sent_ns = now;
+    }
+    return 0;
+}
+
 /* ---- names and ranks -------------------------------------------------------- */
 
 /* getenv(name) as a whole non-negative number, or -1. */

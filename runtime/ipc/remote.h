@@ -161,6 +161,33 @@ typedef struct pool__welcome {
 pk_err_t pool__remote_welcome(const pool__msg_t *m, pool__wire_hdr_t *h,
                               pool__welcome_t *w, pk_error_t *err);
 
+/* The clocks of a peer's link to serve (the host agent's and the
+ * forwarder's): the session and its heartbeats both ways, and reconnects
+ * that back off, doubling from 0.1 s up to backoff_max_ns, while serve
+ * does not answer.  The owner sets heard_ns when a message comes. */
+/* A HELLO unanswered this long is reported ("still trying"); a connection
+ * (re)made this long after the last HELLO gets a new one. */
+#define POOL_LINK_WELCOME_WAIT_NS 10000000000ull
+#define POOL_LINK_HELLO_AGAIN_NS 50000000ull
+
+typedef struct pool__link {
+    uint64_t session;           /* 0: none yet */
+    uint64_t hb_ns, dead_ns;    /* heartbeat interval; silence that ends it */
+    uint64_t heard_ns, sent_ns; /* last message from serve, to serve */
+    uint64_t backoff_ns, backoff_max_ns, retry_at;
+} pool__link_t;
+
+void pool__link_init(pool__link_t *l, uint64_t backoff_max_ns);
+/* A WELCOME taken: its session and heartbeat; the backoff starts over. */
+void pool__link_join(pool__link_t *l, const pool__welcome_t *w, uint64_t now);
+/* The connection was closed: connect again at once, or (backoff) after the
+ * current delay, which then doubles. */
+void pool__link_closed(pool__link_t *l, uint64_t now, int backoff);
+/* In a session: 1 when serve was silent longer than the session allows
+ * (the caller ends it); else 0, after sending a HEARTBEAT on sock when one
+ * is due. */
+int pool__link_beat(pool__link_t *l, void *sock, uint64_t now);
+
 /* The name a host or client gives itself: "HOST" or "HOST rank R" when a
  * launcher says which rank this process is (SLURM_PROCID, else
  * OMPI_COMM_WORLD_RANK, else PMIX_RANK), written into buf.  Returns buf. */

@@ -24,16 +24,6 @@
 #define REMOTE_PREFETCH_MUL 32
 #define GIVE_UP_DEFAULT_S 60.0
 
-/* Cuts path at its last slash ("." when it has none). */
-static void to_dir(char *path)
-{
-    char *slash = strrchr(path, '/');
-    if (slash == NULL)
-        strcpy(path, ".");
-    else
-        slash[slash == path] = '\0';
-}
-
 /* Tries dir/rel: PK_OK with out filled when it is an executable. */
 static int try_exe(const char *dir, const char *rel, char *out, size_t size,
                    char *looked, size_t lsize)
@@ -68,7 +58,7 @@ pk_err_t pool__worker_program(char *out, size_t size, pk_error_t *err)
     if (dladdr((void *)pool__worker_program, &info) != 0 &&
         info.dli_fname != NULL && strlen(info.dli_fname) < sizeof dir) {
         strcpy(dir, info.dli_fname);
-        to_dir(dir);
+        pk__path_dir(dir);
         if (try_exe(dir, "", out, size, looked, sizeof looked) ||
             try_exe(dir, "../bin/", out, size, looked, sizeof looked) ||
             try_exe(dir, "../", out, size, looked, sizeof looked))
@@ -77,7 +67,7 @@ pk_err_t pool__worker_program(char *out, size_t size, pk_error_t *err)
     ssize_t n = readlink("/proc/self/exe", dir, sizeof dir - 1);
     if (n > 0) {
         dir[n] = '\0';
-        to_dir(dir);
+        pk__path_dir(dir);
         if (try_exe(dir, "", out, size, looked, sizeof looked) ||
             try_exe(dir, "../", out, size, looked, sizeof looked) ||
             try_exe(dir, "../bin/", out, size, looked, sizeof looked))

@@ -333,17 +333,6 @@ static void add_dir(char dirs[][PATH_MAX], size_t *n, size_t max,
     memcpy(dirs[(*n)++], d, strlen(d) + 1);
 }
 
-/* Cuts path (a buffer) at its last slash, keeping "/" for the root; "."
- * when it has none. */
-static void to_dir(char *path)
-{
-    char *slash = strrchr(path, '/');
-    if (slash == NULL)
-        strcpy(path, ".");
-    else
-        slash[slash == path] = '\0';
-}
-
 /* The plugin directories, in search order (see registry.h). */
 static size_t plugin_dirs(char dirs[][PATH_MAX], size_t max)
 {
@@ -368,7 +357,7 @@ static size_t plugin_dirs(char dirs[][PATH_MAX], size_t max)
         strstr(info.dli_fname, "libpicklepool.so") != NULL &&
         strlen(info.dli_fname) < sizeof buf) {
         strcpy(buf, info.dli_fname);
-        to_dir(buf);
+        pk__path_dir(buf);
         add_dir(dirs, &n, max, buf, "/picklepool/plugins");
         add_dir(dirs, &n, max, buf, "/plugins");
     }
@@ -377,7 +366,7 @@ static size_t plugin_dirs(char dirs[][PATH_MAX], size_t max)
     ssize_t len = readlink("/proc/self/exe", buf, sizeof buf - 1);
     if (len > 0) {
         buf[len] = '\0';
-        to_dir(buf);
+        pk__path_dir(buf);
         add_dir(dirs, &n, max, buf, "/../lib/picklepool/plugins");
         add_dir(dirs, &n, max, buf, "/plugins");
     }

@@ -11,6 +11,8 @@
 #define PK_TEST_PROCFS_H
 
 #include <stddef.h>
+#include <stdio.h>
+#include <unistd.h>
 
 #define PROCFS_MAX_FDS 1024
 #define PROCFS_MAX_KIDS 256
@@ -25,6 +27,20 @@ typedef struct procfs_proc {
     int pid, ppid;
     char state; /* as in /proc/PID/stat: R, S, Z, ... */
 } procfs_proc_t;
+
+/* This process's resident set in KiB (0 when /proc cannot say).  Header
+ * only: bench/shared_rss.c uses it too. */
+static inline long procfs_rss_kib(void)
+{
+    FILE *f = fopen("/proc/self/statm", "r");
+    long sz = 0, rss = 0;
+    if (f != NULL) {
+        if (fscanf(f, "%ld %ld", &sz, &rss) != 2)
+            rss = 0;
+        fclose(f);
+    }
+    return rss * (sysconf(_SC_PAGESIZE) / 1024);
+}
 
 /* This process's open fds and their readlink() targets. */
 void procfs_fd_snapshot(procfs_fds_t *l);
