@@ -451,6 +451,23 @@ static void test_serve_refusals_and_garbage(void **state)
 
 /* ---- the C API over a remote pool -------------------------------------------- */
 
+/* Keys, serve and nhosts (1 or 2) host agents h0, h1 on it (their pids in
+ * hosts), and this process's fork server: what a remote pool test needs.
+ * Returns serve's pid; skips the test without the examples plugin. */
+static pid_t start_cluster(keys_t *k, char *ep, size_t cap, pid_t *hosts,
+                           int nhosts)
+{
+    if (access(tp_plugin_path(), R_OK) != 0)
+        skip();
+    make_keys(k);
+    pid_t serve = start_serve(k, ep, cap);
+    hosts[0] = start_host(ep, k->h0, "h0");
+    if (nhosts > 1)
+        hosts[1] = start_host(ep, k->h1, "h1");
+    assert_int_equal(pool_global_init(NULL), PK_OK);
+    return serve;
+}
+
 /* A pool on serve's hosts (stall_timeout 0: the default). */
 static pool_t *remote_pool(const char *ep, const char *keydir,
                            double stall_timeout)
@@ -472,12 +489,8 @@ static void test_remote_pool_c_api(void **state)
     (void)state;
     keys_t k;
     char ep[300];
-    if (access(tp_plugin_path(), R_OK) != 0)
-        skip();
-    make_keys(&k);
-    pid_t serve = start_serve(&k, ep, sizeof ep);
-    pid_t host = start_host(ep, k.h0, "h0");
-    assert_int_equal(pool_global_init(NULL), PK_OK);
+    pid_t host;
+    pid_t serve = start_cluster(&k, ep, sizeof ep, &host, 1);
 
     /* refusals first */
     pool_opts_t o;
@@ -582,13 +595,9 @@ static void test_host_killed_mid_map(void **state)
     (void)state;
     keys_t k;
     char ep[300];
-    if (access(tp_plugin_path(), R_OK) != 0)
-        skip();
-    make_keys(&k);
-    pid_t serve = start_serve(&k, ep, sizeof ep);
-    pid_t h0 = start_host(ep, k.h0, "h0");
-    pid_t h1 = start_host(ep, k.h1, "h1");
-    assert_int_equal(pool_global_init(NULL), PK_OK);
+    pid_t hosts[2];
+    pid_t serve = start_cluster(&k, ep, sizeof ep, hosts, 2);
+    pid_t h0 = hosts[0], h1 = hosts[1];
     pool_t *p = remote_pool(ep, k.client, 0);
     tp_sleep_s(0.5); /* both hosts joined */
     int left = 40;
@@ -626,12 +635,8 @@ static void test_master_gone_gives_up(void **state)
     (void)state;
     keys_t k;
     char ep[300];
-    if (access(tp_plugin_path(), R_OK) != 0)
-        skip();
-    make_keys(&k);
-    pid_t serve = start_serve(&k, ep, sizeof ep);
-    pid_t host = start_host(ep, k.h0, "h0");
-    assert_int_equal(pool_global_init(NULL), PK_OK);
+    pid_t host;
+    pid_t serve = start_cluster(&k, ep, sizeof ep, &host, 1);
     pool_t *p = remote_pool(ep, k.client, 1.0); /* gives up after 1 s */
     pk_error_t e;
     int64_t in[3] = {1, 2, 3}, out[3] = {0, 0, 0};
